@@ -1,0 +1,153 @@
+"""``git flor``: argument parsing and error mapping only (the only click importer, DESIGN §6).
+
+Every command is a function in :mod:`git_flor.commands`; this module maps
+:class:`FlorError` to one line on stderr and its exit code, and never lets a
+traceback reach the user (unexpected errors are logged to
+``$GIT_COMMON_DIR/flor/error.log``).
+"""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from .errors import EXIT_CHECK_FAILED, EXIT_USAGE, FlorError
+
+CONTEXT = {"help_option_names": ["-h", "--help"], "max_content_width": 100}
+FORMAT = click.Choice(["table", "csv", "json", "jsonl"])
+
+
+def _run(fn: Callable[..., int], *args: Any, **kwargs: Any) -> None:
+    try:
+        code = fn(*args, **kwargs)
+    except FlorError as exc:
+        click.echo(f"git-flor: {exc}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        click.echo("git-flor: interrupted", err=True)
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as exc:  # a bug of ours: one line for the user, the details in a log
+        where = _log_internal_error()
+        click.echo(f"git-flor: internal error: {type(exc).__name__}: {exc} (details: {where})", err=True)
+        sys.exit(EXIT_CHECK_FAILED)
+    sys.exit(code)
+
+
+def _log_internal_error() -> str:
+    try:
+        from .storage.repo import flor_dir, open_repo
+
+        path = flor_dir(open_repo()) / "error.log"
+    except Exception:
+        import tempfile
+        from pathlib import Path
+
+        path = Path(tempfile.gettempdir()) / "git-flor-error.log"
+    with open(path, "a") as fh:
+        traceback.print_exc(file=fh)
+    return str(path)
+
+
+@click.group(context_settings=CONTEXT)
+@click.version_option(package_name="git-flor", prog_name="git-flor")
+def cli() -> None:
+    """Multiversion hindsight logging for machine learning, built into git.
+
+    \b
+    Example:
+      python train.py --kwargs lr=5e-4     # a script using flor.log / flor.arg / flor.loop
+      git flor runs                        # one row per run
+      git flor log loss lr                 # every run of every version as one table
+    """
+
+
+@cli.command("runs")
+@click.option("--rev", help="Only runs at this commit (HEAD~3) or in this range (A..B).")
+@click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
+def runs_cmd(rev: str | None, fmt: str) -> None:
+    """One row per run: id, commit, dirty, script, start, duration, status, args.
+
+    \b
+    Example:
+      git flor runs --rev HEAD~5..HEAD --format json
+    """
+    from .commands.runs import runs
+
+    _run(runs, rev=rev, fmt=fmt)
+
+
+@cli.command("show")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def show_cmd(run: str, fmt: str) -> None:
+    """One run in full (RUN is a run id or a unique prefix of one).
+
+    \b
+    Example:
+      git flor show 3f2a
+    """
+    from .commands.runs import show
+
+    _run(show, run, fmt=fmt)
+
+
+@cli.command("log")
+@click.argument("names", nargs=-1)
+@click.option("--rev", help="Only runs at this commit (HEAD~3) or in this range (A..B).")
+@click.option("--run", "runs", multiple=True, help="Only this run (id or prefix); repeatable.")
+@click.option("--where", help='A pandas query over args and values, e.g. "lr < 1e-3".')
+@click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
+@click.option("--provenance", is_flag=True, help="Add NAME@ columns: recorded, hindsight or arg.")
+def log_cmd(
+    names: tuple[str, ...], rev: str | None, runs: tuple[str, ...], where: str | None, fmt: str, provenance: bool
+) -> None:
+    """The wide table: one row per run and loop position, one column per NAME (all when none).
+
+    \b
+    Example:
+      git flor log loss lr
+      git flor log val_acc --where "lr < 1e-3" --format csv > metrics.csv
+    """
+    from .commands.log import log
+
+    _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance)
+
+
+@cli.command("reindex")
+def reindex_cmd() -> None:
+    """Rebuild the query index (a cache under .git/flor) from the refs."""
+    from .commands.log import reindex
+
+    _run(reindex)
+
+
+@cli.command("help")
+@click.argument("command", required=False)
+@click.pass_context
+def help_cmd(ctx: click.Context, command: str | None) -> None:
+    """Show help for git flor or one of its commands."""
+    parent = ctx.parent
+    assert parent is not None
+    if command is None:
+        click.echo(cli.get_help(parent))
+        return
+    sub = cli.get_command(parent, command)
+    if sub is None:
+        click.echo(f"git-flor: no such command {command!r}; see `git flor help`", err=True)
+        sys.exit(EXIT_USAGE)
+    with click.Context(sub, info_name=command, parent=parent) as sub_ctx:
+        click.echo(sub.get_help(sub_ctx))
+
+
+def main() -> None:
+    cli(prog_name="git flor")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""``git flor runs`` and ``git flor show RUN``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from ..errors import EXIT_OK
+from ..query.runs import resolve_run, select_runs
+from ..storage.index import connect
+from .common import emit, open_session, short_time
+
+
+def runs(*, rev: str | None = None, fmt: str = "table") -> int:
+    repo = open_session()
+    conn = connect(repo)
+    try:
+        table = select_runs(repo, conn, rev=rev)
+    finally:
+        conn.close()
+    if fmt == "table":
+        table = table.assign(
+            commit=table["commit"].fillna("").str.slice(0, 8),
+            tstamp=short_time(table["tstamp"]),
+            duration=table["duration"].map(lambda d: "" if d != d or d is None else f"{d:.1f}s"),
+            args=table["args"].map(lambda a: " ".join(f"{k}={v}" for k, v in a.items())),
+        ).rename(columns={"tstamp": "start"})
+    else:
+        table = table.rename(columns={"tstamp": "start"})
+    emit(table, fmt, empty="no runs recorded yet: run a training script that uses flor.log")
+    return EXIT_OK
+
+
+def show(run: str, *, fmt: str = "text") -> int:
+    repo = open_session()
+    conn = connect(repo)
+    try:
+        ids = [r[0] for r in conn.execute("SELECT run FROM runs")]
+        run_id = resolve_run(ids, run)
+        shadow, meta = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run_id,)).fetchone()
+        names = conn.execute(
+            "SELECT name, COUNT(*), MAX(src) FROM recs WHERE run = ? AND src != 2 GROUP BY name "
+            "ORDER BY MIN(rowid)",
+            (run_id,),
+        ).fetchall()
+    finally:
+        conn.close()
+    info: dict[str, Any] = json.loads(meta)
+    info["shadow"] = shadow
+    info["values"] = {n: {"count": c, "hindsight": bool(s == 1)} for n, c, s in names}
+    if fmt == "json":
+        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        return EXIT_OK
+    order = ["id", "status", "error", "script", "cwd", "commit", "branch", "dirty", "shadow",
+             "start", "duration", "argv", "args", "checkpointing", "python", "platform", "host"]
+    for key in order:
+        if key in info and info[key] not in (None, {}, []):
+            print(f"{key + ':':15} {_fmt(info[key])}")
+    print("values:")
+    for name, meta_v in info["values"].items():
+        tag = " (hindsight)" if meta_v["hindsight"] else ""
+        print(f"  {name}: {meta_v['count']} value{'s' if meta_v['count'] != 1 else ''}{tag}")
+    print(f"(code as it ran: git show {shadow[:12]}:src/{info.get('script', '')})")
+    return EXIT_OK
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, float) and value > 1e9:
+        from datetime import datetime
+
+        return datetime.fromtimestamp(value).astimezone().isoformat(timespec="seconds")
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)

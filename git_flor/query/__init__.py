@@ -1,0 +1,1 @@
+"""The query room: records → pandas (the only pandas importer, DESIGN §6)."""

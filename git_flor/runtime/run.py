@@ -1,0 +1,211 @@
+"""One training run, live: the in-memory record buffer, the journal flusher, the final write.
+
+The hot path (``flor.log``) only appends a tuple to ``records``; a daemon thread
+turns new records into journal lines at least once a second and at the end of
+every outer-loop iteration, so a killed process loses at most a second of
+records. At exit the run is written to git once, from memory.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import platform
+import socket
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+from ..storage.journal import Journal, event_line, rec_line
+from ..storage.records import Frame, Record, RunData, warn
+
+
+class Run:
+    """State of the current run. ``ctx`` is the current loop position, shared by reference."""
+
+    def __init__(self, start: float, argv: list[str]) -> None:
+        self.id = uuid.uuid4().hex[:12]
+        self.pid = os.getpid()
+        self.records: list[Record] = []
+        self.ctx: tuple[Frame, ...] = ()
+        self.loops: list[dict[str, Any]] = []
+        self.meta: dict[str, Any] = {
+            "id": self.id,
+            "start": start,
+            "argv": list(argv),
+            "args": {},
+            "checkpointing": {},
+            "status": "running",
+            "python": platform.python_version(),
+            "platform": platform.platform(terse=True),
+            "host": socket.gethostname(),
+            "pid": self.pid,
+        }
+        self.echo = os.environ.get("FLOR_QUIET", "") in ("", "0")
+        self._events: deque[str] = deque()
+        self._flushed = 0
+        self._flush_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = False
+        self._journal: Journal | None = None
+        self._repo: Any = None
+        self._finished = False
+
+    # -- beginning -------------------------------------------------------------------------
+
+    def attach(self) -> None:
+        """Bind to the enclosing repository: snapshot, journal, flusher, exit hooks.
+
+        Outside a repository the run still works but records nowhere, and says so
+        loudly once (a silent no-op would be a lost experiment).
+        """
+        from ..errors import NotARepository
+        from ..storage import repo as repo_mod
+        from ..storage.journal import JOURNAL_DIR, recover_orphans
+        from ..storage.snapshot import snapshot_worktree
+
+        try:
+            repo = repo_mod.open_repo()
+        except NotARepository as exc:
+            warn(f"{exc} — this run is NOT recorded")
+            return
+        flor = repo_mod.flor_dir(repo)
+        recover_orphans(repo, flor / JOURNAL_DIR)
+        snap = snapshot_worktree(repo)
+        root = repo_mod.workdir(repo)
+        self.meta.update(
+            clone=repo_mod.clone_id(repo),
+            commit=str(snap.head) if snap.head is not None else None,
+            branch=snap.branch,
+            dirty=snap.dirty,
+            tree=str(snap.tree),
+            script=_relative_script(self.meta["argv"], root),
+            cwd=_relative(Path.cwd(), root) or ".",
+        )
+        self._repo = repo
+        self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
+        threading.Thread(target=self._flusher, name="git-flor-journal", daemon=True).start()
+        atexit.register(self.finish)
+        _chain_excepthook(self)
+
+    # -- recording -------------------------------------------------------------------------
+
+    def set_arg(self, name: str, value: Any) -> None:
+        self.meta["args"][name] = value
+        self._events.append(event_line("arg", name=name, value=value))
+
+    def set_meta(self, **fields: Any) -> None:
+        self.meta.update(fields)
+        self._events.append(event_line("meta", fields=fields))
+
+    def loop_begin(self, name: str) -> int:
+        seq = len(self.loops)
+        self.loops.append({"name": name, "start": time.time(), "iters": [], "end": None})
+        self._events.append(event_line("loop", seq=seq, name=name, start=self.loops[seq]["start"]))
+        return seq
+
+    def iteration_done(self, seq: int, dt: float) -> None:
+        self.loops[seq]["iters"].append(dt)
+        self._events.append(event_line("iter", seq=seq, dt=dt))
+        self._wake.set()
+
+    def loop_end(self, seq: int) -> None:
+        self.loops[seq]["end"] = end = time.time()
+        self._events.append(event_line("loopend", seq=seq, end=end))
+
+    # -- journal ---------------------------------------------------------------------------
+
+    def _flusher(self) -> None:
+        while not self._stop:
+            self._wake.wait(1.0)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        with self._flush_lock:
+            self._append_pending()
+
+    def _append_pending(self) -> None:
+        """Append records and events not yet in the journal (caller holds the flush lock)."""
+        journal = self._journal
+        if journal is None:
+            return
+        n = len(self.records)
+        lines = [rec_line(*r) for r in self.records[self._flushed : n]]
+        while self._events:
+            lines.append(self._events.popleft())
+        try:
+            journal.append(lines)
+        except OSError as exc:
+            warn(f"cannot write the crash journal ({exc}); records are kept in memory")
+        self._flushed = n
+
+    # -- the end ---------------------------------------------------------------------------
+
+    def fail(self, exc_type: type[BaseException], exc: BaseException) -> None:
+        status = "interrupted" if issubclass(exc_type, KeyboardInterrupt) else "failed"
+        self.meta["status"] = status
+        self.meta["error"] = f"{exc_type.__name__}: {exc}"[:500]
+
+    def finish(self) -> str | None:
+        """Write the run to git once; return the shadow commit (None when not recorded)."""
+        if self._finished or os.getpid() != self.pid:
+            return None  # already written, or a forked child inheriting our state
+        self._finished = True
+        self._stop = True
+        self._wake.set()
+        end = time.time()
+        if self.meta["status"] == "running":
+            self.meta["status"] = "ok"
+        self.meta["end"] = end
+        self.meta["duration"] = end - self.meta["start"]
+        for seg in self.loops:
+            if seg["end"] is None:
+                seg["end"] = end
+        if self._repo is None or self._journal is None:
+            return None
+        from ..storage.shadow import commit_run
+
+        with self._flush_lock:
+            data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops)
+            try:
+                shadow = commit_run(self._repo, data)
+            except Exception as exc:  # keep the journal: the next command recovers the run
+                self._append_pending()
+                warn(f"could not write run {self.id} to git ({exc}); it will be recovered")
+                return None
+            self._journal.remove()
+            self._journal = None
+        return str(shadow)
+
+
+def _relative(path: Path, root: Path) -> str | None:
+    try:
+        return path.resolve().relative_to(root).as_posix()
+    except ValueError:
+        return None
+
+
+def _relative_script(argv: list[str], root: Path) -> str:
+    """The script as a repository path (what replay will run), else what argv[0] said."""
+    main = sys.modules.get("__main__")
+    candidate = getattr(main, "__file__", None) or (argv[0] if argv else "")
+    if candidate and os.path.exists(candidate):
+        rel = _relative(Path(candidate), root)
+        if rel is not None:
+            return rel
+    return candidate or "<interactive>"
+
+
+def _chain_excepthook(run: Run) -> None:
+    previous = sys.excepthook
+
+    def hook(exc_type: type[BaseException], exc: BaseException, tb: Any) -> None:
+        run.fail(exc_type, exc)
+        previous(exc_type, exc, tb)
+
+    sys.excepthook = hook

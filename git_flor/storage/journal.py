@@ -1,0 +1,128 @@
+"""The crash journal: a run's records appended to ``$GIT_COMMON_DIR/flor/journal/<id>.jsonl``.
+
+A training process can die at any moment (OOM killer, SIGKILL, a closed
+laptop). The runtime appends what it has to this file at least once a second,
+holding an exclusive ``flock`` on it for the life of the process. The kernel
+drops that lock when the process dies, however it dies, so any later
+``git flor`` command or run can tell an orphaned journal from a live one
+without pids or timeouts, and turn it into a run with status ``interrupted``.
+
+This module does not import pygit2 at import time: the runtime opens journals
+on the training path; only recovery needs the repository.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .records import Frame, RunData, dumps, warn
+
+if TYPE_CHECKING:
+    import pygit2
+
+JOURNAL_DIR = "journal"
+
+
+class Journal:
+    """An append-only, flock-held journal file owned by one live run."""
+
+    def __init__(self, directory: Path, run_id: str, header: dict[str, Any]) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / f"{run_id}.jsonl"
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        self.append([dumps({"t": "head", "meta": header})])
+
+    def append(self, lines: list[str]) -> None:
+        if lines:
+            os.write(self._fd, ("\n".join(lines) + "\n").encode())
+
+    def remove(self) -> None:
+        """Delete the journal, then release the lock: the run is safely in git."""
+        try:
+            self.path.unlink()
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+
+
+def rec_line(name: str, value: Any, pos: tuple[Frame, ...]) -> str:
+    return dumps({"t": "rec", "name": name, "value": value, "pos": [list(f) for f in pos]})
+
+
+def event_line(kind: str, **fields: Any) -> str:
+    return dumps({"t": kind, **fields})
+
+
+def parse(path: Path) -> RunData | None:
+    """Rebuild a run from its journal; a torn last line (killed mid-write) is ignored."""
+    data: RunData | None = None
+    loops: dict[int, dict[str, Any]] = {}
+    for raw in path.read_bytes().splitlines():
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        kind = obj.get("t")
+        if kind == "head":
+            data = RunData(meta=obj["meta"])
+        elif data is None:
+            break
+        elif kind == "rec":
+            pos = tuple((f[0], f[1], f[2]) for f in obj["pos"])
+            data.records.append((obj["name"], obj["value"], pos))
+        elif kind == "arg":
+            data.meta.setdefault("args", {})[obj["name"]] = obj["value"]
+        elif kind == "loop":
+            loops[obj["seq"]] = {"name": obj["name"], "start": obj["start"], "iters": [], "end": None}
+        elif kind == "iter" and obj["seq"] in loops:
+            loops[obj["seq"]]["iters"].append(obj["dt"])
+        elif kind == "loopend" and obj["seq"] in loops:
+            loops[obj["seq"]]["end"] = obj["end"]
+        elif kind == "meta":
+            data.meta.update(obj["fields"])
+    if data is not None:
+        data.loops = [loops[k] for k in sorted(loops)]
+    return data
+
+
+def recover_orphans(repo: pygit2.Repository, directory: Path) -> list[str]:
+    """Commit every journal whose writer is gone as an ``interrupted`` run; return their ids."""
+    from .shadow import commit_run, run_exists
+
+    recovered: list[str] = []
+    if not directory.is_dir():
+        return recovered
+    for path in sorted(directory.glob("*.jsonl")):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                continue  # its run is alive
+            try:
+                if os.stat(path).st_ino != os.fstat(fd).st_ino:
+                    continue  # another recoverer finished it and it was replaced
+            except FileNotFoundError:
+                continue
+            data = parse(path)
+            if data is not None and not run_exists(repo, data.run_id):
+                data.meta["status"] = "interrupted"
+                end = os.stat(path).st_mtime
+                data.meta["end"] = end
+                data.meta["duration"] = max(0.0, end - data.meta.get("start", end))
+                commit_run(repo, data)
+                recovered.append(data.run_id)
+            elif data is None:
+                warn(f"discarding unreadable journal {path}")
+            path.unlink()
+        finally:
+            os.close(fd)
+    return recovered

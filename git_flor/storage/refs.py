@@ -1,0 +1,73 @@
+"""Ref names and compare-and-swap ref updates.
+
+All of git-flor's ref names are built here (the DVC lesson: no string-building
+scattered around). Every update is compare-and-swap with retry, because many
+training runs in one clone finish at the same moment and a blind write loses
+one of them (libgit2's note writer and ``git notes add`` both do).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+
+import pygit2
+
+SHADOW_PREFIX = "refs/flor/shadow/"
+NOTES_REF = "refs/notes/flor"
+CKPT_PREFIX = "refs/flor/ckpt/"
+
+
+def shadow_ref(clone_id: str) -> str:
+    """The shadow branch of one clone: one per clone so pushes never conflict."""
+    return SHADOW_PREFIX + clone_id
+
+
+def shadow_refs(repo: pygit2.Repository) -> dict[str, pygit2.Oid]:
+    """Every clone's shadow tip, including those fetched from teammates."""
+    out: dict[str, pygit2.Oid] = {}
+    for name in repo.references:
+        if name.startswith(SHADOW_PREFIX):
+            out[name] = repo.references[name].resolve().target
+    return out
+
+
+def ref_target(repo: pygit2.Repository, name: str) -> pygit2.Oid | None:
+    ref = repo.references.get(name)
+    return None if ref is None else ref.target
+
+
+class RefContention(RuntimeError):
+    """The ref kept moving under us for longer than the retry budget."""
+
+
+def cas_update(
+    repo: pygit2.Repository,
+    name: str,
+    build: Callable[[pygit2.Oid | None], pygit2.Oid],
+    *,
+    attempts: int = 200,
+    message: str = "git-flor",
+) -> pygit2.Oid:
+    """Point ``name`` at ``build(old)`` only if it still points at ``old``; retry otherwise.
+
+    ``build`` receives the current target (None when the ref does not exist) and
+    returns the new object id, typically a commit whose parent is the old target.
+    libgit2 checks the old value under the ref's lock file, so two writers can
+    never both win with the same parent.
+    """
+    for attempt in range(attempts):
+        ref = repo.references.get(name)
+        old = None if ref is None else ref.target
+        new = build(old)
+        try:
+            if ref is None:
+                repo.references.create(name, new, False)
+            else:
+                ref.set_target(new, message)
+            return new
+        except (pygit2.GitError, pygit2.AlreadyExistsError, ValueError):
+            # Modified since read, or locked by a concurrent writer: back off and retry.
+            time.sleep(min(0.2, 0.002 * (attempt + 1)) * (0.5 + random.random()))
+    raise RefContention(f"could not update {name}: it kept changing; try again")

@@ -1,0 +1,96 @@
+"""The shadow branch: one commit per run on ``refs/flor/shadow/<clone-id>``.
+
+A run commit's tree is ``src/`` (the working tree as the run saw it) plus the
+run's records; its first parent is the previous run of this clone and its
+second the user's HEAD at run start, so ``git log`` of the shadow ref reads as
+a history of runs and every run keeps the code it ran reachable. The chain
+starts at a parentless root commit, which is how a reader knows where the runs
+end and the user's history begins.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pygit2
+from pygit2.enums import FileMode
+
+from . import notes
+from .records import LOGS_FILE, LOOPS_FILE, RUN_FILE, SRC_DIR, RunData, dumps, encode_records
+from .refs import cas_update, shadow_ref
+from .repo import clone_id, signature
+
+
+def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
+    """Write ``data`` as a run commit on this clone's shadow ref, then its note line."""
+    meta = data.meta
+    sig = signature(repo)
+    builder = repo.TreeBuilder()
+    builder.insert(SRC_DIR, pygit2.Oid(hex=meta["tree"]), FileMode.TREE)
+    run_json = json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
+    builder.insert(RUN_FILE, repo.create_blob(run_json.encode()), FileMode.BLOB)
+    builder.insert(LOGS_FILE, repo.create_blob(encode_records(data.records)), FileMode.BLOB)
+    builder.insert(LOOPS_FILE, repo.create_blob(dumps(data.loops).encode()), FileMode.BLOB)
+    tree = builder.write()
+    head = pygit2.Oid(hex=meta["commit"]) if meta.get("commit") else None
+    message = f"flor run {meta['id']}: {meta.get('script')} ({meta.get('status')})\n"
+    ref = shadow_ref(clone_id(repo))
+
+    def build(old: pygit2.Oid | None) -> pygit2.Oid:
+        if old is None:
+            old = repo.create_commit(
+                None, sig, sig, "git-flor shadow branch\n", repo.TreeBuilder().write(), []
+            )
+        parents = [old] + ([head] if head is not None else [])
+        return repo.create_commit(None, sig, sig, message, tree, parents)
+
+    shadow = cas_update(repo, ref, build)
+    if head is not None:
+        notes.add_lines(repo, head, [note_line(data, shadow)])
+    return shadow
+
+
+def note_line(data: RunData, shadow: pygit2.Oid) -> str:
+    meta = data.meta
+    summary: dict[str, Any] = {
+        "run": meta["id"],
+        "shadow": str(shadow),
+        "script": meta.get("script"),
+        "status": meta.get("status"),
+        "dirty": meta.get("dirty"),
+        "start": meta.get("start"),
+        "args": meta.get("args", {}),
+        "final": data.final_values(),
+    }
+    if meta.get("replay_of"):
+        summary["replay_of"] = meta["replay_of"]
+    return dumps(summary)
+
+
+def walk(repo: pygit2.Repository, tip: pygit2.Oid, stop: pygit2.Oid | None = None) -> Iterator[pygit2.Commit]:
+    """Run commits from ``tip`` back along first parents, newest first, until ``stop`` or the root."""
+    commit = repo[tip]
+    while commit.parents and commit.id != stop:
+        yield commit
+        commit = commit.parents[0]
+
+
+def read_meta(repo: pygit2.Repository, commit: pygit2.Commit) -> dict[str, Any]:
+    return json.loads(repo[commit.tree[RUN_FILE].id].data)
+
+
+def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> bytes:
+    tree = commit.tree
+    return repo[tree[name].id].data if name in tree else b""
+
+
+
+def run_exists(repo: pygit2.Repository, run_id: str) -> bool:
+    """Whether this clone's shadow branch already holds ``run_id`` (recovery must not duplicate)."""
+    tip = repo.references.get(shadow_ref(clone_id(repo)))
+    if tip is None:
+        return False
+    prefix = f"flor run {run_id}:"
+    return any(c.message.startswith(prefix) for c in walk(repo, tip.target))
