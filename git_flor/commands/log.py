@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..errors import EXIT_OK
+from ..query.output import emit, short_time
 from ..query.table import dataframe
 from ..storage.index import connect
-from .common import emit, open_session, short_time
+from .common import open_session
 
 
 def log(

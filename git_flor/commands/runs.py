@@ -7,9 +7,10 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_OK
+from ..query.output import emit, short_time
 from ..query.runs import resolve_run, select_runs
 from ..storage.index import connect
-from .common import emit, open_session, short_time
+from .common import open_session
 
 
 def runs(*, rev: str | None = None, fmt: str = "table") -> int:

@@ -161,10 +161,15 @@ def _widen(long: pd.DataFrame, dims: list[str], names: list[str], provenance: bo
 def _typed(col: pd.Series) -> pd.Series:
     """Give a column the dtype its values have: float64, Int64, boolean, or object."""
     kind = pd.api.types.infer_dtype(col, skipna=True)
-    if kind in ("floating", "mixed-integer-float"):
+    if kind in ("floating", "mixed-integer-float") or (
+        kind == "empty" and len(col) and all(isinstance(v, float) for v in col)
+    ):
         return col.astype("float64")
     if kind == "integer":
-        return col.astype("Int64")
+        try:
+            return col.astype("Int64")
+        except OverflowError:  # beyond int64: keep Python ints
+            return col.astype(object).where(col.notna(), None)
     if kind == "boolean":
         return col.astype("boolean")
     return col.astype(object).where(col.notna(), None)

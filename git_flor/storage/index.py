@@ -198,7 +198,11 @@ def loop_columns(conn: sqlite3.Connection) -> list[tuple[str, str]]:
 def encode_value(value: Any) -> tuple[Any, int]:
     if value is True or value is False:
         return int(value), BOOL
-    if isinstance(value, (list, dict)) or (isinstance(value, int) and abs(value) >= 2**63):
+    if (
+        isinstance(value, (list, dict))
+        or (isinstance(value, int) and abs(value) >= 2**63)
+        or value != value  # NaN: SQLite would store NULL, and NaN is not None
+    ):
         return json.dumps(value), JSON
     return value, PLAIN
 

@@ -33,9 +33,14 @@ class Journal:
     def __init__(self, directory: Path, run_id: str, header: dict[str, Any]) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"{run_id}.jsonl"
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        # Lock under a name recovery ignores, then rename into place: a journal
+        # is never visible unlocked, so a concurrent recoverer cannot take a
+        # live run for a dead one.
+        hidden = directory / f".{run_id}.new"
+        self._fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self.append([dumps({"t": "head", "meta": header})])
+        os.rename(hidden, self.path)
 
     def append(self, lines: list[str]) -> None:
         if lines:
@@ -92,7 +97,7 @@ def parse(path: Path) -> RunData | None:
 
 def recover_orphans(repo: pygit2.Repository, directory: Path) -> list[str]:
     """Commit every journal whose writer is gone as an ``interrupted`` run; return their ids."""
-    from .shadow import commit_run, run_exists
+    from .shadow import commit_run, ensure_note, find_run
 
     recovered: list[str] = []
     if not directory.is_dir():
@@ -113,14 +118,17 @@ def recover_orphans(repo: pygit2.Repository, directory: Path) -> list[str]:
             except FileNotFoundError:
                 continue
             data = parse(path)
-            if data is not None and not run_exists(repo, data.run_id):
+            stored = find_run(repo, data.run_id) if data is not None else None
+            if stored is not None:
+                ensure_note(repo, stored)  # the run was written but its writer died before the note
+            elif data is not None:
                 data.meta["status"] = "interrupted"
                 end = os.stat(path).st_mtime
                 data.meta["end"] = end
                 data.meta["duration"] = max(0.0, end - data.meta.get("start", end))
                 commit_run(repo, data)
                 recovered.append(data.run_id)
-            elif data is None:
+            else:
                 warn(f"discarding unreadable journal {path}")
             path.unlink()
         finally:

@@ -8,7 +8,9 @@ one of them (libgit2's note writer and ``git notes add`` both do).
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
 import time
 from collections.abc import Callable
 
@@ -38,6 +40,27 @@ def ref_target(repo: pygit2.Repository, name: str) -> pygit2.Oid | None:
     return None if ref is None else ref.target
 
 
+class RefExists(RuntimeError):
+    """Another writer created the ref first."""
+
+
+def _create_absent(repo: pygit2.Repository, name: str, new: pygit2.Oid, message: str) -> None:
+    """Create ``name`` only if it does not exist, checked under the ref's lock.
+
+    libgit2's create-without-force checks for the ref *before* taking the lock, so
+    two first writers can both "create" it and one silently wins. git's
+    ``update-ref NAME NEW 0000…`` checks under the lock. Creation happens once per
+    ref per clone, so one subprocess here is cheap.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    done = subprocess.run(
+        ["git", f"--git-dir={repo.path}", "update-ref", "-m", message, name, str(new), "0" * 40],
+        env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL,
+    )
+    if done.returncode != 0:
+        raise RefExists(done.stderr.strip())
+
+
 class RefContention(RuntimeError):
     """The ref kept moving under us for longer than the retry budget."""
 
@@ -63,11 +86,11 @@ def cas_update(
         new = build(old)
         try:
             if ref is None:
-                repo.references.create(name, new, False)
+                _create_absent(repo, name, new, message)
             else:
                 ref.set_target(new, message)
             return new
-        except (pygit2.GitError, pygit2.AlreadyExistsError, ValueError):
-            # Modified since read, or locked by a concurrent writer: back off and retry.
+        except (pygit2.GitError, pygit2.AlreadyExistsError, OSError, ValueError, RefExists):
+            # Modified since read (GitError), or locked by a concurrent writer (OSError): retry.
             time.sleep(min(0.2, 0.002 * (attempt + 1)) * (0.5 + random.random()))
     raise RefContention(f"could not update {name}: it kept changing; try again")

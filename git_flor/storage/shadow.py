@@ -18,7 +18,16 @@ import pygit2
 from pygit2.enums import FileMode
 
 from . import notes
-from .records import LOGS_FILE, LOOPS_FILE, RUN_FILE, SRC_DIR, RunData, dumps, encode_records
+from .records import (
+    LOGS_FILE,
+    LOOPS_FILE,
+    RUN_FILE,
+    SRC_DIR,
+    RunData,
+    decode_records,
+    dumps,
+    encode_records,
+)
 from .refs import cas_update, shadow_ref
 from .repo import clone_id, signature
 
@@ -87,10 +96,19 @@ def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> byte
 
 
 
-def run_exists(repo: pygit2.Repository, run_id: str) -> bool:
-    """Whether this clone's shadow branch already holds ``run_id`` (recovery must not duplicate)."""
+def find_run(repo: pygit2.Repository, run_id: str) -> pygit2.Commit | None:
+    """This clone's shadow commit of ``run_id``, if any (recovery must not duplicate runs)."""
     tip = repo.references.get(shadow_ref(clone_id(repo)))
     if tip is None:
-        return False
+        return None
     prefix = f"flor run {run_id}:"
-    return any(c.message.startswith(prefix) for c in walk(repo, tip.target))
+    return next((c for c in walk(repo, tip.target) if c.message.startswith(prefix)), None)
+
+
+def ensure_note(repo: pygit2.Repository, commit: pygit2.Commit) -> None:
+    """Write the note line of a stored run again (a union: harmless when it is there)."""
+    meta = read_meta(repo, commit)
+    if meta.get("commit"):
+        records = list(decode_records(read_blob(repo, commit, LOGS_FILE)))
+        line = note_line(RunData(meta=meta, records=records), commit.id)
+        notes.add_lines(repo, pygit2.Oid(hex=meta["commit"]), [line])
