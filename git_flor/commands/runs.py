@@ -41,7 +41,7 @@ def show(run: str, *, fmt: str = "text") -> int:
         run_id = resolve_run(ids, run)
         shadow, meta = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run_id,)).fetchone()
         names = conn.execute(
-            "SELECT name, COUNT(*), MAX(src) FROM recs WHERE run = ? AND src != 2 GROUP BY name "
+            "SELECT name, SUM(n), MAX(src) FROM chunks WHERE run = ? AND src != 2 GROUP BY name "
             "ORDER BY MIN(rowid)",
             (run_id,),
         ).fetchall()

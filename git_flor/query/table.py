@@ -58,30 +58,30 @@ def build(
     where: str | None = None,
     provenance: bool = False,
 ) -> pd.DataFrame:
-    known = [r[0] for r in conn.execute("SELECT DISTINCT name FROM recs ORDER BY rowid")]
+    known = index.names(conn)
     missing = [n for n in names if n not in set(known)]
     if missing:
         raise UsageError(
             f"no run has a value named {', '.join(map(repr, missing))}; known names: "
-            f"{', '.join(sorted(set(known))[:20]) or '(none yet)'} (hindsight values appear "
+            f"{', '.join(sorted(known)[:20]) or '(none yet)'} (hindsight values appear "
             "after `git flor replay --apply NAME`)"
         )
     wanted = list(dict.fromkeys(names or known))
     fetch = wanted + [n for n in _referenced(where, known) if n not in wanted]
     selected = select_runs(repo, conn, rev=rev, runs=runs)
-    loops = index.loop_columns(conn)
-    long = _fetch(conn, fetch, list(selected["run"]) if (rev or runs) else None, loops)
-    table = _widen(long, [name for name, _ in loops], fetch, provenance)
-    order = selected[INFO].assign(_order=range(len(selected)))  # runs oldest first
-    table = order.merge(table, on="run", how="inner")
-    table = table.sort_values(["_order", *[c for c, _ in loops if c in table]], kind="stable")
+    chunks = index.chunks(conn, fetch, list(selected["run"]) if (rev or runs) else None)
+    dims = _dim_order(chunks)
+    wide = _widen(chunks, {r: i for i, r in enumerate(selected["run"])}, dims, fetch, provenance)
+    wide = wide.sort_values(["_order", *dims], kind="stable", ignore_index=True)
+    info = selected[INFO].iloc[wide["_order"].to_numpy()].reset_index(drop=True)
+    table = pd.concat([info, wide.drop(columns="_order")], axis=1)
     if where:
         try:
             table = table.query(where, engine="python")
         except Exception as exc:
             raise UsageError(f"bad --where expression {where!r}: {exc}") from None
-    dims = [name for name, _ in loops if name in table and table[name].notna().any()]
-    shown = [c for n in wanted for c in ([n, f"{n}@"] if provenance else [n]) if c in table]
+    dims = [d for d in dims if table[d].notna().any()]
+    shown = [c for n in wanted for c in ([n, f"{n}@"] if provenance else [n])]
     return table[INFO + dims + shown].reset_index(drop=True)
 
 
@@ -93,50 +93,34 @@ def _referenced(expr: str | None, known: list[str]) -> list[str]:
     return [n for n in known if n in found]
 
 
-def _fetch(
-    conn: sqlite3.Connection, names: list[str], runs: list[str] | None, loops: list[tuple[str, str]]
+def _dim_order(chunks: list[index.Chunk]) -> list[str]:
+    """Loop names ordered outermost first (by nesting depth, then first appearance)."""
+    depth: dict[str, int] = {}
+    for ch in chunks:
+        for d, name in enumerate(ch.dims):
+            depth[name] = min(d, depth.get(name, d))
+    return sorted(depth, key=lambda n: depth[n])
+
+
+def _widen(
+    chunks: list[index.Chunk], order: dict[str, int], dims: list[str], names: list[str], provenance: bool
 ) -> pd.DataFrame:
-    cols = ["run", "name", "value", "kind", "src", *[col for _, col in loops]]
-    sql = f"SELECT {', '.join(cols)} FROM recs WHERE name IN ({', '.join('?' * len(names))})"
-    params: list[Any] = list(names)
-    if runs is not None:
-        sql += f" AND run IN ({', '.join('?' * len(runs))})"
-        params += runs
-    rows = conn.execute(sql + " ORDER BY rowid", params).fetchall() if names else []
-    long = pd.DataFrame.from_records(rows, columns=["run", "name", "value", "kind", "src", *[n for n, _ in loops]])
-    # Keep each value's own type: a column of ints and floats must not become all floats.
-    long["value"] = pd.Series([r[2] for r in rows], dtype=object)
-    for name, _ in loops:
-        long[name] = long[name].astype("Int64")
-    odd = long["kind"] != index.PLAIN
-    if odd.any():
-        long["value"] = long["value"].astype(object)
-        long.loc[odd, "value"] = [
-            index.decode_value(v, k) for v, k in zip(long.loc[odd, "value"], long.loc[odd, "kind"])
-        ]
-    return long
-
-
-def _widen(long: pd.DataFrame, dims: list[str], names: list[str], provenance: bool) -> pd.DataFrame:
-    """Pivot long records to one row per position, broadcasting coarse values over finer rows."""
-    if long.empty:
-        return pd.DataFrame(columns=["run", *dims, *names])
-    sig = np.zeros(len(long), dtype=np.int64)
-    for k, d in enumerate(dims):
-        sig |= long[d].notna().to_numpy().astype(np.int64) << k
-    long = long.assign(_sig=sig, _prio=long["src"].map(_PRIORITY))
-    shapes = sorted(set(sig.tolist()), key=lambda s: (-bin(s).count("1"), s))
+    """One row per (run, position); coarse values broadcast over the finer rows they contain."""
+    rank = {d: i for i, d in enumerate(dims)}
+    shapes: dict[tuple[str, ...], dict[str, list[index.Chunk]]] = {}
+    for ch in chunks:
+        if ch.run in order:
+            shape = tuple(sorted(ch.dims, key=rank.__getitem__))
+            shapes.setdefault(shape, {}).setdefault(ch.name, []).append(ch)
     result: pd.DataFrame | None = None
-    for shape in shapes:
-        keys = ["run"] + [d for k, d in enumerate(dims) if shape >> k & 1]
-        part = long[long["_sig"] == shape].sort_values("_prio", kind="stable")
-        part = part.drop_duplicates(keys + ["name"], keep="last").set_index(keys + ["name"])
-        wide = part["value"].unstack("name")
-        if provenance:
-            src = part["src"].map(_PROVENANCE).unstack("name")
-            wide = wide.join(src.rename(columns=lambda c: f"{c}@"))
-        wide = wide.reset_index()
-        wide.columns.name = None
+    for shape in sorted(shapes, key=lambda s: (-len(s), [rank[d] for d in s])):
+        keys = ["_order", *shape]
+        wide: pd.DataFrame | None = None
+        for name, group in shapes[shape].items():
+            group.sort(key=lambda c: (_PRIORITY[c.src], c.rid))
+            part = _frame(group, shape, order, name, provenance).drop_duplicates(keys, keep="last")
+            wide = part if wide is None else wide.merge(part, on=keys, how="outer")
+        assert wide is not None
         if result is None:
             result = wide
             continue
@@ -146,18 +130,50 @@ def _widen(long: pd.DataFrame, dims: list[str], names: list[str], provenance: bo
         for c in clash:
             coarse = result.pop(f"{c}\0coarse")
             result[c] = result[c].where(result[c].notna(), coarse)
-    assert result is not None
+    if result is None:
+        result = pd.DataFrame({"_order": pd.Series([], dtype="int64")})
+    for d in dims:
+        result[d] = result[d].astype("Int64") if d in result else pd.array([pd.NA] * len(result), dtype="Int64")
     for name in names:
         if name not in result:
-            result[name] = pd.Series([pd.NA] * len(result), dtype=object)
-        result[name] = _typed(result[name])
-    for d in dims:
-        if d not in result:
-            result[d] = pd.Series([pd.NA] * len(result), dtype="Int64")
-        result[d] = result[d].astype("Int64")
+            result[name] = pd.Series([None] * len(result), dtype=object)
+        elif result[name].dtype == object:
+            result[name] = _typed(result[name])
+        if provenance and f"{name}@" not in result:
+            result[f"{name}@"] = pd.Series([None] * len(result), dtype=object)
     return result
 
 
+def _frame(
+    group: list[index.Chunk], shape: tuple[str, ...], order: dict[str, int], name: str, provenance: bool
+) -> pd.DataFrame:
+    """One name's values at one loop shape, across runs, as columns (no Python object per value)."""
+    cols: dict[str, Any] = {
+        "_order": np.concatenate([np.full(len(c.pos), order[c.run], dtype=np.int64) for c in group])
+    }
+    for d in shape:
+        cols[d] = np.concatenate([c.pos[:, c.dims.index(d)] for c in group])
+    cols[name] = _values(group)
+    if provenance:
+        cols[f"{name}@"] = np.concatenate(
+            [np.full(len(c.pos), _PROVENANCE[c.src], dtype=object) for c in group]
+        )
+    return pd.DataFrame(cols)
+
+
+def _values(group: list[index.Chunk]) -> Any:
+    """Concatenate chunk values keeping their type: float64, Int64, boolean, else objects."""
+    kinds = {c.vtype for c in group}
+    if kinds <= {"f8", "i8"} and "f8" in kinds:
+        return np.concatenate([np.asarray(c.values, dtype=np.float64) for c in group])
+    if kinds == {"i8"}:
+        return pd.array(np.concatenate([c.values for c in group]), dtype="Int64")
+    if kinds == {"b1"}:
+        return pd.array(np.concatenate([c.values for c in group]), dtype="boolean")
+    out: list[Any] = []
+    for c in group:
+        out.extend(c.values if isinstance(c.values, list) else c.values.tolist())
+    return pd.Series(out, dtype=object)
 def _typed(col: pd.Series) -> pd.Series:
     """Give a column the dtype its values have: float64, Int64, boolean, or object."""
     kind = pd.api.types.infer_dtype(col, skipna=True)

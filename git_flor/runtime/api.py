@@ -24,12 +24,16 @@ _IMPORT_TIME = time.time()
 _ARGV = list(sys.argv)
 sys.argv[:], _KWARGS, _KWARGS_ERROR = split_argv(sys.argv)
 _run: Run | None = None
+_started = False
 
 
 def _current() -> Run:
-    global _run
+    global _run, _started
     if _run is None:
-        _run = Run(start=_IMPORT_TIME, argv=_ARGV)
+        # The first run of a process started when the script did; one after
+        # flor.commit() starts now.
+        _run = Run(start=time.time() if _started else _IMPORT_TIME, argv=_ARGV)
+        _started = True
         _run.attach()
     return _run
 

@@ -12,25 +12,31 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pygit2
 
-from .records import LOGS_FILE, decode_records, warn
+from .records import LOGS_FILE, decode_lines, warn
 from .refs import shadow_refs
 from .repo import flor_dir
 from .shadow import read_blob, read_meta, walk
 
-SCHEMA = 3
+SCHEMA = 4
 INDEX_FILE = "index.sqlite"
 
-#: Value kinds: how a stored SQLite value maps back to the logged JSON value.
-PLAIN, BOOL, JSON = 0, 1, 2
 #: Provenance of a value in the table.
 RECORDED, HINDSIGHT, ARG = 0, 1, 2
+#: Separator of loop names in a chunk's ``dims``.
+DIM_SEP = "\x1f"
 
+# Values are stored in chunks: one row per (shadow commit, name, loop shape)
+# holding the positions as a packed int64 array and the values as a packed
+# array when they share a numeric type ('f8', 'i8', 'b1') or as a JSON list
+# otherwise. A million logged values are then ~a thousand rows that numpy
+# unpacks without a Python object per value.
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
 CREATE TABLE IF NOT EXISTS tips(ref TEXT PRIMARY KEY, tip TEXT NOT NULL);
@@ -41,12 +47,27 @@ CREATE TABLE IF NOT EXISTS runs(
     run TEXT PRIMARY KEY, rid INTEGER NOT NULL, shadow TEXT NOT NULL, commit_ TEXT,
     tstamp REAL, script TEXT, status TEXT, dirty INTEGER, duration REAL,
     args TEXT, meta TEXT);
-CREATE TABLE IF NOT EXISTS loopcols(name TEXT PRIMARY KEY, col TEXT UNIQUE NOT NULL, depth INTEGER);
-CREATE TABLE IF NOT EXISTS recs(rid INTEGER NOT NULL, run TEXT NOT NULL, name TEXT NOT NULL,
-    value, kind INTEGER NOT NULL, src INTEGER NOT NULL);
-CREATE INDEX IF NOT EXISTS recs_name ON recs(name);
-CREATE INDEX IF NOT EXISTS recs_rid ON recs(rid);
+CREATE TABLE IF NOT EXISTS chunks(
+    rid INTEGER NOT NULL, run TEXT NOT NULL, name TEXT NOT NULL, src INTEGER NOT NULL,
+    dims TEXT NOT NULL, n INTEGER NOT NULL, pos BLOB NOT NULL, vtype TEXT NOT NULL,
+    vals BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS chunks_name ON chunks(name);
+CREATE INDEX IF NOT EXISTS chunks_run ON chunks(run);
 """
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One name's values in one run at one loop shape, unpacked for the query room."""
+
+    rid: int
+    run: str
+    name: str
+    src: int
+    dims: tuple[str, ...]
+    pos: np.ndarray  # int64, shape (n, len(dims))
+    values: Any  # numpy array for f8/i8/b1, list for json
+    vtype: str
 
 
 def connect(repo: pygit2.Repository) -> sqlite3.Connection:
@@ -112,7 +133,7 @@ def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
 
 def _drop_ref(conn: sqlite3.Connection, ref: str) -> None:
     rids = "SELECT rid FROM commits WHERE ref = ?"
-    conn.execute(f"DELETE FROM recs WHERE rid IN ({rids})", (ref,))
+    conn.execute(f"DELETE FROM chunks WHERE rid IN ({rids})", (ref,))
     conn.execute(f"DELETE FROM runs WHERE rid IN ({rids})", (ref,))
     conn.execute("DELETE FROM commits WHERE ref = ?", (ref,))
     conn.execute("DELETE FROM tips WHERE ref = ?", (ref,))
@@ -134,6 +155,8 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
     if cur.rowcount == 0:
         return
     rid = cur.lastrowid
+    origin = f"{str(commit.id)[:10]}:{LOGS_FILE}"
+    records = decode_lines(read_blob(repo, commit, LOGS_FILE), origin=origin)
     if kind == "run":
         conn.execute(
             "INSERT OR REPLACE INTO runs VALUES(?,?,?,?,?,?,?,?,?,?,?)",
@@ -144,72 +167,82 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
             ),
         )
         args = meta.get("args") or {}
-        _insert(conn, rid, target, ((k, v, ()) for k, v in args.items()), ARG)
+        _insert(conn, rid, target, [{"name": k, "value": v, "pos": []} for k, v in args.items()], ARG)
+        _insert(conn, rid, target, records, RECORDED)
     else:
-        # A newer replay of the same names replaces the older one's values.
-        names = [r[0] for r in decode_records(read_blob(repo, commit, LOGS_FILE))]
+        # A newer replay of a name replaces the older one's values for that run.
         conn.executemany(
-            "DELETE FROM recs WHERE run = ? AND name = ? AND src = ?",
-            [(target, n, HINDSIGHT) for n in set(names)],
+            "DELETE FROM chunks WHERE run = ? AND name = ? AND src = ?",
+            [(target, n, HINDSIGHT) for n in {r["name"] for r in records}],
         )
-    origin = f"{str(commit.id)[:10]}:{LOGS_FILE}"
-    records = decode_records(read_blob(repo, commit, LOGS_FILE), origin=origin)
-    _insert(conn, rid, target, records, RECORDED if kind == "run" else HINDSIGHT)
+        _insert(conn, rid, target, records, HINDSIGHT)
 
 
-def _insert(conn: sqlite3.Connection, rid: int, run: str, records: Iterable[Any], src: int) -> None:
-    by_shape: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
-    for name, value, pos in records:
-        shape = tuple(f[0] for f in pos)
-        stored, kind = encode_value(value)
-        by_shape.setdefault(shape, []).append(
-            (rid, run, name, stored, kind, src, *(f[1] for f in pos))
-        )
-    for shape, rows in by_shape.items():
-        cols = [loop_column(conn, loop, depth) for depth, loop in enumerate(shape)]
-        if len(set(cols)) != len(cols):
-            warn(f"run {run}: loop names repeat in one position {shape}; keeping the outermost")
-            seen: dict[str, int] = {}
-            for i, c in enumerate(cols):
-                seen.setdefault(c, i)
-            keep = sorted(seen.values())
-            cols = [cols[i] for i in keep]
-            rows = [r[:6] + tuple(r[6 + i] for i in keep) for r in rows]
-        names = ", ".join(["rid", "run", "name", "value", "kind", "src", *cols])
-        marks = ", ".join("?" * (6 + len(cols)))
-        conn.executemany(f"INSERT INTO recs({names}) VALUES({marks})", rows)
+def _insert(conn: sqlite3.Connection, rid: int, run: str, records: list[dict[str, Any]], src: int) -> None:
+    """Group records by (name, loop shape) into packed chunks; this loop is the cold-index hot path."""
+    groups: dict[tuple[str, ...], tuple[list[Any], list[Any]]] = {}
+    for rec in records:
+        pos = rec["pos"]
+        if not pos:
+            key: tuple[str, ...] = (rec["name"],)
+            idx: Any = ()
+        elif len(pos) == 1:
+            key, idx = (rec["name"], pos[0][0]), pos[0][1]
+        else:
+            key = (rec["name"], *[f[0] for f in pos])
+            idx = tuple(f[1] for f in pos)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = ([], [])
+        group[0].append(rec["value"])
+        group[1].append(idx)
+    rows = []
+    for (name, *dims), (values, positions) in groups.items():
+        if len(set(dims)) != len(dims):
+            continue  # a loop nested in a loop of the same name: no column can hold both
+        vtype, blob = _pack(values)
+        pos = np.asarray(positions, dtype=np.int64).reshape(len(values), len(dims))
+        rows.append((rid, run, name, src, DIM_SEP.join(dims), len(values), pos.tobytes(), vtype, blob))
+    conn.executemany("INSERT INTO chunks VALUES(?,?,?,?,?,?,?,?,?)", rows)
 
 
-def loop_column(conn: sqlite3.Connection, loop: str, depth: int) -> str:
-    row = conn.execute("SELECT col FROM loopcols WHERE name = ?", (loop,)).fetchone()
-    if row:
-        return row[0]
-    col = f"d{conn.execute('SELECT COUNT(*) FROM loopcols').fetchone()[0]}"
-    conn.execute(f"ALTER TABLE recs ADD COLUMN {col} INTEGER")
-    conn.execute("INSERT INTO loopcols VALUES(?, ?, ?)", (loop, col, depth))
-    return col
+def _pack(values: list[Any]) -> tuple[str, bytes]:
+    kinds = {type(v) for v in values}
+    if kinds == {float}:
+        return "f8", np.asarray(values, dtype=np.float64).tobytes()
+    if kinds == {bool}:
+        return "b1", np.asarray(values, dtype=np.bool_).tobytes()
+    if kinds == {int} and all(-(2**63) <= v < 2**63 for v in values):
+        return "i8", np.asarray(values, dtype=np.int64).tobytes()
+    return "json", json.dumps(values, ensure_ascii=False).encode()
 
 
-def loop_columns(conn: sqlite3.Connection) -> list[tuple[str, str]]:
-    """(loop name, column) ordered by nesting depth, then first appearance."""
-    return conn.execute("SELECT name, col FROM loopcols ORDER BY depth, rowid").fetchall()
+def _unpack(vtype: str, blob: bytes) -> Any:
+    if vtype == "json":
+        return json.loads(blob)
+    return np.frombuffer(blob, dtype={"f8": np.float64, "i8": np.int64, "b1": np.bool_}[vtype])
 
 
-def encode_value(value: Any) -> tuple[Any, int]:
-    if value is True or value is False:
-        return int(value), BOOL
-    if (
-        isinstance(value, (list, dict))
-        or (isinstance(value, int) and abs(value) >= 2**63)
-        or value != value  # NaN: SQLite would store NULL, and NaN is not None
-    ):
-        return json.dumps(value), JSON
-    return value, PLAIN
+def names(conn: sqlite3.Connection) -> list[str]:
+    """Every name with a value, in order of first appearance."""
+    return [r[0] for r in conn.execute("SELECT name FROM chunks GROUP BY name ORDER BY MIN(rowid)")]
 
 
-def decode_value(stored: Any, kind: int) -> Any:
-    if kind == BOOL:
-        return bool(stored)
-    if kind == JSON:
-        return json.loads(stored)
-    return stored
+def chunks(conn: sqlite3.Connection, wanted: list[str], runs: list[str] | None) -> list[Chunk]:
+    """The chunks holding ``wanted`` names (of ``runs`` when given), oldest first."""
+    if not wanted:
+        return []
+    sql = (
+        "SELECT rid, run, name, src, dims, n, pos, vtype, vals FROM chunks "
+        f"WHERE name IN ({', '.join('?' * len(wanted))})"
+    )
+    params: list[Any] = list(wanted)
+    if runs is not None:
+        sql += f" AND run IN ({', '.join('?' * len(runs))})"
+        params += runs
+    out = []
+    for rid, run, name, src, dims, n, pos, vtype, vals in conn.execute(sql + " ORDER BY rowid", params):
+        shape = tuple(dims.split(DIM_SEP)) if dims else ()
+        positions = np.frombuffer(pos, dtype=np.int64).reshape(n, len(shape))
+        out.append(Chunk(rid, run, name, src, shape, positions, _unpack(vtype, vals), vtype))
+    return out

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,17 +56,49 @@ def encode_records(records: Iterable[Record]) -> bytes:
     return "".join(encode_record(r) + "\n" for r in records).encode()
 
 
-def decode_records(data: bytes, *, origin: str = "") -> Iterator[Record]:
-    """Parse ``logs.jsonl``; a corrupt line is skipped with a warning, never a crash."""
-    for lineno, line in enumerate(data.splitlines(), 1):
-        if not line.strip():
-            continue
+def decode_records(data: bytes, *, origin: str = "") -> list[Record]:
+    """Parse ``logs.jsonl`` into records; a corrupt line is skipped with a warning."""
+    return [_record(obj) for obj in decode_lines(data, origin=origin)]
+
+
+def decode_lines(data: bytes, *, origin: str = "") -> list[dict[str, Any]]:
+    """Parse ``logs.jsonl`` into its JSON objects, checked for shape, never crashing.
+
+    The whole blob is parsed as one JSON array first (one C-level parse instead of
+    a call per line: the cold query index reads a million records this way).
+    """
+    lines = [line for line in data.splitlines() if line.strip()]
+    try:
+        objs = json.loads(b"[" + b",".join(lines) + b"]")
+        if all(_well_formed(o) for o in objs):
+            return objs
+    except ValueError:
+        pass
+    out = []
+    for lineno, line in enumerate(lines, 1):
         try:
             obj = json.loads(line)
-            pos = tuple((str(f[0]), int(f[1]), f[2] if len(f) > 2 else None) for f in obj["pos"])
-            yield (str(obj["name"]), obj["value"], pos)
-        except (ValueError, KeyError, TypeError, IndexError):
+        except ValueError:
+            obj = None
+        if _well_formed(obj):
+            out.append(obj)
+        else:
             warn(f"skipping corrupt log record {origin}:{lineno}")
+    return out
+
+
+def _well_formed(obj: Any) -> bool:
+    return (
+        type(obj) is dict
+        and type(obj.get("name")) is str
+        and "value" in obj
+        and type(obj.get("pos")) is list
+        and all(type(f) is list and len(f) >= 2 and type(f[0]) is str and type(f[1]) is int for f in obj["pos"])
+    )
+
+
+def _record(obj: dict[str, Any]) -> Record:
+    return (obj["name"], obj["value"], tuple((f[0], f[1], f[2] if len(f) > 2 else None) for f in obj["pos"]))
 
 
 def dumps(obj: Any) -> str:
