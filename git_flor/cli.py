@@ -127,6 +127,22 @@ def reindex_cmd() -> None:
     _run(reindex)
 
 
+@cli.command("gc")
+@click.option("--keep-every", type=int, help="Thin each run's checkpoints to every K-th iteration (first and last always kept).")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def gc_cmd(keep_every: int | None, dry_run: bool, fmt: str) -> None:
+    """Delete checkpoint payloads no manifest references (never a referenced one).
+
+    \b
+    Example:
+      git flor gc --keep-every 5 --dry-run
+    """
+    from .commands.gc import gc
+
+    _run(gc, keep_every=keep_every, dry_run=dry_run, fmt=fmt)
+
+
 @cli.command("help")
 @click.argument("command", required=False)
 @click.pass_context
