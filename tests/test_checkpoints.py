@@ -26,12 +26,12 @@ EVERY = {"FLOR_CKPT_BOUND": "1"}  # checkpoint every iteration
 
 def roundtrip(obj: object) -> tuple[str, object]:
     serializer, snap = serial.capture(obj)
-    return serializer, serial.deserialise(serializer, serial.serialise(serializer, snap))
+    return serializer, serial.deserialise(serializer, b"".join(serial.serialise(serializer, snap)))
 
 
 def saved_bytes(obj: object) -> tuple[str, bytes]:
     serializer, snap = serial.capture(obj)
-    return serializer, serial.serialise(serializer, snap)
+    return serializer, b"".join(serial.serialise(serializer, snap))
 
 
 class Stats:

@@ -50,9 +50,23 @@ class Checkpointer:
         self._spent = 0.0
         self._last_cost = 0.0
         self._warned: set[str] = set()
+        self._reuse: dict[str, Any] = {}  # name → a written snapshot whose memory the next copy takes
 
     def register(self, objects: dict[str, Any]) -> None:
         self.objects.update(objects)
+        threading.Thread(target=self._prefault, args=(dict(objects),), name="git-flor-prefault",
+                         daemon=True).start()
+
+    def _prefault(self, objects: dict[str, Any]) -> None:
+        """Ready a copy buffer per large object off the training thread (see serial.capture)."""
+        for name, obj in objects.items():
+            try:
+                buf = serial.prefault(obj)
+            except Exception:
+                continue
+            if buf is not None:
+                with self._lock:
+                    self._reuse.setdefault(name, buf)
 
     # -- policy --------------------------------------------------------------------------
 
@@ -98,8 +112,10 @@ class Checkpointer:
         self._writer.start()
 
     def _capture(self, snaps: dict, unsaved: list[str], name: str, obj: Any, kind: str) -> None:
+        with self._lock:
+            reuse = self._reuse.pop(name, None)
         try:
-            serializer, snap = serial.capture(obj)
+            serializer, snap = serial.capture(obj, reuse)
         except serial.Unsaveable as exc:
             unsaved.append(name)
             if name not in self._warned:
@@ -121,6 +137,9 @@ class Checkpointer:
                     warn(f"cannot write checkpoint of {name} ({type(exc).__name__}: {exc})")
                 continue
             pointers[name] = Pointer(sha, size, serializer, kind)
+            if serial.reusable(serializer):
+                with self._lock:
+                    self._reuse[name] = snap
         write_time = time.perf_counter() - t0
         entry = {"loop": loop, "objects": pointers, "unsaved": sorted(set(unsaved)),
                  "seconds": round(capture_time + write_time, 6)}
