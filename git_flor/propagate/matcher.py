@@ -44,6 +44,7 @@ class Mapping:
         self.fwd: dict[int, int] = {}
         self.bwd: dict[int, int] = {}
         self.score: dict[int, float] = {}
+        self.headers: dict[int, int] = {}
 
     def add(self, a: Node, b: Node, score: float) -> None:
         self.fwd[a.pre] = b.pre
@@ -134,10 +135,13 @@ def _top_down(m: Mapping) -> None:
             m.add_subtree(a, b)
 
 
-def _header(node: Node) -> int:
+def _header(node: Node, cache: dict[int, int]) -> int:
     """A hash of a node without its nested blocks: `def train(args)` without the body."""
-    return hash((node.type, node.label,
-                 tuple(c.hash for c in node.children if c.type not in _CONTAINERS)))
+    h = cache.get(id(node))
+    if h is None:
+        h = cache[id(node)] = hash((node.type, node.label, tuple(
+            c.hash for c in node.children if c.type not in _CONTAINERS)))
+    return h
 
 
 def _context_score(m: Mapping, a: Node, b: Node) -> tuple[float, float]:
@@ -148,7 +152,7 @@ def _context_score(m: Mapping, a: Node, b: Node) -> tuple[float, float]:
         if pa.type != pb.type:
             break
         weight = 1.0 / (depth + 1)
-        if _header(pa) == _header(pb):
+        if _header(pa, m.headers) == _header(pb, m.headers):
             score += 2 * weight
         if m.fwd.get(pa.pre) == pb.pre:
             score += 3 * weight
