@@ -86,21 +86,45 @@ def dump(node: ast.AST) -> str:
     return ast.dump(node, annotate_fields=False, include_attributes=False)
 
 
-def bodies(tree: ast.AST):  # type: ignore[no-untyped-def]
-    """Every statement list of the tree (bodies, orelse, handlers' bodies, ...)."""
+def owned_bodies(tree: ast.AST):  # type: ignore[no-untyped-def]
+    """(owner, field, statements) for every statement list of the tree."""
     for node in ast.walk(tree):
         for name in ("body", "orelse", "finalbody"):
             body = getattr(node, name, None)
             if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
-                yield body
+                yield node, name, body
+
+
+def bodies(tree: ast.AST):  # type: ignore[no-untyped-def]
+    """Every statement list of the tree (bodies, orelse, handlers' bodies, ...)."""
+    for _, _, body in owned_bodies(tree):
+        yield body
+
+
+_NESTED = ("body", "orelse", "finalbody", "handlers", "cases")
+_COMPOUND = (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith,
+             ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def header(node: ast.stmt) -> str:
+    """`ast.dump` of a compound statement without its nested statements."""
+    saved = {f: getattr(node, f) for f in _NESTED if hasattr(node, f)}
+    for f in saved:
+        setattr(node, f, [])
+    try:
+        return "H" + dump(node)
+    finally:
+        for f, v in saved.items():
+            setattr(node, f, v)
 
 
 def statement_counts(tree: ast.AST) -> dict[str, int]:
+    """Occurrences of each statement (by `dump`) and of each compound header (by `header`)."""
     counts: dict[str, int] = {}
     for body in bodies(tree):
         for st in body:
-            d = dump(st)
-            counts[d] = counts.get(d, 0) + 1
+            for d in (dump(st), header(st)) if isinstance(st, _COMPOUND) else (dump(st),):
+                counts[d] = counts.get(d, 0) + 1
     return counts
 
 
@@ -109,7 +133,17 @@ def probe_value(st: ast.stmt) -> str | None:
         return st.targets[0].id
     if isinstance(st, (ast.AugAssign, ast.AnnAssign)) and isinstance(st.target, ast.Name):
         return st.target.id
-    for n in ast.walk(st):
+    if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = st.args.posonlyargs + st.args.args + st.args.kwonlyargs
+        return args[0].arg if args else None
+    part: ast.AST = st
+    if isinstance(st, (ast.For, ast.AsyncFor)):
+        part = st.target
+    elif isinstance(st, (ast.While, ast.If)):
+        part = st.test
+    elif isinstance(st, (ast.With, ast.AsyncWith)):
+        part = st.items[0].optional_vars or st.items[0].context_expr
+    for n in ast.walk(part):
         if isinstance(n, ast.Name):
             return n.id
     return None
@@ -117,66 +151,77 @@ def probe_value(st: ast.stmt) -> str | None:
 
 @dataclass
 class Probe:
-    """`flor.log(name, value)` goes after line `line`, indented like line `start`."""
+    """`flor.log(name, value)` goes on a new line before line `line` (1-based), indented by
+    `indent`; `anchor` identifies the statement it must follow (kind "after") or the
+    compound statement whose body it must open (kind "first")."""
 
     name: str
+    kind: str
     anchor: str
     line: int
-    start: int
-    col: int
+    indent: str
     value: str
 
 
-def choose_probes(src: str, pasts: list[ast.AST], k: int) -> list[Probe]:
-    """Up to `k` anchors spread over the file: simple statements, alone on their lines,
-    unique today, preferring those that occur exactly once in most past versions."""
-    tree = ast.parse(src)
+def _candidates(src: str, tree: ast.AST, kind: str):  # type: ignore[no-untyped-def]
+    """(line, key, value, insert-before line, indent) of each usable anchor."""
     lines = src.split("\n")
+    for body in bodies(tree):
+        for st in body:
+            if lines[st.lineno - 1][: st.col_offset].strip():
+                continue  # shares its line with other code
+            value = probe_value(st)
+            if value is None:
+                continue
+            if kind == "after":
+                if not isinstance(st, _SIMPLE) or (isinstance(st, ast.Expr)
+                                                   and isinstance(st.value, ast.Constant)):
+                    continue
+                end_line = lines[st.end_lineno - 1]  # type: ignore[operator]
+                if end_line[st.end_col_offset:].strip().startswith(";"):
+                    continue
+                yield st.lineno, dump(st), value, st.end_lineno + 1, lines[st.lineno - 1][: st.col_offset]  # type: ignore[operator]
+            elif isinstance(st, _COMPOUND):
+                first = st.body[0]
+                if first.lineno == st.lineno or lines[first.lineno - 1][: first.col_offset].strip():
+                    continue  # one-line block
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                    continue  # a docstring must stay first
+                yield st.lineno, header(st), value, first.lineno, lines[first.lineno - 1][: first.col_offset]
+
+
+def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Probe]:
+    """Up to `k` anchors spread over the file, unique today, preferring those that occur
+    exactly once in most past versions (so most versions can be scored)."""
+    tree = ast.parse(src)
     counts = statement_counts(tree)
     past_counts = [statement_counts(t) for t in pasts]
     cands = []
-    for body in bodies(tree):
-        for st in body:
-            if not isinstance(st, _SIMPLE) or (isinstance(st, ast.Expr)
-                                               and isinstance(st.value, ast.Constant)):
-                continue
-            d = dump(st)
-            value = probe_value(st)
-            line = lines[st.lineno - 1]
-            if counts[d] != 1 or value is None or line[: st.col_offset].strip():
-                continue
-            end_line = lines[st.end_lineno - 1]  # type: ignore[operator]
-            if end_line[st.end_col_offset:].strip().startswith(";"):
-                continue
-            cover = sum(1 for c in past_counts if c.get(d) == 1)
-            cands.append((st.lineno, cover, st, d, value))
-    if not cands:
-        return []
-    n_lines = len(lines)
+    for line, key, value, at, indent in _candidates(src, tree, kind):
+        if counts.get(key) != 1:
+            continue
+        cover = sum(1 for c in past_counts if c.get(key) == 1)
+        cands.append((line, cover, key, value, at, indent))
+    n_lines = src.count("\n") + 1
     chosen = []
-    used_lines: set[int] = set()
+    used: set[int] = set()
     for part in range(k):
         lo, hi = part * n_lines / k, (part + 1) * n_lines / k
-        pool = [c for c in cands if lo <= c[0] < hi and c[0] - 1 not in used_lines
-                and c[0] + 1 not in used_lines]
-        if not pool:
-            continue
-        line, _, st, d, value = max(pool, key=lambda c: (c[1], -c[0]))
-        used_lines.add(line)
-        chosen.append((st, d, value))
-    probes = []
-    for i, (st, d, value) in enumerate(sorted(chosen, key=lambda c: c[0].lineno)):
-        probes.append(Probe(f"probe_{i}", d, st.end_lineno, st.lineno, st.col_offset,  # type: ignore[arg-type]
-                            value))
-    return probes
+        pool = [c for c in cands if lo <= c[0] < hi and c[4] not in used]
+        if pool:
+            best = max(pool, key=lambda c: (c[1], -c[0]))
+            used.add(best[4])
+            chosen.append(best)
+    chosen.sort(key=lambda c: c[4])
+    return [Probe(f"probe_{i}", kind, key, at, indent, value)
+            for i, (_, _, key, value, at, indent) in enumerate(chosen)]
 
 
 def add_probes(src: str, probes: list[Probe]) -> tuple[str, dict[str, int]]:
     """Today's file: the newest version plus the probes and the git_flor import."""
     lines = src.split("\n")
     for p in sorted(probes, key=lambda p: -p.line):
-        indent = lines[p.start - 1][: p.col]
-        lines.insert(p.line, f'{indent}flor.log("{p.name}", {p.value})')
+        lines.insert(p.line - 1, f'{p.indent}flor.log("{p.name}", {p.value})')
     tree = ast.parse("\n".join(lines))
     at = 0
     for st in tree.body:
@@ -204,21 +249,25 @@ def score(out: str | None, probes: list[Probe], cases: list[Probe]) -> tuple[int
         tree = ast.parse(out)
     except SyntaxError:
         return 0, False
-    where: dict[str, list[tuple[list[ast.stmt], int]]] = {}
-    for body in bodies(tree):
+    where: dict[str, list[tuple[ast.AST, str, list[ast.stmt], int]]] = {}
+    for owner, field_, body in owned_bodies(tree):
         for i, st in enumerate(body):
             if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
                     and st.value.args and isinstance(st.value.args[0], ast.Constant) \
                     and isinstance(st.value.args[0].value, str) \
                     and st.value.args[0].value.startswith("probe_"):
-                where.setdefault(st.value.args[0].value, []).append((body, i))
+                where.setdefault(st.value.args[0].value, []).append((owner, field_, body, i))
     right = 0
     for p in cases:
         spots = where.get(p.name, [])
-        if len(spots) == 1:
-            body, i = spots[0]
-            if i > 0 and dump(body[i - 1]) == p.anchor:
-                right += 1
+        if len(spots) != 1:
+            continue
+        owner, field_, body, i = spots[0]
+        if p.kind == "after":
+            right += i > 0 and dump(body[i - 1]) == p.anchor
+        else:
+            right += (i == 0 and field_ == "body" and isinstance(owner, _COMPOUND)
+                      and header(owner) == p.anchor)  # type: ignore[arg-type]
     return right, True
 
 
@@ -319,6 +368,9 @@ def main() -> int:
     ap.add_argument("--mirror-root", default="/work/.mirror")
     ap.add_argument("--case", action="append", help="OWNER/NAME:PATH (repeatable; default: built-in list)")
     ap.add_argument("--probes", type=int, default=4)
+    ap.add_argument("--kind", choices=("after", "first"), default="after",
+                    help="after: probe right after a simple statement (the headline number); "
+                         "first: probe as the first statement of a loop/if/with/def body")
     ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
     ap.add_argument("--flordb-sample", type=int, default=12,
                     help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
@@ -347,7 +399,7 @@ def main() -> int:
             except SyntaxError:
                 skipped += 1
         parsed = sample(parsed, args.max_versions)
-        probes = choose_probes(newest, [t for _, _, t in parsed], args.probes)
+        probes = choose_probes(newest, [t for _, _, t in parsed], args.probes, args.kind)
         today, lines = add_probes(newest, probes)
         today_path = os.path.join(work, f"{repo.replace('/', '+')}+{path.replace('/', '+')}")
         with open(today_path, "w") as f:

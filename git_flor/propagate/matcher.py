@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 from collections import defaultdict
+from collections.abc import Callable
 
 from .cst import BLOCKS, Node, Tree
 
@@ -45,6 +46,7 @@ class Mapping:
         self.bwd: dict[int, int] = {}
         self.score: dict[int, float] = {}
         self.headers: dict[int, int] = {}
+        self.leafsets: dict[int, frozenset[str]] = {}
 
     def add(self, a: Node, b: Node, score: float) -> None:
         self.fwd[a.pre] = b.pre
@@ -144,6 +146,18 @@ def _header(node: Node, cache: dict[int, int]) -> int:
     return h
 
 
+def _key(node: Node, cache: dict[int, int]) -> int:
+    """What identifies a statement across rewrites: a definition's name, else its header."""
+    if node.type == "decorated_definition":
+        defn = next((c for c in node.children if c.type != "decorator"), None)
+        if defn is not None:
+            return _key(defn, cache)
+    if node.type in ("function_definition", "class_definition"):
+        name = next((c for c in node.children if c.type == "identifier"), None)
+        return hash((node.type, name.label if name is not None else ""))
+    return _header(node, cache)
+
+
 def _context_score(m: Mapping, a: Node, b: Node) -> tuple[float, float]:
     score = 0.0
     pa, pb = a.parent, b.parent
@@ -228,6 +242,10 @@ def _bottom_up(m: Mapping) -> None:
             dice = 2.0 * c / (a.size + b.size)
             if a.label != b.label:
                 dice *= 0.8
+            if _key(a, m.headers) == _key(b, m.headers):
+                # Same `def main` / same loop header: a rewritten body (large literals
+                # replaced, a docstring added) should not hide that it is the same statement.
+                dice += 0.3
             if dice > best_dice:
                 best, best_dice = b, dice
         if best is not None and best_dice >= MIN_DICE:
@@ -236,22 +254,52 @@ def _bottom_up(m: Mapping) -> None:
 
 
 def _recover(m: Mapping, a: Node, b: Node, depth: int = 0) -> None:
-    """Pair the unmatched children of a matched pair, in order, by type (then recurse)."""
+    """Pair the unmatched children of a matched pair, in order: first identical subtrees,
+    then same-type nodes by similarity (and recurse into those)."""
     ka = [c for c in a.children if not m.matched_src(c)]
     kb = [c for c in b.children if not m.matched_dst(c)]
     if not ka or not kb or len(ka) * len(kb) > 40000:
         return
-    for x, y in _lcs(ka, kb, lambda x, y: x.hash == y.hash):
+    for x, y in _lcs(ka, kb, lambda x, y: 1.0 if x.hash == y.hash else 0.0):
         m.add_subtree(x, y, 1.0)
     ka = [c for c in ka if not m.matched_src(c)]
     kb = [c for c in kb if not m.matched_dst(c)]
     if not ka or not kb:
         return
-    for x, y in _lcs(ka, kb, lambda x, y: x.type == y.type and (x.children != [] or y.children == [])):
+    if len(ka) * len(kb) <= 2500:
+        pairs = _lcs(ka, kb, lambda x, y: _similarity(m, x, y))
+    else:
+        pairs = _lcs(ka, kb, lambda x, y: 1.0 if x.type == y.type else 0.0)
+    for x, y in pairs:
         score = m.score.get(a.pre, 0.5) * 0.9
         m.add(x, y, score)
         if x.children and depth < 30 and not (x.is_stmt and _is_big(x, y)):
             _recover(m, x, y, depth + 1)
+
+
+def _similarity(m: Mapping, x: Node, y: Node) -> float:
+    """How alike two same-type nodes are (0: never pair them). A `for`/`if`/`def` with the
+    same header is almost surely the same statement whatever happened to its body; other
+    pairs are ranked by the leaves they share, with a floor so that `loss = f(x)` and
+    `l = f(x)` still pair (that is how renames are found)."""
+    if x.type != y.type or (x.children == []) != (y.children == []):
+        return 0.0
+    if not x.children:
+        return 1.0 if x.label == y.label else 0.1
+    if _key(x, m.headers) == _key(y, m.headers) and x.height > 2:
+        return 3.0
+    lx, ly = _leaves(m, m.src, x), _leaves(m, m.dst, y)
+    union = len(lx | ly)
+    return 0.1 + (len(lx & ly) / union if union else 0.0)
+
+
+def _leaves(m: Mapping, tree: Tree, n: Node) -> frozenset[str]:
+    key = -id(n)
+    cached = m.leafsets.get(key)
+    if cached is None:
+        cached = m.leafsets[key] = frozenset(
+            f"{k.type}:{k.label}" for k in tree.nodes[n.pre : n.last + 1] if not k.children)
+    return cached
 
 
 def _is_big(x: Node, y: Node) -> bool:
@@ -260,17 +308,24 @@ def _is_big(x: Node, y: Node) -> bool:
     return x.height > 4 and x.label != y.label
 
 
-def _lcs(xs: list[Node], ys: list[Node], eq) -> list[tuple[Node, Node]]:  # type: ignore[no-untyped-def]
+def _lcs(xs: list[Node], ys: list[Node],
+         sim: Callable[[Node, Node], float]) -> list[tuple[Node, Node]]:
+    """Order-preserving pairing of `xs` with `ys` maximising total similarity (pairs with
+    similarity 0 are never made)."""
     n, k = len(xs), len(ys)
-    table = [[0] * (k + 1) for _ in range(n + 1)]
+    sims = [[sim(x, y) for y in ys] for x in xs]
+    table = [[0.0] * (k + 1) for _ in range(n + 1)]
     for i in range(n - 1, -1, -1):
-        row, nxt = table[i], table[i + 1]
+        row, nxt, srow = table[i], table[i + 1], sims[i]
         for j in range(k - 1, -1, -1):
-            row[j] = nxt[j + 1] + 1 if eq(xs[i], ys[j]) else max(nxt[j], row[j + 1])
+            best = nxt[j] if nxt[j] > row[j + 1] else row[j + 1]
+            if srow[j] > 0 and nxt[j + 1] + srow[j] > best:
+                best = nxt[j + 1] + srow[j]
+            row[j] = best
     out = []
     i = j = 0
     while i < n and j < k:
-        if eq(xs[i], ys[j]):
+        if sims[i][j] > 0 and table[i][j] == table[i + 1][j + 1] + sims[i][j]:
             out.append((xs[i], ys[j]))
             i += 1
             j += 1

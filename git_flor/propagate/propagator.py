@@ -294,6 +294,15 @@ class _Run:
             if img is not None:
                 target = ("after", img.ts, self.m.score.get(s.pre, 0.5))
                 break
+        if target is None and not any(s.ts.id != exclude for s in siblings[:idx]):
+            # First in its block today: open the same block in the past. Its old first
+            # statement may have been deleted since, and today's next statement may have
+            # come from elsewhere, so the following sibling is the weaker clue here.
+            block = self._block_image(parent)
+            if block is not None:
+                first = _first_stmt(block.ts)
+                if first is not None:
+                    target = ("before", first, self.m.score.get(parent.pre, 0.5))
         if target is None:
             for s in siblings[idx:]:
                 if s.ts.id == exclude:
@@ -515,15 +524,19 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
 
 
 def _first_stmt(block: cst.TsNode) -> cst.TsNode | None:
+    """The statement a new first statement goes before: after a docstring (which would
+    stop being one) and, in a module, after `from __future__` imports (which must be first)."""
     kids = [c for c in block.named_children if c.type != "comment"]
-    if block.type == "module":
-        # After a docstring and `from __future__` imports, which must stay first.
-        i = 0
-        while i < len(kids) and ((i == 0 and _is_docstring(kids[i]))
-                                 or kids[i].type == "future_import_statement"):
-            i += 1
-        kids = kids[i:]
-    return kids[0] if kids else None
+    owner = block.parent
+    has_doc = block.type == "module" or (owner is not None and owner.type in (
+        "function_definition", "class_definition"))
+    i = 0
+    while i < len(kids) and ((i == 0 and has_doc and _is_docstring(kids[i]))
+                             or kids[i].type == "future_import_statement"):
+        i += 1
+    if i == len(kids) and i > 0:
+        return None
+    return kids[i] if kids else None
 
 
 def _is_docstring(node: cst.TsNode) -> bool:
