@@ -127,6 +127,38 @@ def reindex_cmd() -> None:
     _run(reindex)
 
 
+@cli.command("replay")
+@click.argument("selectors", nargs=-1)
+@click.option("--apply", "apply", multiple=True, required=True, help="Names to fill in (comma-separated or repeated).")
+@click.option("--iter", "iters", multiple=True, help="Only these iterations, e.g. epoch=3,7 or epoch=0..9.")
+@click.option("--where", help='A pandas query over args and values selecting runs, e.g. "lr < 1e-3".')
+@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores).")
+@click.option("--dry-run", is_flag=True, help="Show the schedule and stop.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Recompute values that already exist.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def replay_cmd(
+    selectors: tuple[str, ...], apply: tuple[str, ...], iters: tuple[str, ...], where: str | None,
+    workers: int | None, dry_run: bool, yes: bool, force: bool, fmt: str,
+) -> None:
+    """Fill in today's flor.log statements for past runs (SELECTORS: run ids or revisions; default all).
+
+    Today's statements are carried into each run's own code, which is re-run from
+    its checkpoints only as far as they need, in parallel. Asks once on a terminal.
+
+    \b
+    Example:
+      git flor replay --apply grad_norm --dry-run
+      git flor replay HEAD~5..HEAD --apply grad_norm --iter epoch=0,9 --workers 4 --yes
+    """
+    from .commands.replay import replay
+
+    interactive = not yes and sys.stdin.isatty()
+    confirm = (lambda msg: click.confirm(msg, default=True)) if interactive else None
+    _run(replay, selectors, apply, iters=iters, where=where, workers=workers, dry_run=dry_run,
+         force=force, fmt=fmt, confirm=confirm)
+
+
 @cli.command("gc")
 @click.option("--keep-every", type=int, help="Thin each run's checkpoints to every K-th iteration (first and last always kept).")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
