@@ -284,3 +284,86 @@ def test_a_real_shaped_script_writes_nothing_of_the_users(tmp_path: Path) -> Non
     got = git_flor.dataframe("w_norm", "lr_now", repo=pygit2.Repository(str(repo)))
     assert got["w_norm"].tolist() == want["w_norm"].tolist()
     assert got["lr_now"].tolist() == want["lr_now"].tolist() and len(set(want["lr_now"])) > 1
+
+
+def test_skip_mode_gives_the_same_values_as_reexecution(history: Path, tmp_path: Path) -> None:
+    copy = tmp_path / "skip"
+    shutil.copytree(history, copy, symlinks=True)
+    flor(copy, "replay", "--apply", "w_start,w_end", "--yes")  # whatever the first test left
+    before = flor(copy, "log", "w_start", "w_end", "--format", "csv").stdout
+    plan = json.loads(flor(copy, "replay", "--apply", "w_start,w_end", "--force", "--dry-run", "--format", "json").stdout)
+    assert "skip" in {j["mode"] for j in plan["jobs"]}
+    out = flor(copy, "replay", "--apply", "w_start,w_end", "--force", "--yes")
+    assert out.returncode == 0, out.stderr
+    assert flor(copy, "log", "w_start", "w_end", "--format", "csv").stdout == before
+
+
+TORCH = textwrap.dedent(
+    """\
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+    import git_flor as flor
+
+    torch.manual_seed(0)
+    X = torch.randn(192, 8)
+    y = (X[:, :2].sum(dim=1, keepdim=True) > 0).float()
+    loader = DataLoader(TensorDataset(X, y), batch_size=32, shuffle=True)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Dropout(0.2), torch.nn.Linear(16, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=flor.arg("lr", 0.3), momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=2, gamma=0.5)
+    with flor.checkpointing(model=model, optimizer=opt, scheduler=sched):
+        for epoch in flor.loop("epoch", range(5)):
+            model.train()
+            for xb, yb in flor.loop("step", loader):
+                opt.zero_grad()
+                loss = torch.nn.functional.binary_cross_entropy_with_logits(model(xb), yb)
+                loss.backward()
+                opt.step()
+            model.eval()
+            with torch.no_grad():
+                val = torch.nn.functional.binary_cross_entropy_with_logits(model(X), y).item()
+            sched.step()
+            flor.log("val", val)
+    torch.save(model, "model.pt")
+    """
+)
+
+
+def test_torch_replay_equals_hand_rerun(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    repo = tmp_path / "torch"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / ".gitignore").write_text("model.pt\n")
+    (repo / "train.py").write_text(TORCH)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "torch")
+    run_script(repo, env={"FLOR_CKPT_BOUND": "1"})
+    run_script(repo, "train.py", "--kwargs", "lr=0.1")
+    today = TORCH.replace(
+        "        model.eval()\n",
+        "        flor.log(\"wnorm\", sum(float(p.norm()) for p in model.parameters()))\n"
+        "        model.eval()\n",
+    ).replace(
+        "        for xb, yb in flor.loop(\"step\", loader):\n",
+        "        for xb, yb in flor.loop(\"step\", loader):\n"
+        "            flor.log(\"batch0\", float(xb[0, 0]))\n",
+    )
+    assert today.count("flor.log(") == TORCH.count("flor.log(") + 2
+    (repo / "train.py").write_text(today)
+    before = user_state(repo)
+    plan = json.loads(flor(repo, "replay", "--apply", "wnorm", "--dry-run", "--format", "json").stdout)
+    assert "skip" in {j["mode"] for j in plan["jobs"]}  # model is checkpointed; sched.step() is after
+    out = flor(repo, "replay", "--apply", "wnorm,batch0", "--yes")
+    assert out.returncode == 0, out.stderr
+    assert user_state(repo) == before  # model.pt untouched although the script saves it
+    for k, run in enumerate(json.loads(flor(repo, "runs", "--format", "json").stdout)):
+        hand = tmp_path / f"hand{k}"
+        hand.mkdir()
+        git(hand, "init", "-q")
+        (hand / "train.py").write_text(today)
+        run_script(hand, "train.py", "--kwargs", f"lr={run['args']['lr']}")
+        want = git_flor.dataframe("wnorm", "batch0", repo=pygit2.Repository(str(hand)))
+        got = git_flor.dataframe("wnorm", "batch0", run=run["run"], repo=pygit2.Repository(str(repo)))
+        assert got["wnorm"].tolist() == want["wnorm"].tolist()
+        assert got["batch0"].tolist() == want["batch0"].tolist()
