@@ -127,6 +127,34 @@ def reindex_cmd() -> None:
     _run(reindex)
 
 
+@cli.command("propagate")
+@click.argument("rev")
+@click.argument("paths", nargs=-1)
+@click.option("--from", "source_rev", help="Take today's statements from this revision (default: the working tree).")
+@click.option("--names", multiple=True, help="Only these statements (comma-separated names).")
+@click.option("--diff", is_flag=True, help="Print a unified diff against REV's file.")
+@click.option("--json", "as_json", is_flag=True, help="Print placements (name, from line, to line, anchor, confidence).")
+@click.option("--force", is_flag=True, help="Place statements even if they read names REV never defines.")
+def propagate_cmd(
+    rev: str, paths: tuple[str, ...], source_rev: str | None, names: tuple[str, ...], diff: bool,
+    as_json: bool, force: bool,
+) -> None:
+    """Carry today's flor statements into PATHS as of REV (a revision or a run id).
+
+    Prints the propagated file (one PATH) or a diff; exit 3 when a statement could
+    not be placed (reasons on stderr). PATHS default to every file with new statements.
+
+    \b
+    Example:
+      git flor propagate HEAD~12 -- train.py
+      git flor propagate HEAD~12 --diff -- train.py
+      git flor propagate 3f2a --json
+    """
+    from .commands.propagate import propagate
+
+    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff, as_json=as_json, force=force)
+
+
 @cli.command("replay")
 @click.argument("selectors", nargs=-1)
 @click.option("--apply", "apply", multiple=True, required=True, help="Names to fill in (comma-separated or repeated).")
