@@ -142,14 +142,29 @@ with flor.checkpointing(W1=W1, b1=b1, W2=W2, b2=b2):
 STEP_ANCHOR = '            flor.log("loss", loss)\n'
 EPOCH_STMT = '        flor.log("w1_norm", float(np.linalg.norm(W1)))\n'  # right after the step loop
 STEP_STMT = '            flor.log("grad_norm", float(np.linalg.norm(gh)))\n'  # inside it
-PREFIX_ANCHOR = "X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]\n"
+PREFIX_ANCHOR = (
+    "X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]\n"
+)
 PREFIX_STMT = 'flor.log("n_val", len(X_val))\n'  # before the training loop: a no-op job
 
 
-def script(flor_module: str, *, n_train: int, hidden: int, lr: float = 0.05, decay: float = 2.0,
-           what: str = "") -> str:
-    return TRAIN.format(import_line=f"import {flor_module} as flor", n_train=n_train, hidden=hidden,
-                        lr=lr, decay=decay, what=what)
+def script(
+    flor_module: str,
+    *,
+    n_train: int,
+    hidden: int,
+    lr: float = 0.05,
+    decay: float = 2.0,
+    what: str = "",
+) -> str:
+    return TRAIN.format(
+        import_line=f"import {flor_module} as flor",
+        n_train=n_train,
+        hidden=hidden,
+        lr=lr,
+        decay=decay,
+        what=what,
+    )
 
 
 def with_statements(src: str) -> str:
@@ -197,8 +212,13 @@ class World:
         drop = ("GIT_", "FLOR_", "PYTHONPATH", "PYTHONDONTWRITEBYTECODE", "VIRTUAL_ENV")
         base = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
         base.update(
-            HOME=str(self.home), GIT_CONFIG_NOSYSTEM="1", PYTHONPYCACHEPREFIX=str(root / "pycache"),
-            OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", FLOR_QUIET="1",
+            HOME=str(self.home),
+            GIT_CONFIG_NOSYSTEM="1",
+            PYTHONPYCACHEPREFIX=str(root / "pycache"),
+            OPENBLAS_NUM_THREADS="1",
+            OMP_NUM_THREADS="1",
+            MKL_NUM_THREADS="1",
+            FLOR_QUIET="1",
         )
         path = os.environ.get("PATH", "")
         self.env = {**base, "PATH": f"{Path(python).parent}{os.pathsep}{path}"}
@@ -207,20 +227,37 @@ class World:
         self.fenv = {**base, "PATH": f"{Path(fpy).parent}{os.pathsep}{path}"}
         self._n = 0
 
-    def run(self, argv: list[str], cwd: Path, *, env: dict[str, str] | None = None,
-            extra: dict[str, str] | None = None, stdin: str | None = None) -> Done:
+    def run(
+        self,
+        argv: list[str],
+        cwd: Path,
+        *,
+        env: dict[str, str] | None = None,
+        extra: dict[str, str] | None = None,
+        stdin: str | None = None,
+    ) -> Done:
         """Run one command to completion, timed from outside; fail loudly with its output."""
         self._n += 1
         log = self.logs / f"{self._n:04d}.log"
         full_env = {**(env or self.env), **(extra or {})}
         with open(log, "w") as fh:
             t0 = time.perf_counter()
-            proc = subprocess.run(argv, cwd=cwd, env=full_env, stdout=fh, stderr=subprocess.STDOUT,
-                                  input=stdin, text=True, stdin=None if stdin is not None else subprocess.DEVNULL)
+            proc = subprocess.run(
+                argv,
+                cwd=cwd,
+                env=full_env,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                input=stdin,
+                text=True,
+                stdin=None if stdin is not None else subprocess.DEVNULL,
+            )
             seconds = time.perf_counter() - t0
         out = log.read_text(errors="replace")
         if proc.returncode != 0:
-            raise BenchError(f"bench_replay: {' '.join(argv)} (in {cwd}) exited {proc.returncode}:\n{out[-3000:]}")
+            raise BenchError(
+                f"bench_replay: {' '.join(argv)} (in {cwd}) exited {proc.returncode}:\n{out[-3000:]}"
+            )
         return Done(seconds, out)
 
     def repo(self, name: str, files: dict[str, str]) -> Path:
@@ -254,12 +291,14 @@ class World:
         return new[0], done.seconds
 
     def run_ids(self, repo: Path) -> list[str]:
-        return [r["run"] for r in json.loads(self.flor(repo, "runs", "--format", "json").out or "[]")]
+        return [
+            r["run"] for r in json.loads(self.flor(repo, "runs", "--format", "json").out or "[]")
+        ]
 
     def plan(self, repo: Path, *args: str) -> tuple[list[dict], float]:
         """The ``--dry-run --format json`` schedule, and how long the CLI took to print it."""
         done = self.flor(repo, "replay", *args, "--dry-run", "--format", "json", "--force")
-        text = done.out[done.out.index("{"):]
+        text = done.out[done.out.index("{") :]
         return json.loads(text[: text.rindex("}") + 1])["jobs"], done.seconds
 
     def values(self, repo: Path, name: str, run: str) -> list[float]:
@@ -324,13 +363,31 @@ def part1(w: World, reps: int, n_train: int, hidden: int) -> dict:
     """Record (git-flor default bound, git-flor bound 1, FlorDB), then replay w1_norm, per rep."""
     src = script("git_flor", n_train=n_train, hidden=hidden, what="Recorded by git-flor.")
     repo = w.repo("p1-gitflor", {"train.py": src})
-    res: dict = {"rec_b1": [], "rec_def": [], "rep_b1": [], "rep_def": [], "dry_b1": [], "jobs_b1": [],
-                 "jobs_def": [], "f_rec": [], "f_rep": [], "agree": [], "plans": {}, "runs": {}}
+    res: dict = {
+        "rec_b1": [],
+        "rec_def": [],
+        "rep_b1": [],
+        "rep_def": [],
+        "dry_b1": [],
+        "jobs_b1": [],
+        "jobs_def": [],
+        "f_rec": [],
+        "f_rep": [],
+        "agree": [],
+        "plans": {},
+        "runs": {},
+    }
     fsrc = script("flordb", n_train=n_train, hidden=hidden, what="Recorded by FlorDB.")
-    # Warm-up (discarded): the first import of numpy/git_flor/flordb fills caches.
-    w.run([w.python, "-c", "import numpy, git_flor, pygit2"], repo)
+    # Warm-up (discarded): the first imports compile bytecode into the sandbox's cache. FlorDB
+    # writes .flor/ into any repository it is imported in, so it warms up in one of its own.
+    code = "import numpy, pygit2, git_flor, git_flor.cli; print('FILE', git_flor.__file__)"
+    found = w.run([w.python, "-c", code], repo).out.split("FILE ")[-1].strip()
+    if not found.startswith(str(w.root / "src")):
+        raise BenchError(f"bench_replay: children import {found}, not the copy in {w.root / 'src'}")
+    w.flor(repo, "runs")
     if w.flordb_python:
-        w.run([w.flordb_python, "-c", "import importlib; importlib.import_module('pandas')"], repo, env=w.fenv)
+        warm = w.repo("flordb-warm-up", {"README": "warm-up\n"})
+        w.run([w.flordb_python, "-c", "import flordb, flordb.repl"], warm, env=w.fenv)
     for rnd in range(reps):
         # Records, rotated; the working tree holds the committed script while recording.
         (repo / "train.py").write_text(src)
@@ -354,15 +411,21 @@ def part1(w: World, reps: int, n_train: int, hidden: int) -> dict:
             if who == "b1":
                 res["dry_b1"].append(secs)
         if any(j["mode"] != "skip" for j in res["plans"]["b1"]):
-            raise BenchError(f"bench_replay: the planner does not skip on the FLOR_CKPT_BOUND=1 run: "
-                             f"{modes(res['plans']['b1'])}")
+            raise BenchError(
+                f"bench_replay: the planner does not skip on the FLOR_CKPT_BOUND=1 run: "
+                f"{modes(res['plans']['b1'])}"
+            )
         replayers = ["b1", "def"] + (["flordb"] if frepo is not None else [])
         for who in rotated(replayers, rnd):
             if who == "flordb":
                 assert frepo is not None
                 (frepo / "train.py").write_text(epoch_statement_only(fsrc))
-                done = w.run([w.flordb_python, "-m", "flordb", "replay", "--apply", "w1_norm"], frepo,
-                             env=w.fenv, stdin="y\n")
+                done = w.run(
+                    [w.flordb_python, "-m", "flordb", "replay", "--apply", "w1_norm"],
+                    frepo,
+                    env=w.fenv,
+                    stdin="y\n",
+                )
                 res["f_rep"].append(done.seconds)
             else:
                 done = w.flor(repo, "replay", runs[who], "--apply", "w1_norm", "--yes", "--force")
@@ -370,8 +433,10 @@ def part1(w: World, reps: int, n_train: int, hidden: int) -> dict:
                 res[f"jobs_{who}"].append(job_seconds(done.out))
         # The same statement, the same old run: every replay must give the same values.
         ours = w.values(repo, "w1_norm", runs["b1"])
-        agree = {"git-flor (checkpoint every epoch)": ours,
-                 "git-flor (default bound)": w.values(repo, "w1_norm", runs["def"])}
+        agree = {
+            "git-flor (checkpoint every epoch)": ours,
+            "git-flor (default bound)": w.values(repo, "w1_norm", runs["def"]),
+        }
         if frepo is not None:
             agree["flordb 4.0.1"] = flordb_values(w, frepo)
         res["agree"].append(agree)
@@ -391,53 +456,88 @@ def flordb_values(w: World, frepo: Path) -> list[float]:
     )
     out = w.run([w.flordb_python or w.python, "-c", code], frepo, env=w.fenv).out
     line = next(ln for ln in out.splitlines() if ln.startswith("VALUES "))
-    return json.loads(line[len("VALUES "):])
+    return json.loads(line[len("VALUES ") :])
 
 
 def report1(r: dict, reps: int, n_train: int, hidden: int, flordb: bool, flordb_why: str) -> None:
     steps = n_train // 128
-    print(f"\n## 1. Epoch-level hindsight statement (numpy MLP, 20 epochs x {steps} steps, hidden {hidden}; "
-          f"medians of {reps})\n")
+    print(
+        f"\n## 1. Epoch-level hindsight statement (numpy MLP, 20 epochs x {steps} steps, hidden {hidden}; "
+        f"medians of {reps})\n"
+    )
     print("statement, right after the nested step loop:  " + EPOCH_STMT.strip())
-    print(f"plan on the FLOR_CKPT_BOUND=1 run:  {modes(r['plans']['b1'])}  (dry-run JSON, checked every rep)")
-    print(f"plan on the default-bound run:      {modes(r['plans']['def'])}: "
-          + "; ".join(j["plan"] for j in r["plans"]["def"]))
+    print(
+        f"plan on the FLOR_CKPT_BOUND=1 run:  {modes(r['plans']['b1'])}  (dry-run JSON, checked every rep)"
+    )
+    print(
+        f"plan on the default-bound run:      {modes(r['plans']['def'])}: "
+        + "; ".join(j["plan"] for j in r["plans"]["def"])
+    )
     print()
     head = f"{'system / recording':44}{'record s':>10}{'replay s':>10}{'speed-up':>10}"
     print(head)
     print("-" * len(head))
-    rows = [("git-flor, FLOR_CKPT_BOUND=1", "rec_b1", "rep_b1"), ("git-flor, default bound (1 %)", "rec_def", "rep_def")]
+    rows = [
+        ("git-flor, FLOR_CKPT_BOUND=1", "rec_b1", "rep_b1"),
+        ("git-flor, default bound (1 %)", "rec_def", "rep_def"),
+    ]
     for label, rec, rep in rows:
         print(f"{label:44}{med(r[rec]):10.2f}{med(r[rep]):10.2f}{med(r[rec]) / med(r[rep]):9.1f}x")
     if flordb:
-        print(f"{'flordb 4.0.1 (replays from iteration 0)':44}{med(r['f_rec']):10.2f}{med(r['f_rep']):10.2f}"
-              f"{med(r['f_rec']) / med(r['f_rep']):9.2f}x")
+        print(
+            f"{'flordb 4.0.1 (replays from iteration 0)':44}{med(r['f_rec']):10.2f}{med(r['f_rep']):10.2f}"
+            f"{med(r['f_rec']) / med(r['f_rep']):9.2f}x"
+        )
     else:
         print(f"flordb 4.0.1: not measured -- {flordb_why}")
     print()
     best = med(r["rec_b1"]) / med(r["rep_b1"])
     cheap = med(r["rec_def"]) / med(r["rep_b1"])
     ok = "meets" if best >= SPEED_TARGET else "MISSES"
-    print(f"target >= {SPEED_TARGET:.0f}x faster than the original run: {ok} ({best:.1f}x vs its own "
-          f"original; {cheap:.1f}x vs the default-bound original, the cheaper recording)")
+    print(
+        f"target >= {SPEED_TARGET:.0f}x faster than the original run: {ok} ({best:.1f}x vs its own "
+        f"original; {cheap:.1f}x vs the default-bound original, the cheaper recording)"
+    )
     if flordb:
-        print(f"git-flor replay vs flordb replay of the same statement: {med(r['f_rep']) / med(r['rep_b1']):.1f}x faster")
+        print(
+            f"git-flor replay vs flordb replay of the same statement: {med(r['f_rep']) / med(r['rep_b1']):.1f}x faster"
+        )
     jobs = [s for js in r["jobs_b1"] for s in js]
     dry = med(r["dry_b1"])
-    print(f"where git-flor's replay time goes (FLOR_CKPT_BOUND=1 run): CLI start + planning (its --dry-run) "
-          f"{dry:.2f} s; {len(r['plans']['b1'])} skip job(s) of {med(jobs):.2f} s each (median, in parallel); "
-          f"the rest is materialising and write-back")
+    print(
+        f"where git-flor's replay time goes (FLOR_CKPT_BOUND=1 run): CLI start + planning (its --dry-run) "
+        f"{dry:.2f} s; {len(r['plans']['b1'])} skip job(s) of {med(jobs):.2f} s each (median, in parallel); "
+        f"the rest is materialising and write-back"
+    )
     fixed = med(r["rep_b1"])
-    print(f"  -> this replay costs ~{fixed:.1f} s whatever the run's length, so {SPEED_TARGET:.0f}x needs an "
-          f"original run of >= {SPEED_TARGET * fixed:.0f} s")
-    print("replay s by rep: " + "; ".join(
-        f"{k} " + " ".join(f"{x:.2f}" for x in r[k]) for k in ("rep_b1", "rep_def", "f_rep") if r[k]))
-    print("record s by rep: " + "; ".join(
-        f"{k} " + " ".join(f"{x:.2f}" for x in r[k]) for k in ("rec_b1", "rec_def", "f_rec") if r[k]))
-    same = all(len({json.dumps(v) for v in a.values()}) == 1 and len(next(iter(a.values()))) == 20
-               for a in r["agree"])
+    print(
+        f"  -> this replay costs ~{fixed:.1f} s whatever the run's length, so {SPEED_TARGET:.0f}x needs an "
+        f"original run of >= {SPEED_TARGET * fixed:.0f} s"
+    )
+    print(
+        "replay s by rep: "
+        + "; ".join(
+            f"{k} " + " ".join(f"{x:.2f}" for x in r[k])
+            for k in ("rep_b1", "rep_def", "f_rep")
+            if r[k]
+        )
+    )
+    print(
+        "record s by rep: "
+        + "; ".join(
+            f"{k} " + " ".join(f"{x:.2f}" for x in r[k])
+            for k in ("rec_b1", "rec_def", "f_rec")
+            if r[k]
+        )
+    )
+    same = all(
+        len({json.dumps(v) for v in a.values()}) == 1 and len(next(iter(a.values()))) == 20
+        for a in r["agree"]
+    )
     names = ", ".join(r["agree"][0])
-    print(f"replayed w1_norm values ({names}): {'identical, 20 epochs, every rep' if same else 'DIFFER'}")
+    print(
+        f"replayed w1_norm values ({names}): {'identical, 20 epochs, every rep' if same else 'DIFFER'}"
+    )
     if not same:
         for a in r["agree"]:
             for k, v in a.items():
@@ -454,7 +554,9 @@ def part2(w: World, reps: int, repo: Path, run: str) -> dict:
         res["plans"][n], _ = w.plan(repo, run, "--apply", "grad_norm", "--workers", n)
     for rnd in range(reps):
         for n in rotated(["1", "2"], rnd):
-            done = w.flor(repo, "replay", run, "--apply", "grad_norm", "--workers", n, "--yes", "--force")
+            done = w.flor(
+                repo, "replay", run, "--apply", "grad_norm", "--workers", n, "--yes", "--force"
+            )
             res[n].append(done.seconds)
             res["jobs"][n].append(job_seconds(done.out))
         progress(f"part 2 rep {rnd + 1}/{reps}")
@@ -467,8 +569,11 @@ def report2(r: dict, reps: int, rec_b1: float) -> None:
     print("statement, inside the step loop:  " + STEP_STMT.strip())
     for n in ("1", "2"):
         jobs = r["plans"][n]
-        print(f"plan --workers {n}: {modes(jobs)}: " + "; ".join(j["plan"] for j in jobs[:3])
-              + (" ..." if len(jobs) > 3 else ""))
+        print(
+            f"plan --workers {n}: {modes(jobs)}: "
+            + "; ".join(j["plan"] for j in jobs[:3])
+            + (" ..." if len(jobs) > 3 else "")
+        )
     t1, t2 = med(r["1"]), med(r["2"])
     eff = t1 / (2 * t2)
     print()
@@ -480,12 +585,19 @@ def report2(r: dict, reps: int, rec_b1: float) -> None:
     print(f"{'its 20 epochs, as recorded':30}{sum(r['epochs']):10.2f}")
     print()
     ok = "meets" if eff >= EFFICIENCY_TARGET else "MISSES"
-    print(f"parallel efficiency t1 / (2 x t2) = {eff * 100:.0f} %: target >= {EFFICIENCY_TARGET * 100:.0f} % {ok}")
-    print("wall s by rep: " + "; ".join(f"workers {n}: " + " ".join(f"{x:.2f}" for x in r[n]) for n in ("1", "2")))
-    note(f"""With a checkpoint at every epoch the planner makes one re-execution job per epoch whatever
-          --workers is ({len(r['plans']['1'])} jobs with --workers 1), so every epoch pays a process
-          start, imports and the script's set-up: replaying with one worker takes {t1 / rec_b1:.1f}x the
-          original run, and the fixed per-job part is serial work the second core can only halve.""")
+    print(
+        f"parallel efficiency t1 / (2 x t2) = {eff * 100:.0f} %: target >= {EFFICIENCY_TARGET * 100:.0f} % {ok}"
+    )
+    print(
+        "wall s by rep: "
+        + "; ".join(f"workers {n}: " + " ".join(f"{x:.2f}" for x in r[n]) for n in ("1", "2"))
+    )
+    n1, n2 = len(r["plans"]["1"]), len(r["plans"]["2"])
+    note(f"""The plan has {n1} re-execution job(s) with --workers 1 and {n2} with --workers 2: one
+          job per segment between checkpoints, whatever --workers is. Each job pays a process start,
+          imports and the script's set-up on top of its epochs, so replaying all epochs with one worker
+          takes {t1 / rec_b1:.1f}x the original run ({t1 / max(sum(r["epochs"]), 1e-9):.1f}x its recorded
+          epoch compute).""")
 
 
 # -- part 3: 10 versions x 3 runs ----------------------------------------------------------
@@ -493,9 +605,16 @@ def report2(r: dict, reps: int, rec_b1: float) -> None:
 
 def part3(w: World, reps: int, versions: int, runs_per: int, n_train: int, hidden: int) -> dict:
     """Record runs over many commits; replay an epoch, a prefix and a one-epoch step statement."""
+
     def version(k: int) -> str:
-        return script("git_flor", n_train=n_train, hidden=hidden, lr=round(0.05 + 0.005 * k, 4),
-                      decay=2.0 if k % 2 == 0 else 1.5, what=f"Version {k}.")
+        return script(
+            "git_flor",
+            n_train=n_train,
+            hidden=hidden,
+            lr=round(0.05 + 0.005 * k, 4),
+            decay=2.0 if k % 2 == 0 else 1.5,
+            what=f"Version {k}.",
+        )
 
     repo = w.repo("p3-versions", {"train.py": version(0)})
     t0 = time.perf_counter()
@@ -503,7 +622,9 @@ def part3(w: World, reps: int, versions: int, runs_per: int, n_train: int, hidde
     for k in range(versions):
         if k:
             (repo / "train.py").write_text(version(k))
-            w.commit(repo, f"v{k}: lr {round(0.05 + 0.005 * k, 4)}, decay {2.0 if k % 2 == 0 else 1.5}")
+            w.commit(
+                repo, f"v{k}: lr {round(0.05 + 0.005 * k, 4)}, decay {2.0 if k % 2 == 0 else 1.5}"
+            )
         for s in range(runs_per):
             rec.append(w.record(repo, "--kwargs", f"seed={s}", bound="1")[1])
     progress(f"part 3: recorded {versions * runs_per} runs in {time.perf_counter() - t0:.0f} s")
@@ -513,8 +634,13 @@ def part3(w: World, reps: int, versions: int, runs_per: int, n_train: int, hidde
         "prefix": ["--apply", "n_val", "--workers", "1"],
         "step19": ["--apply", "grad_norm", "--iter", "epoch=19", "--workers", "1"],
     }
-    res: dict = {"rec": rec, "plans": {}, "dry": {k: [] for k in cases}, "wall": {k: [] for k in cases},
-                 "jobs": {k: [] for k in cases}}
+    res: dict = {
+        "rec": rec,
+        "plans": {},
+        "dry": {k: [] for k in cases},
+        "wall": {k: [] for k in cases},
+        "jobs": {k: [] for k in cases},
+    }
     for rnd in range(reps):
         for key in rotated(list(cases), rnd):
             jobs, dry = w.plan(repo, *cases[key])
@@ -525,7 +651,9 @@ def part3(w: World, reps: int, versions: int, runs_per: int, n_train: int, hidde
             res["jobs"][key].append(job_seconds(done.out))
         progress(f"part 3 rep {rnd + 1}/{reps}")
     if any(j["mode"] != "skip" for j in res["plans"]["epoch"]):
-        raise BenchError(f"bench_replay: part 3 epoch statement is not skipped: {modes(res['plans']['epoch'])}")
+        raise BenchError(
+            f"bench_replay: part 3 epoch statement is not skipped: {modes(res['plans']['epoch'])}"
+        )
     epochs = recorded_epoch_seconds(repo)
     res["compute19"] = sum(it[19] for it in epochs.values() if len(it) > 19)
     res["nruns"] = len(epochs)
@@ -534,9 +662,13 @@ def part3(w: World, reps: int, versions: int, runs_per: int, n_train: int, hidde
 
 def report3(r: dict, reps: int, versions: int, runs_per: int) -> None:
     n = r["nruns"]
-    print(f"\n## 3. {versions} versions x {runs_per} runs ({n} runs, FLOR_CKPT_BOUND=1; medians of {reps})\n")
+    print(
+        f"\n## 3. {versions} versions x {runs_per} runs ({n} runs, FLOR_CKPT_BOUND=1; medians of {reps})\n"
+    )
     print(f"recording: {med(r['rec']):.2f} s per run (median), {sum(r['rec']):.0f} s for all {n}")
-    head = f"{'statement':44}{'plan':>22}{'wall s':>9}{'dry-run s':>11}{'job s':>8}{'per run s':>11}"
+    head = (
+        f"{'statement':44}{'plan':>22}{'wall s':>9}{'dry-run s':>11}{'job s':>8}{'per run s':>11}"
+    )
     print(head)
     print("-" * len(head))
     labels = {
@@ -547,20 +679,28 @@ def report3(r: dict, reps: int, versions: int, runs_per: int) -> None:
     for key, label in labels.items():
         jobs = [s for j in r["jobs"][key] for s in j]
         wall = med(r["wall"][key])
-        print(f"{label:44}{modes(r['plans'][key]):>22}{wall:9.2f}{med(r['dry'][key]):11.2f}{med(jobs):8.2f}"
-              f"{wall / n:11.2f}")
+        print(
+            f"{label:44}{modes(r['plans'][key]):>22}{wall:9.2f}{med(r['dry'][key]):11.2f}{med(jobs):8.2f}"
+            f"{wall / n:11.2f}"
+        )
     print()
     pj = len(r["plans"]["prefix"])
     noop = (med(r["wall"]["prefix"]) - med(r["dry"]["prefix"])) / pj
     sj = len(r["plans"]["step19"])
     sub = (med(r["wall"]["step19"]) - med(r["dry"]["step19"]) - r["compute19"]) / sj
     total = med(r["wall"]["epoch"])
-    print(f"total: one epoch-level statement over all {n} runs of {versions} versions: {total:.1f} s "
-          f"({len(r['plans']['epoch'])} jobs)")
-    print(f"per-job overhead, no-op method:    ({med(r['wall']['prefix']):.2f} - {med(r['dry']['prefix']):.2f}) "
-          f"/ {pj} jobs = {noop:.2f} s")
-    print(f"per-job overhead, subtraction:     ({med(r['wall']['step19']):.2f} - {med(r['dry']['step19']):.2f} - "
-          f"{r['compute19']:.2f} recorded compute) / {sj} jobs = {sub:.2f} s")
+    print(
+        f"total: one epoch-level statement over all {n} runs of {versions} versions: {total:.1f} s "
+        f"({len(r['plans']['epoch'])} jobs)"
+    )
+    print(
+        f"per-job overhead, no-op method:    ({med(r['wall']['prefix']):.2f} - {med(r['dry']['prefix']):.2f}) "
+        f"/ {pj} jobs = {noop:.2f} s"
+    )
+    print(
+        f"per-job overhead, subtraction:     ({med(r['wall']['step19']):.2f} - {med(r['dry']['step19']):.2f} - "
+        f"{r['compute19']:.2f} recorded compute) / {sj} jobs = {sub:.2f} s"
+    )
     note("""wall = `git flor replay ... --yes --force` end to end; dry-run = the same command with
           --dry-run: CLI start, finding the runs, propagating the statement into each version and
           planning -- the fixed cost, subtracted. job = the executor's per-job wall time (process
@@ -583,22 +723,38 @@ def flordb_version(python: str, cwd: Path) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
-def gitflor_where(python: str) -> str:
+def snapshot_gitflor(python: str, dest: Path) -> str:
+    """Copy the git_flor package ``python`` would import into ``dest``; say what it was.
+
+    Every process of the benchmark (recorded runs, ``git flor``, replay jobs, which inherit
+    the environment) imports this copy through PYTHONPATH, so edits made to the checkout
+    while the benchmark runs cannot mix two versions in one table.
+    """
     code = "import importlib.util as u, os; print(os.path.dirname(u.find_spec('git_flor').origin))"
-    pkg = subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip()
-    head = subprocess.run(["git", "-C", pkg, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
-    edits = subprocess.run(["git", "-C", pkg, "status", "--porcelain", "--", "."], capture_output=True, text=True)
-    n = len(edits.stdout.splitlines())
-    return f"{pkg} at {head.stdout.strip() or '?'}" + (f" + {n} locally modified files" if n else "")
+    pkg = Path(subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip())
+    shutil.copytree(pkg, dest / "git_flor", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def git(*cmd: str) -> str:
+        proc = subprocess.run(["git", "-C", str(pkg), *cmd], capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    n = len(git("status", "--porcelain", "--", ".").splitlines())
+    dirty = f" + {n} locally modified files" if n else ""
+    return f"{pkg} at {git('rev-parse', '--short', 'HEAD') or '?'}{dirty} (copied at start)"
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--reps", type=int, help="repetitions (default 3; 1 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="smaller workloads, fewer versions: a smoke run")
+    parser.add_argument(
+        "--quick", action="store_true", help="smaller workloads, fewer versions: a smoke run"
+    )
     parser.add_argument("--skip-flordb", action="store_true", help="leave FlorDB out of part 1")
-    parser.add_argument("--flordb-python", default=sys.executable,
-                        help="a python with flordb==4.0.1 installed (default: this one)")
+    parser.add_argument(
+        "--flordb-python",
+        default=sys.executable,
+        help="a python with flordb==4.0.1 installed (default: this one)",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     args = parser.parse_args()
     reps = args.reps or (1 if args.quick else 3)
@@ -617,7 +773,9 @@ def main() -> int:
                 why = f"flordb is not installed in {args.flordb_python} (pass --flordb-python)"
             else:
                 flordb_python = args.flordb_python
+        where = snapshot_gitflor(sys.executable, root / "src")
         w = World(root, sys.executable, flordb_python)
+        w.env["PYTHONPATH"] = str(root / "src")
         load0, t0 = os.getloadavg(), time.time()
         print(f"[1/3] epoch-level statement: {reps} rep(s)", file=sys.stderr, flush=True)
         r1 = part1(w, reps, n1, h1)
@@ -627,10 +785,14 @@ def main() -> int:
         r3 = part3(w, reps, versions, runs_per, n3, h3)
         load1 = os.getloadavg()
 
-        print(f"# bench_replay: --reps {reps}{' --quick' if args.quick else ''}, variants interleaved")
-        print(f"python {sys.version.split()[0]} ({sys.executable}); {os.cpu_count()} CPUs; load average "
-              f"{load0[0]:.1f} at start, {load1[0]:.1f} at end; {time.time() - t0:.0f} s in all")
-        print(f"git-flor: {gitflor_where(sys.executable)}")
+        print(
+            f"# bench_replay: --reps {reps}{' --quick' if args.quick else ''}, variants interleaved"
+        )
+        print(
+            f"python {sys.version.split()[0]} ({sys.executable}); {os.cpu_count()} CPUs; load average "
+            f"{load0[0]:.1f} at start, {load1[0]:.1f} at end; {time.time() - t0:.0f} s in all"
+        )
+        print(f"git-flor: {where}")
         print(f"flordb: {fversion} ({flordb_python})" if fversion else f"flordb: {why}")
         report1(r1, reps, n1, h1, flordb_python is not None, why)
         report2(r2, reps, med(r1["rec_b1"]))
