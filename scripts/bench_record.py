@@ -627,9 +627,19 @@ def report_train(variants: list[Variant], n_train: int) -> None:
                 f"  {v.label:28} wall {verdict(wall[0]):17} {wall[1]:>7} %   "
                 f"cpu {verdict(cpu[0]):17} {cpu[1]:>7} %"
             )
-    print("training-loop wall s by round:")
-    for v in variants:
-        print(f"  {v.label:30} " + " ".join(f"{train_wall(s):6.3f}" for s in v.samples))
+    for what, fn in (("wall", train_wall), ("cpu", train_cpu)):
+        print(f"training-loop {what} s by round:")
+        for v in variants:
+            print(f"  {v.label:30} " + " ".join(f"{fn(s):6.3f}" for s in v.samples))
+    spread = {
+        what: (max(map(fn, base.samples)) - min(map(fn, base.samples))) / 2 / base.med(fn) * 100
+        for what, fn in (("wall", train_wall), ("cpu", train_cpu))
+    }
+    note(
+        f"Noise floor: the no-op runs alone spread by +/-{spread['wall']:.1f} % (wall) and "
+        f"+/-{spread['cpu']:.1f} % (cpu) around their median (half the min-max range); "
+        "overheads well inside that are not resolved by this run: add --reps or use a quieter machine."
+    )
 
 
 def check_recorded(bench: Bench, variants: list[Variant], reps: int) -> None:

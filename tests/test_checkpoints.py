@@ -139,24 +139,34 @@ NUMPY_SCRIPT = textwrap.dedent(
 )
 
 
-def _values(repo: Path, run: str, names: list[str], after: int) -> list[list[object]]:
-    df = git_flor.dataframe(*names, run=run, repo=pygit2.Repository(str(repo)))
-    df = df[df["epoch"].isna() | (df["epoch"] > after)] if "epoch" in df else df
-    return df.drop(columns=["run", "tstamp"]).astype(object).where(df.notna(), None).to_numpy().tolist()
+def _logs(repo: Path, commit: str) -> list[tuple[str, object, tuple[tuple[str, int], ...]]]:
+    out = []
+    for line in git(repo, "show", f"{commit}:logs.jsonl").splitlines():
+        rec = json.loads(line)
+        out.append((rec["name"], rec["value"], tuple((f[0], f[1]) for f in rec["pos"])))
+    return out
 
 
 def _resume_matches(repo: Path, script: str, names: list[str], at: list[int]) -> None:
+    """Restoring the end of iteration k and re-running k+1 reproduces the recorded k+1 exactly."""
     run_script(repo, script, env=EVERY)
-    original = json.loads(flor(repo, "runs", "--format", "json").stdout)[-1]["run"]
+    runs = json.loads(flor(repo, "runs", "--format", "json").stdout)
+    original = runs[-1]["run"]
     manifest = read_manifest(pygit2.Repository(str(repo)), original)
     assert all(not e["unsaved"] for e in manifest.values()), manifest
+    shadow = json.loads(flor(repo, "show", original, "--format", "json").stdout)["shadow"]
+    recorded = _logs(repo, shadow)
+    ref = git(repo, "for-each-ref", "--format=%(refname)", "refs/flor/shadow/").split()[0]
     for k in at:
         assert k in manifest
-        run_script(repo, script, env={"FLOR_RESUME": f"{original}:{k}"})
-        resumed = json.loads(flor(repo, "runs", "--format", "json").stdout)[-1]["run"]
-        got = _values(repo, resumed, names, k)
-        want = _values(repo, original, names, k)
-        assert got == want and len(got) > 0, (k, got[:3], want[:3])
+        plan = json.loads(flor(repo, "replay", original, "--apply", ",".join(names), "--iter", f"epoch={k + 1}",
+                               "--force", "--dry-run", "--format", "json").stdout)
+        assert [j["start_from"] for j in plan["jobs"] if j["mode"] == "reexec"] == [k]
+        out = flor(repo, "replay", original, "--apply", ",".join(names), "--iter", f"epoch={k + 1}", "--force", "--yes")
+        assert out.returncode == 0, out.stderr
+        replayed = _logs(repo, git(repo, "rev-parse", ref).strip())
+        want = [r for r in recorded if r[0] in names and (not r[2] or r[2][0][1] == k + 1)]
+        assert sorted(replayed, key=repr) == sorted(want, key=repr) and want, (k, replayed[:3], want[:3])
 
 
 def test_resume_reproduces_later_epochs_exactly_with_rng_and_annealed_lr(repo: Path) -> None:
@@ -305,9 +315,12 @@ def test_gc_keeps_referenced_and_drops_unreferenced(repo: Path) -> None:
 
 
 def _resume_from_existing(repo: Path, run: str, k: int) -> None:
-    run_script(repo, "np_train.py", env={"FLOR_RESUME": f"{run}:{k}"})
-    resumed = json.loads(flor(repo, "runs", "--format", "json").stdout)[-1]["run"]
-    assert _values(repo, resumed, ["val"], k) == _values(repo, run, ["val"], k)
+    shadow = json.loads(flor(repo, "show", run, "--format", "json").stdout)["shadow"]
+    recorded = [r for r in _logs(repo, shadow) if r[0] == "val" and r[2][0][1] == k + 1]
+    out = flor(repo, "replay", run, "--apply", "val", "--iter", f"epoch={k + 1}", "--force", "--yes")
+    assert out.returncode == 0, out.stderr
+    ref = git(repo, "for-each-ref", "--format=%(refname)", "refs/flor/shadow/").split()[0]
+    assert _logs(repo, git(repo, "rev-parse", ref).strip()) == recorded
 
 
 def test_sigkill_during_a_checkpoint_write_leaves_no_corrupt_payload(repo: Path) -> None:

@@ -18,7 +18,6 @@ from typing import Any, TypeVar
 from ..errors import BadArgument, UnloggableValue
 from . import serial
 from .carried import LoopScope, analyse
-from .checkpoint import restore
 from .kwargs import cast, split_argv
 from .run import Run
 from .sandbox import route_torch_save
@@ -61,7 +60,7 @@ def log(name: str, value: T) -> T:
 def arg(name: str, default: Any = None) -> Any:
     """A run parameter: ``--kwargs name=value`` overrides ``default`` (cast to its type); recorded.
 
-    When resuming a recorded run, the value that run used.
+    In replay, the value the recorded run used.
     """
     run = _current()
     if _KWARGS_ERROR:
@@ -108,14 +107,11 @@ def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
     if run.replayer is not None and seq == 0:
         yield from _replay_outer(run, name, items, frame, scope, seq)
         return
-    start = 0
-    if run.resume is not None and seq == 0:
-        start = _resume(run, items, frame, scope)
     clock = time.perf_counter
     ckpt = run.checkpointer
-    i = start - 1
+    i = -1
     try:
-        for i, item in enumerate(items, start):
+        for i, item in enumerate(items):
             run.ctx = ((name, i, item if type(item) in PLAIN else None),)
             run.nested_rng = []
             t0 = clock()
@@ -162,17 +158,6 @@ def _scope(frame: FrameType | None) -> LoopScope | None:
         return None
     lines = linecache.getlines(frame.f_code.co_filename, frame.f_globals)
     return analyse("".join(lines), frame.f_lineno) if lines else None
-
-
-def _resume(run: Run, items: Iterator[Any], frame: FrameType | None, scope: LoopScope | None) -> int:
-    """Skip the iterations a checkpoint covers, restore it, and return the next index."""
-    assert run.resume is not None
-    _, iteration, entry, store = run.resume
-    for _ in range(iteration + 1):
-        next(items)
-    if iteration >= 0:
-        restore(store, entry, run.objects, frame, scope)
-    return iteration + 1
 
 
 @contextmanager

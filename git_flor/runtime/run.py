@@ -9,7 +9,6 @@ records. At exit the run is written to git once, from memory.
 from __future__ import annotations
 
 import atexit
-import json
 import os
 import platform
 import socket
@@ -21,7 +20,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from ..storage.checkpoints import PayloadStore, store_for
+from ..storage.checkpoints import store_for
 from ..storage.journal import Journal, event_line, rec_line
 from ..storage.records import Frame, Record, RunData, warn
 from .checkpoint import Checkpointer
@@ -61,8 +60,6 @@ class Run:
         self._finished = False
         self.checkpointer: Checkpointer | None = None
         self.objects: dict[str, Any] = {}  # registered with flor.checkpointing
-        #: (run id, iteration, manifest entry, payload store) when resuming a recorded run
-        self.resume: tuple[str, int, dict[str, Any], PayloadStore] | None = None
         self.recorded_args: dict[str, Any] | None = None
         self.replayer: Replayer | None = None
         self.sandbox: Sandbox | None = None
@@ -95,24 +92,21 @@ class Run:
             return
         flor = repo_mod.flor_dir(repo)
         recover_orphans(repo, flor / JOURNAL_DIR)
-        snap = snapshot_worktree(repo)
         root = repo_mod.workdir(repo)
+        script = _relative_script(self.meta["argv"], root)
+        snap = snapshot_worktree(repo, (script,) if not script.startswith(("<", "/", "..")) else ())
         self.meta.update(
             clone=repo_mod.clone_id(repo),
             commit=str(snap.head) if snap.head is not None else None,
             branch=snap.branch,
             dirty=snap.dirty,
             tree=str(snap.tree),
-            script=_relative_script(self.meta["argv"], root),
+            script=script,
             cwd=_relative(Path.cwd(), root) or ".",
         )
         self._repo = repo
         store = store_for(repo_mod.common_dir(repo))
-        resume = os.environ.get("FLOR_RESUME")
-        if resume:
-            self._load_resume(repo, store, resume)
-        else:
-            self.checkpointer = Checkpointer(store, self.event)
+        self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
         threading.Thread(target=self._flusher, name="git-flor-journal", daemon=True).start()
         atexit.register(self.finish)
@@ -132,32 +126,6 @@ class Run:
         self.meta.update(replay_of=spec.run, mode=spec.mode, epochs=spec.epochs)
         atexit.register(self.finish)
         _chain_excepthook(self)
-
-    def _load_resume(self, repo: Any, store: PayloadStore, spec: str) -> None:
-        """``FLOR_RESUME=<run>:<i>``: continue a recorded run from the end of its iteration i.
-
-        The outer loop skips iterations 0..i, restores that checkpoint and goes on;
-        ``flor.arg`` returns the recorded run's values. Replay builds on this.
-        """
-        from ..errors import UsageError
-        from ..storage.checkpoints import read_manifest
-        from ..storage.index import connect
-
-        run_id, _, at = spec.rpartition(":")
-        conn = connect(repo)
-        try:
-            row = conn.execute("SELECT args FROM runs WHERE run = ?", (run_id,)).fetchone()
-        finally:
-            conn.close()
-        if row is None or not at.lstrip("-").isdigit():
-            raise UsageError(f"FLOR_RESUME={spec!r}: expected <recorded run id>:<iteration>")
-        iteration = int(at)
-        entry = read_manifest(repo, run_id).get(iteration) if iteration >= 0 else {"objects": {}}
-        if entry is None:
-            raise UsageError(f"run {run_id} has no checkpoint at iteration {iteration}")
-        self.recorded_args = json.loads(row[0])
-        self.resume = (run_id, iteration, entry, store)
-        self.meta["resumed_from"] = {"run": run_id, "iteration": iteration}
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append an event line to the journal (thread-safe: a deque)."""

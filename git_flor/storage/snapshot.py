@@ -35,7 +35,9 @@ def head_state(repo: pygit2.Repository) -> tuple[pygit2.Oid | None, str | None]:
     return repo.head.target, branch
 
 
-def snapshot_worktree(repo: pygit2.Repository) -> Snapshot:
+def snapshot_worktree(repo: pygit2.Repository, extra: tuple[str, ...] = ()) -> Snapshot:
+    """``extra``: untracked paths to include anyway — the script that runs, so that even a
+    run of a never-committed script keeps the code that produced it (and can be replayed)."""
     head, branch = head_state(repo)
     index_path = Path(repo.path) / "index"
     private = pygit2.Index(str(index_path)) if index_path.exists() else pygit2.Index()
@@ -44,6 +46,9 @@ def snapshot_worktree(repo: pygit2.Repository) -> Snapshot:
         if flags & _GONE:
             _drop(private, path)
         elif flags & _CHANGED:
+            _from_workdir(repo, private, root, path)
+    for path in extra:
+        if path not in private and (root / path).is_file():
             _from_workdir(repo, private, root, path)
     for path in _conflicted(private):
         _drop(private, path)
