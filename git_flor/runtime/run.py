@@ -22,6 +22,7 @@ from typing import Any
 
 from ..storage.journal import Journal, event_line, rec_line
 from ..storage.records import Frame, Record, RunData, warn
+from .packages import imported_versions
 
 
 class Run:
@@ -163,6 +164,7 @@ class Run:
             self.meta["status"] = "ok"
         self.meta["end"] = end
         self.meta["duration"] = end - self.meta["start"]
+        self.meta["packages"] = imported_versions()  # the commit's environment (post-commit hook)
         for seg in self.loops:
             if seg["end"] is None:
                 seg["end"] = end
