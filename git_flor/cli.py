@@ -234,6 +234,20 @@ def check_metric_cmd(name: str, minimum: float | None, maximum: float | None, re
     from .commands.check import check_metric
 
     _run(check_metric, name, minimum=minimum, maximum=maximum, rev=rev, fmt=fmt)
+@cli.command("gc")
+@click.option("--keep-every", type=int, help="Thin each run's checkpoints to every K-th iteration (first and last always kept).")
+@click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def gc_cmd(keep_every: int | None, dry_run: bool, fmt: str) -> None:
+    """Delete checkpoint payloads no manifest references (never a referenced one).
+
+    \b
+    Example:
+      git flor gc --keep-every 5 --dry-run
+    """
+    from .commands.gc import gc
+
+    _run(gc, keep_every=keep_every, dry_run=dry_run, fmt=fmt)
 
 
 @cli.command("help")

@@ -41,17 +41,14 @@ def build(root: Path, runs: int, rows: int) -> Path:
     env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
            "GIT_COMMITTER_EMAIL": "b@x"}
     subprocess.run(["git", "init", "-q", "-b", "main"], cwd=repo_dir, check=True, env=env)
-    (repo_dir / "train.py").write_text("# v0\n")
     commits = []
     for v in range(50):
         (repo_dir / "train.py").write_text(f"# version {v}\n")
-        subprocess.run(["git", "commit", "-qam" if v else "-qm", f"v{v}", *([] if v else [])], cwd=repo_dir,
-                       check=False, env=env, capture_output=True)
-        if v == 0:
-            subprocess.run(["git", "add", "."], cwd=repo_dir, check=True, env=env)
-            subprocess.run(["git", "commit", "-qm", "v0"], cwd=repo_dir, check=True, env=env)
-        commits.append(subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, check=True, env=env,
-                                      capture_output=True, text=True).stdout.strip())
+        subprocess.run(["git", "add", "train.py"], cwd=repo_dir, check=True, env=env)
+        subprocess.run(["git", "commit", "-qm", f"v{v}"], cwd=repo_dir, check=True, env=env)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo_dir, check=True, env=env,
+                              capture_output=True, text=True)
+        commits.append(head.stdout.strip())
     repo = pygit2.Repository(str(repo_dir))
     steps = 50
     epochs = max(1, rows // (steps + 1))

@@ -13,6 +13,14 @@ fi
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check -e "$root[test]"
+    # torch is optional for users; the tests use it when this machine carries its
+    # CPU wheel locally (a plain `pip install torch` would pull gigabytes of CUDA).
+    for dir in ${PIP_FIND_LINKS:-} /opt/wheels; do
+        if ls "$dir"/torch-2.13.0* >/dev/null 2>&1; then
+            "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --find-links "$dir" torch==2.13.0
+            break
+        fi
+    done
     echo "$want" > "$stamp"
 fi
 export PATH="$venv/bin:$PATH"

@@ -10,6 +10,7 @@ from ..errors import EXIT_OK
 from ..query.output import emit, short_time
 from ..query.runs import resolve_run, select_runs
 from ..storage import links
+from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
 from .common import open_session
 
@@ -60,6 +61,10 @@ def show(run: str, *, fmt: str = "text") -> int:
     info["shadow"] = shadow
     info["values"] = {n: {"count": c, "hindsight": bool(s == 1)} for n, c, s in names}
     info["also_at"] = [{"commit": link.commit, "why": _why(link)} for link in other]
+    info["checkpoints"] = {
+        str(i): {"bytes": sum(p.size for p in e["objects"].values()), "unsaved": e.get("unsaved", [])}
+        for i, e in sorted(read_manifest(repo, run_id).items())
+    }
     if fmt == "json":
         sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
@@ -74,6 +79,13 @@ def show(run: str, *, fmt: str = "text") -> int:
     for name, meta_v in info["values"].items():
         tag = " (hindsight)" if meta_v["hindsight"] else ""
         print(f"  {name}: {meta_v['count']} value{'s' if meta_v['count'] != 1 else ''}{tag}")
+    ckpts = info["checkpoints"]
+    if ckpts:
+        total = sum(c["bytes"] for c in ckpts.values())
+        print(f"checkpoints:    {len(ckpts)} iterations, {total / 1e6:.2f} MB")
+        for i, c in ckpts.items():
+            unsafe = f"  (not a safe resume point: {', '.join(c['unsaved'])})" if c["unsaved"] else ""
+            print(f"  iteration {i}: {c['bytes'] / 1e6:.2f} MB{unsafe}")
     print(f"(code as it ran: git show {shadow[:12]}:src/{info.get('script', '')})")
     return EXIT_OK
 
@@ -89,7 +101,7 @@ def _why(link: links.Link) -> str:
 def _fmt(value: Any) -> str:
     if isinstance(value, (dict, list)):
         return json.dumps(value)
-    if isinstance(value, float) and value > 1e9:
+    if isinstance(value, float) and value > 1e9:  # an epoch timestamp (start, end)
         from datetime import datetime
 
         return datetime.fromtimestamp(value).astimezone().isoformat(timespec="seconds")

@@ -52,8 +52,6 @@ def pull(remote: str = "origin") -> int:
     adopted = sharing.adopt_manifests(repo, remote)
     print(f"{remote}: {runs} new run{'s' if runs != 1 else ''} from {clones} clone{'s' if clones != 1 else ''}; "
           f"notes: {notes}; {len(adopted.new) + len(adopted.updated)} checkpoint manifest(s)")
-    if adopted.kept:
-        print(f"kept this clone's newer checkpoint manifests of {len(adopted.kept)} run(s)")
     return EXIT_OK
 
 

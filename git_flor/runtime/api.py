@@ -7,13 +7,17 @@ nothing; the repository is opened then.
 
 from __future__ import annotations
 
+import linecache
 import sys
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from types import FrameType
 from typing import Any, TypeVar
 
 from ..errors import BadArgument, UnloggableValue
+from .carried import LoopScope, analyse
+from .checkpoint import restore
 from .kwargs import cast, split_argv
 from .run import Run
 from .values import PLAIN, to_json_value
@@ -51,11 +55,17 @@ def log(name: str, value: T) -> T:
 
 
 def arg(name: str, default: Any = None) -> Any:
-    """A run parameter: ``--kwargs name=value`` overrides ``default`` (cast to its type); recorded."""
+    """A run parameter: ``--kwargs name=value`` overrides ``default`` (cast to its type); recorded.
+
+    When resuming a recorded run, the value that run used.
+    """
     run = _current()
     if _KWARGS_ERROR:
         raise BadArgument(_KWARGS_ERROR)
-    value = cast(name, _KWARGS[name], default) if name in _KWARGS else default
+    if run.recorded_args is not None and name in run.recorded_args:
+        value = run.recorded_args[name]
+    else:
+        value = cast(name, _KWARGS[name], default) if name in _KWARGS else default
     run.set_arg(name, to_json_value(name, value))
     return value
 
@@ -63,34 +73,87 @@ def arg(name: str, default: Any = None) -> Any:
 def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
     """Iterate while giving every ``flor.log`` inside its position (index, and value if scalar).
 
-    The outermost ``flor.loop`` is the checkpoint boundary; its per-iteration wall
-    times are recorded for replay's cost model and each iteration end pushes the
-    journal.
+    The outermost ``flor.loop`` is the checkpoint boundary: its per-iteration wall
+    times are recorded for replay's cost model, each iteration end pushes the
+    journal and may take a checkpoint.
     """
     run = _current()
     parent = run.ctx
-    seq = run.loop_begin(name) if not parent else None
+    if parent:
+        try:
+            for i, item in enumerate(iterable):
+                run.ctx = parent + ((name, i, item if type(item) in PLAIN else None),)
+                yield item
+        finally:
+            run.ctx = parent
+        return
+    yield from _outer(run, name, iterable)
+
+
+def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
+    frame = _caller_frame()
+    scope = _scope(frame)
+    total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
+    seq = run.loop_begin(name)
+    items = iter(iterable)
+    start = 0
+    if run.resume is not None and seq == 0:
+        start = _resume(run, items, frame, scope)
     clock = time.perf_counter
+    ckpt = run.checkpointer
+    i = start - 1
     try:
-        for i, item in enumerate(iterable):
-            run.ctx = parent + ((name, i, item if type(item) in PLAIN else None),)
+        for i, item in enumerate(items, start):
+            run.ctx = ((name, i, item if type(item) in PLAIN else None),)
             t0 = clock()
             yield item
-            if seq is not None:
-                run.iteration_done(seq, clock() - t0)
+            dt = clock() - t0
+            run.iteration_done(seq, dt)
+            if ckpt is not None:
+                ckpt.iteration_end(name, i, dt, frame, scope, last=total is not None and i == total - 1)
+        if ckpt is not None and i >= 0 and i not in ckpt.iterations and total is None:
+            ckpt.iteration_end(name, i, 0.0, frame, scope, last=True)  # the last, now that we know it
     finally:
-        run.ctx = parent
-        if seq is not None:
-            run.loop_end(seq)
+        run.ctx = ()
+        run.loop_end(seq)
+
+
+def _caller_frame() -> FrameType | None:
+    """The training script's frame running the ``for`` over ``flor.loop`` (outside this module)."""
+    frame = sys._getframe(1)
+    while frame is not None and frame.f_code.co_filename == __file__:
+        frame = frame.f_back
+    return frame
+
+
+def _scope(frame: FrameType | None) -> LoopScope | None:
+    if frame is None:
+        return None
+    lines = linecache.getlines(frame.f_code.co_filename, frame.f_globals)
+    return analyse("".join(lines), frame.f_lineno) if lines else None
+
+
+def _resume(run: Run, items: Iterator[Any], frame: FrameType | None, scope: LoopScope | None) -> int:
+    """Skip the iterations a checkpoint covers, restore it, and return the next index."""
+    assert run.resume is not None
+    _, iteration, entry, store = run.resume
+    for _ in range(iteration + 1):
+        next(items)
+    if iteration >= 0:
+        restore(store, entry, run.objects, frame, scope)
+    return iteration + 1
 
 
 @contextmanager
 def checkpointing(**objects: Any) -> Iterator[None]:
-    """Register the objects whose state replay restores (model, optimizer, scheduler, ...)."""
+    """Register the objects whose state checkpoints save and replay restores (model, optimizer, ...)."""
     run = _current()
     registered = dict(run.meta.get("checkpointing", {}))
     for key, obj in objects.items():
         registered[key] = f"{type(obj).__module__}.{type(obj).__qualname__}"
+    run.objects.update(objects)
+    if run.checkpointer is not None:
+        run.checkpointer.register(objects)
     run.set_meta(checkpointing=registered)
     yield
 

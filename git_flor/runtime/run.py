@@ -9,6 +9,7 @@ records. At exit the run is written to git once, from memory.
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import platform
 import socket
@@ -20,8 +21,10 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
+from ..storage.checkpoints import PayloadStore, store_for
 from ..storage.journal import Journal, event_line, rec_line
 from ..storage.records import Frame, Record, RunData, warn
+from .checkpoint import Checkpointer
 from .packages import imported_versions
 
 
@@ -55,6 +58,11 @@ class Run:
         self._journal: Journal | None = None
         self._repo: Any = None
         self._finished = False
+        self.checkpointer: Checkpointer | None = None
+        self.objects: dict[str, Any] = {}  # registered with flor.checkpointing
+        #: (run id, iteration, manifest entry, payload store) when resuming a recorded run
+        self.resume: tuple[str, int, dict[str, Any], PayloadStore] | None = None
+        self.recorded_args: dict[str, Any] | None = None
 
     # -- beginning -------------------------------------------------------------------------
 
@@ -88,35 +96,71 @@ class Run:
             cwd=_relative(Path.cwd(), root) or ".",
         )
         self._repo = repo
+        store = store_for(repo_mod.common_dir(repo))
+        resume = os.environ.get("FLOR_RESUME")
+        if resume:
+            self._load_resume(repo, store, resume)
+        else:
+            self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
         threading.Thread(target=self._flusher, name="git-flor-journal", daemon=True).start()
         atexit.register(self.finish)
         _chain_excepthook(self)
 
+    def _load_resume(self, repo: Any, store: PayloadStore, spec: str) -> None:
+        """``FLOR_RESUME=<run>:<i>``: continue a recorded run from the end of its iteration i.
+
+        The outer loop skips iterations 0..i, restores that checkpoint and goes on;
+        ``flor.arg`` returns the recorded run's values. Replay builds on this.
+        """
+        from ..errors import UsageError
+        from ..storage.checkpoints import read_manifest
+        from ..storage.index import connect
+
+        run_id, _, at = spec.rpartition(":")
+        conn = connect(repo)
+        try:
+            row = conn.execute("SELECT args FROM runs WHERE run = ?", (run_id,)).fetchone()
+        finally:
+            conn.close()
+        if row is None or not at.lstrip("-").isdigit():
+            raise UsageError(f"FLOR_RESUME={spec!r}: expected <recorded run id>:<iteration>")
+        iteration = int(at)
+        entry = read_manifest(repo, run_id).get(iteration) if iteration >= 0 else {"objects": {}}
+        if entry is None:
+            raise UsageError(f"run {run_id} has no checkpoint at iteration {iteration}")
+        self.recorded_args = json.loads(row[0])
+        self.resume = (run_id, iteration, entry, store)
+        self.meta["resumed_from"] = {"run": run_id, "iteration": iteration}
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """Append an event line to the journal (thread-safe: a deque)."""
+        self._events.append(event_line(kind, **fields))
+
     # -- recording -------------------------------------------------------------------------
 
     def set_arg(self, name: str, value: Any) -> None:
         self.meta["args"][name] = value
-        self._events.append(event_line("arg", name=name, value=value))
+        self.event("arg", name=name, value=value)
 
     def set_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
-        self._events.append(event_line("meta", fields=fields))
+        self.event("meta", fields=fields)
 
     def loop_begin(self, name: str) -> int:
         seq = len(self.loops)
         self.loops.append({"name": name, "start": time.time(), "iters": [], "end": None})
-        self._events.append(event_line("loop", seq=seq, name=name, start=self.loops[seq]["start"]))
+        self.event("loop", seq=seq, name=name, start=self.loops[seq]["start"])
         return seq
 
     def iteration_done(self, seq: int, dt: float) -> None:
         self.loops[seq]["iters"].append(dt)
-        self._events.append(event_line("iter", seq=seq, dt=dt))
+        self.event("iter", seq=seq, dt=dt)
         self._wake.set()
 
     def loop_end(self, seq: int) -> None:
         self.loops[seq]["end"] = end = time.time()
-        self._events.append(event_line("loopend", seq=seq, end=end))
+        self.event("loopend", seq=seq, end=end)
 
     # -- journal ---------------------------------------------------------------------------
 
@@ -172,8 +216,12 @@ class Run:
             return None
         from ..storage.shadow import commit_run
 
+        checkpoints = self.checkpointer.finish() if self.checkpointer is not None else {}
+        for seg in self.loops:
+            seg["ckpts"] = sorted(i for i, e in checkpoints.items() if e["loop"] == seg["name"])
         with self._flush_lock:
-            data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops)
+            data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops,
+                           checkpoints=checkpoints)
             try:
                 shadow = commit_run(self._repo, data)
             except Exception as exc:  # keep the journal: the next command recovers the run

@@ -19,6 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .checkpoints import Pointer
 from .records import Frame, RunData, dumps, warn
 
 if TYPE_CHECKING:
@@ -90,6 +91,13 @@ def parse(path: Path) -> RunData | None:
             loops[obj["seq"]]["end"] = obj["end"]
         elif kind == "meta":
             data.meta.update(obj["fields"])
+        elif kind == "ckpt":
+            data.checkpoints[obj["i"]] = {
+                "loop": obj["loop"],
+                "unsaved": obj["unsaved"],
+                "seconds": obj["seconds"],
+                "objects": {n: Pointer(**p) for n, p in obj["objects"].items()},
+            }
     if data is not None:
         data.loops = [loops[k] for k in sorted(loops)]
     return data
@@ -134,3 +142,19 @@ def recover_orphans(repo: pygit2.Repository, directory: Path) -> list[str]:
         finally:
             os.close(fd)
     return recovered
+
+
+def live_checkpoint_payloads(directory: Path) -> set[str]:
+    """Payloads that journals (of live or not yet recovered runs) point at: gc must keep them."""
+    shas: set[str] = set()
+    if not directory.is_dir():
+        return shas
+    for path in directory.glob("*.jsonl"):
+        try:
+            data = parse(path)
+        except OSError:
+            continue
+        if data is not None:
+            for entry in data.checkpoints.values():
+                shas.update(p.sha256 for p in entry["objects"].values())
+    return shas

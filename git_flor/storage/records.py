@@ -34,6 +34,8 @@ class RunData:
     meta: dict[str, Any]
     records: list[Record] = field(default_factory=list)
     loops: list[dict[str, Any]] = field(default_factory=list)
+    #: iteration → manifest entry ({"loop", "objects": {name: Pointer}, "unsaved", "seconds"})
+    checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def run_id(self) -> str:

@@ -18,6 +18,7 @@ import pygit2
 from pygit2.enums import FileMode
 
 from . import notes
+from .checkpoints import write_manifest
 from .records import (
     LOGS_FILE,
     LOOPS_FILE,
@@ -55,6 +56,8 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
         parents = [old] + ([head] if head is not None else [])
         return repo.create_commit(None, sig, sig, message, tree, parents)
 
+    if data.checkpoints:  # before the run commit: a listed run's manifest is already there
+        write_manifest(repo, meta["id"], data.checkpoints)
     shadow = cas_update(repo, ref, build)
     if head is not None:
         notes.add_lines(repo, head, [note_line(data, shadow)])

@@ -10,8 +10,9 @@ runs never conflict):
   unioned into ours line by line (git's ``cat_sort_uniq``), written with
   compare-and-swap because a training run may add a note at the same moment
   (``git notes merge`` moves the ref without checking its old value).
-- ``refs/flor/ckpt/<run>``: fetched into ``refs/flor-remote/<remote>/ckpt/``;
-  a manifest we lack is adopted, one we have is only fast-forwarded.
+- ``refs/flor/ckpt/<run>``: pushed (forced) by the clone that recorded the run,
+  which alone rewrites it; fetched into ``refs/flor-remote/<remote>/ckpt/`` and
+  adopted for other clones' runs only.
 
 The ``refs/flor-remote/`` staging namespace is outside ``refs/remotes/`` on
 purpose: ``git fetch --prune`` prunes there by the branch refspec.
@@ -53,17 +54,28 @@ def fetch_refspecs(repo: pygit2.Repository, remote: str) -> list[str]:
     ]
 
 
-def own_push_refspecs(repo: pygit2.Repository) -> list[str]:
-    """This clone's shadow ref and the checkpoint manifests of its runs (never anyone else's)."""
-    mine = shadow_ref(clone_id(repo))
-    tip = repo.references.get(mine)
+def own_run_ids(repo: pygit2.Repository) -> set[str]:
+    """The runs recorded by this clone (the ones whose checkpoint manifests it owns)."""
+    tip = repo.references.get(shadow_ref(clone_id(repo)))
     if tip is None:
+        return set()
+    return {c.message.split(":", 1)[0].removeprefix("flor run ") for c in walk(repo, tip.target)}
+
+
+def own_push_refspecs(repo: pygit2.Repository) -> list[str]:
+    """This clone's shadow ref and the checkpoint manifests of its runs (never anyone else's).
+
+    Manifests are replaced whole (``git flor gc`` thins them), so ours are forced:
+    this clone is their only writer.
+    """
+    mine = shadow_ref(clone_id(repo))
+    if repo.references.get(mine) is None:
         return []
+    ids = own_run_ids(repo)
     specs = [f"{mine}:{mine}"]
-    ids = {c.message.split(":", 1)[0].removeprefix("flor run ") for c in walk(repo, tip.target)}
     for name in repo.references:
         if name.startswith(CKPT_PREFIX) and name[len(CKPT_PREFIX):] in ids:
-            specs.append(f"{name}:{name}")
+            specs.append(f"+{name}:{name}")
     return specs
 
 
@@ -101,49 +113,30 @@ class Adopted:
 
     new: list[str] = field(default_factory=list)
     updated: list[str] = field(default_factory=list)
-    kept: list[str] = field(default_factory=list)  # ours differs and is not behind: left alone
 
 
 def adopt_manifests(repo: pygit2.Repository, remote: str) -> Adopted:
-    """Create the checkpoint refs we lack from the staged ones; fast-forward those we have."""
+    """Take the remote's checkpoint manifests of other clones' runs; ours stay as we have them.
+
+    A manifest is written only by the clone that recorded the run (and replaced
+    whole by its ``git flor gc``), so for another clone's run the fetched one is
+    the newest word, and for ours the local one is.
+    """
     out = Adopted()
     prefix = staging_ckpt(remote)
+    own = own_run_ids(repo)
     for name in list(repo.references):
         if not name.startswith(prefix):
             continue
         run = name[len(prefix):]
         theirs = repo.references[name].target
-        local = CKPT_PREFIX + run
-        have = repo.references.get(local)
-        if have is not None and have.target == theirs:
+        local = repo.references.get(CKPT_PREFIX + run)
+        if local is not None and (local.target == theirs or run in own):
             continue
-        state = {"result": "kept"}
-
-        def build(old: pygit2.Oid | None, theirs: pygit2.Oid = theirs, state: dict[str, str] = state) -> pygit2.Oid:
-            if old is None:
-                state["result"] = "new"
-                return theirs
-            if old != theirs and _is_ancestor(repo, old, theirs):
-                state["result"] = "updated"
-                return theirs
-            state["result"] = "same" if old == theirs else "kept"
-            return old
-
-        cas_update(repo, local, build, message=f"git flor pull {remote}")
-        if state["result"] == "new":
-            out.new.append(run)
-        elif state["result"] == "updated":
-            out.updated.append(run)
-        elif state["result"] == "kept":
-            out.kept.append(run)
+        cas_update(repo, CKPT_PREFIX + run, lambda _old, theirs=theirs: theirs,
+                   message=f"git flor pull {remote}")
+        (out.new if local is None else out.updated).append(run)
     return out
-
-
-def _is_ancestor(repo: pygit2.Repository, old: pygit2.Oid, new: pygit2.Oid) -> bool:
-    a, b = repo.get(old), repo.get(new)
-    if not isinstance(a, pygit2.Commit) or not isinstance(b, pygit2.Commit):
-        return False
-    return repo.descendant_of(new, old)
 
 
 def count_new_runs(

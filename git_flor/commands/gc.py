@@ -1,0 +1,57 @@
+"""``git flor gc``: reclaim checkpoint space without ever losing a referenced payload."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+from ..errors import EXIT_OK, UsageError
+from ..storage.checkpoints import read_manifest, run_ids_with_checkpoints, store_for, write_manifest
+from ..storage.journal import JOURNAL_DIR, live_checkpoint_payloads
+from ..storage.repo import common_dir, flor_dir
+from .common import open_session
+
+#: Payloads younger than this are kept even when unreferenced: a live run may have
+#: written one a moment before journaling it (git's gc.pruneExpire, in miniature).
+GRACE_SECONDS = 3600.0
+
+
+def gc(*, keep_every: int | None = None, dry_run: bool = False, fmt: str = "text") -> int:
+    if keep_every is not None and keep_every < 1:
+        raise UsageError("--keep-every must be a positive number of iterations, e.g. --keep-every 5")
+    repo = open_session()
+    store = store_for(common_dir(repo))
+    keep_shas = live_checkpoint_payloads(flor_dir(repo) / JOURNAL_DIR)
+    thinned: dict[str, list[int]] = {}
+    for run_id in run_ids_with_checkpoints(repo):
+        manifest = read_manifest(repo, run_id)
+        if keep_every is not None and manifest:
+            first, last = min(manifest), max(manifest)
+            kept = {i: e for i, e in manifest.items() if i in (first, last) or i % keep_every == 0}
+            if len(kept) < len(manifest):
+                thinned[run_id] = sorted(set(manifest) - set(kept))
+                if not dry_run:
+                    write_manifest(repo, run_id, kept)
+                manifest = kept
+        keep_shas |= {p.sha256 for entry in manifest.values() for p in entry["objects"].values()}
+    now = time.time()
+    doomed, freed = [], 0
+    for sha in store:
+        path = store.path(sha)
+        if sha in keep_shas or now - path.stat().st_mtime < GRACE_SECONDS:
+            continue
+        doomed.append(sha)
+        freed += path.stat().st_size
+        if not dry_run:
+            path.unlink()
+    report = {"dry_run": dry_run, "deleted": doomed, "bytes": freed,
+              "thinned": {r: it for r, it in thinned.items()}}
+    if fmt == "json":
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        verb = "would delete" if dry_run else "deleted"
+        for run_id, dropped in thinned.items():
+            print(f"run {run_id}: {'would drop' if dry_run else 'dropped'} checkpoints of iterations {dropped}")
+        print(f"{verb} {len(doomed)} unreferenced checkpoint payload(s), {freed / 1e6:.1f} MB")
+    return EXIT_OK

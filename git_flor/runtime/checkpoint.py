@@ -1,0 +1,205 @@
+"""Checkpoints of the outermost loop: what to save, when, and how without slowing training.
+
+At the end of an outer-loop iteration the checkpointer may snapshot every
+registered object, the loop-carried variables (see :mod:`.carried`) and the
+global RNG states. Taking the in-memory copy is all the training thread pays;
+serialising and writing happen on a background thread, one write pending at
+most (bounded memory). Which iterations are saved is adaptive: a checkpoint is
+taken when the time spent on checkpoints so far plus the expected cost of this
+one stays within ``bound`` (default 1 %, ``FLOR_CKPT_BOUND``) of the compute
+time so far; the first and the last iteration are always saved. A bound of 1
+or more means every iteration (waiting for the previous write if need be).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import threading
+import time
+from types import FrameType, FunctionType, ModuleType
+from typing import Any
+
+from ..storage.checkpoints import PayloadStore, Pointer
+from ..storage.records import warn
+from . import serial
+from .carried import LoopScope
+
+DEFAULT_BOUND = 0.01
+RNG = "rng"
+
+
+def default_bound() -> float:
+    try:
+        return float(os.environ.get("FLOR_CKPT_BOUND", DEFAULT_BOUND))
+    except ValueError:
+        return DEFAULT_BOUND
+
+
+class Checkpointer:
+    def __init__(self, store: PayloadStore, journal_event: Any, bound: float | None = None) -> None:
+        self.store = store
+        self.bound = default_bound() if bound is None else bound
+        self.objects: dict[str, Any] = {}
+        self.iterations: dict[int, dict[str, Any]] = {}
+        self._event = journal_event  # callable(kind, **fields): appends to the run's journal
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._compute = 0.0
+        self._spent = 0.0
+        self._last_cost = 0.0
+        self._warned: set[str] = set()
+        self._reuse: dict[str, Any] = {}  # name → a written snapshot whose memory the next copy takes
+
+    def register(self, objects: dict[str, Any]) -> None:
+        self.objects.update(objects)
+        threading.Thread(target=self._prefault, args=(dict(objects),), name="git-flor-prefault",
+                         daemon=True).start()
+
+    def _prefault(self, objects: dict[str, Any]) -> None:
+        """Ready a copy buffer per large object off the training thread (see serial.capture)."""
+        for name, obj in objects.items():
+            try:
+                buf = serial.prefault(obj)
+            except Exception:
+                continue
+            if buf is not None:
+                with self._lock:
+                    self._reuse.setdefault(name, buf)
+
+    # -- policy --------------------------------------------------------------------------
+
+    def iteration_end(
+        self, loop: str, i: int, dt: float, frame: FrameType | None, scope: LoopScope | None, last: bool
+    ) -> None:
+        """Called by the outer ``flor.loop`` between iterations, with the script's frame."""
+        self._compute += dt
+        due = i == 0 or last or self.bound >= 1 or self._spent + self._last_cost <= self.bound * self._compute
+        if not due:
+            return
+        if self._writer is not None and self._writer.is_alive():
+            if not last and self.bound < 1:
+                return  # one pending write at most: skip rather than stall training
+            self._writer.join()  # the last one, or a bound of 1 (100 %): every iteration
+        self._take(loop, i, frame, scope)
+
+    def _take(self, loop: str, i: int, frame: FrameType | None, scope: LoopScope | None) -> None:
+        t0 = time.perf_counter()
+        snaps: dict[str, tuple[str, str, Any]] = {}
+        unsaved: list[str] = []
+        registered_ids = {id(o) for o in self.objects.values()}
+        for name, obj in self.objects.items():
+            self._capture(snaps, unsaved, name, obj, "object")
+        if scope is None:
+            unsaved.append("<loop-carried state: the loop body could not be analysed>")
+        elif frame is not None:
+            from .carried import read_vars
+
+            for name, value in read_vars(frame, scope.names).items():
+                if id(value) in registered_ids or isinstance(value, _NOT_STATE):
+                    continue
+                self._capture(snaps, unsaved, f"var:{name}", value, "var")
+            for name, value in read_vars(frame, scope.passed).items():
+                if id(value) not in registered_ids and _advances(value):
+                    self._capture(snaps, unsaved, f"var:{name}", value, "var")
+        snaps[RNG] = ("pickle", RNG, pickle.dumps(serial.capture_rng(), protocol=serial.PICKLE))
+        capture_time = time.perf_counter() - t0
+        self._spent += capture_time
+        self._writer = threading.Thread(
+            target=self._write, args=(loop, i, snaps, unsaved, capture_time), name="git-flor-ckpt", daemon=True
+        )
+        self._writer.start()
+
+    def _capture(self, snaps: dict, unsaved: list[str], name: str, obj: Any, kind: str) -> None:
+        with self._lock:
+            reuse = self._reuse.pop(name, None)
+        try:
+            serializer, snap = serial.capture(obj, reuse)
+        except serial.Unsaveable as exc:
+            unsaved.append(name)
+            if name not in self._warned:
+                self._warned.add(name)
+                warn(f"cannot checkpoint {name} ({exc}); replay will not resume past it")
+            return
+        snaps[name] = (serializer, kind, snap)
+
+    def _write(self, loop: str, i: int, snaps: dict, unsaved: list[str], capture_time: float) -> None:
+        t0 = time.perf_counter()
+        pointers: dict[str, Pointer] = {}
+        for name, (serializer, kind, snap) in snaps.items():
+            try:
+                sha, size = self.store.put(serial.serialise(serializer, snap))
+            except Exception as exc:  # disk full, a serialiser error: training goes on
+                unsaved.append(name)
+                if name not in self._warned:
+                    self._warned.add(name)
+                    warn(f"cannot write checkpoint of {name} ({type(exc).__name__}: {exc})")
+                continue
+            pointers[name] = Pointer(sha, size, serializer, kind)
+            if serial.reusable(serializer):
+                with self._lock:
+                    self._reuse[name] = snap
+        write_time = time.perf_counter() - t0
+        entry = {"loop": loop, "objects": pointers, "unsaved": sorted(set(unsaved)),
+                 "seconds": round(capture_time + write_time, 6)}
+        with self._lock:
+            self._spent += write_time
+            self._last_cost = capture_time + write_time
+            self.iterations[i] = entry
+        self._event(
+            "ckpt", i=i, loop=loop, unsaved=entry["unsaved"], seconds=entry["seconds"],
+            objects={n: p.__dict__ for n, p in pointers.items()},
+        )
+
+    def finish(self) -> dict[int, dict[str, Any]]:
+        """Wait for the pending write; the manifest entries, by iteration."""
+        if self._writer is not None:
+            self._writer.join()
+        with self._lock:
+            return dict(self.iterations)
+
+
+_NOT_STATE = (ModuleType, FunctionType, type)
+
+
+def _advances(value: Any) -> bool:
+    """An iterator or RNG passed to a call in the loop body is state the call may advance."""
+    kind = type(value)
+    if hasattr(kind, "__next__") or isinstance(value, random.Random):
+        return True
+    module = kind.__module__ or ""
+    return (module.startswith("numpy.random") and kind.__name__ in ("Generator", "RandomState")) or (
+        module.startswith("torch") and kind.__name__ == "Generator"
+    )
+
+
+def restore(
+    store: PayloadStore,
+    entry: dict[str, Any],
+    objects: dict[str, Any],
+    frame: FrameType | None,
+    scope: LoopScope | None,
+) -> None:
+    """Put registered objects, loop-carried variables and RNG back to a checkpoint, in place."""
+    from .carried import read_vars, write_vars
+
+    pointers: dict[str, Pointer] = entry["objects"]
+    for name, obj in objects.items():
+        ptr = pointers.get(name)
+        if ptr is None:
+            raise RuntimeError(f"checkpoint has no saved state for {name!r}")
+        serial.restore(obj, ptr.serializer, serial.deserialise(ptr.serializer, store.get(ptr.sha256)))
+    if frame is not None and scope is not None:
+        current = read_vars(frame, scope.names + scope.passed)
+        rebound: dict[str, Any] = {}
+        for key, ptr in pointers.items():
+            if ptr.kind != "var":
+                continue
+            name = key[len("var:") :]
+            value = serial.deserialise(ptr.serializer, store.get(ptr.sha256))
+            rebound[name] = serial.restore(current.get(name), ptr.serializer, value)
+        write_vars(frame, rebound, scope.module_level)
+    rng = pointers.get(RNG)
+    if rng is not None:
+        serial.restore_rng(pickle.loads(store.get(rng.sha256)))

@@ -1,0 +1,182 @@
+"""Checkpoint storage: payloads content-addressed on disk, manifests in git.
+
+Payloads (model weights, optimizer state, RNG states, loop-carried variables)
+can be gigabytes, so they never go through zlib into packfiles: each is a file
+``$GIT_COMMON_DIR/flor/objects/<sha256[:2]>/<sha256[2:]>``, written to a temp
+file and renamed into place (a half-written payload is never visible), stored
+once however many iterations or runs produce the same bytes. What *is* in git
+is the manifest, small enough to push and fetch: ``refs/flor/ckpt/<run-id>`` →
+a commit whose tree has one folder per checkpointed iteration holding one
+pointer blob per saved object (sha256, size, serialiser).
+
+No pygit2 at import: the runtime writes payloads from its background thread;
+only manifests need the repository.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import pygit2
+
+OBJECTS_DIR = "objects"
+ITER_META = "_iteration.json"
+
+
+@dataclass(frozen=True)
+class Pointer:
+    """What a manifest says about one saved object of one iteration."""
+
+    sha256: str
+    size: int
+    serializer: str
+    kind: str  # "object" (registered), "var" (loop-carried variable), "rng"
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {"sha256": self.sha256, "size": self.size, "serializer": self.serializer, "kind": self.kind},
+            sort_keys=True,
+        )
+
+
+class PayloadStore:
+    """The content-addressed payload directory of one clone."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def path(self, sha: str) -> Path:
+        return self.root / sha[:2] / sha[2:]
+
+    def put(self, data: bytes | list[Any]) -> tuple[str, int]:
+        """Store ``data`` (bytes, or a list of buffers) once; return (sha256, size).
+
+        Atomic: temp file, then rename. No fsync: a killed process cannot leave a
+        torn payload behind a rename, and after a power loss a torn one fails its
+        sha256 check on read (replay then starts from an earlier checkpoint) — not
+        worth milliseconds per checkpoint. Hashing and writing large buffers
+        release the GIL, so a background writer barely slows training.
+        """
+        parts = [data] if isinstance(data, (bytes, bytearray, memoryview)) else list(data)
+        digest = hashlib.sha256()
+        size = 0
+        for part in parts:
+            digest.update(part)
+            size += memoryview(part).nbytes
+        sha = digest.hexdigest()
+        final = self.path(sha)
+        if final.exists():
+            return sha, size
+        final.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                for part in parts:
+                    fh.write(part)
+            os.replace(tmp, final)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return sha, size
+
+    def get(self, sha: str) -> bytes:
+        data = self.path(sha).read_bytes()
+        if hashlib.sha256(data).hexdigest() != sha:
+            raise OSError(f"checkpoint payload {sha[:12]} is corrupt")
+        return data
+
+    def __iter__(self) -> Iterator[str]:
+        if not self.root.is_dir():
+            return
+        for sub in sorted(self.root.iterdir()):
+            if sub.is_dir() and len(sub.name) == 2:
+                for f in sorted(sub.iterdir()):
+                    if not f.name.startswith(".tmp-"):
+                        yield sub.name + f.name
+
+
+def store_for(common_dir: Path) -> PayloadStore:
+    return PayloadStore(common_dir / "flor" / OBJECTS_DIR)
+
+
+# -- manifests (need the repository) ------------------------------------------------------
+
+
+def write_manifest(repo: pygit2.Repository, run_id: str, iterations: dict[int, dict[str, Any]]) -> None:
+    """Record the run's checkpoints as ``refs/flor/ckpt/<run-id>`` (one commit, replaced whole).
+
+    ``iterations`` maps iteration → {"objects": {name: Pointer}, "unsaved": [names], "loop": name}.
+    """
+    from pygit2.enums import FileMode
+
+    from .refs import CKPT_PREFIX, cas_update
+    from .repo import signature
+
+    root = repo.TreeBuilder()
+    for i in sorted(iterations):
+        entry = iterations[i]
+        sub = repo.TreeBuilder()
+        for name, ptr in sorted(entry["objects"].items()):
+            sub.insert(_blob_name(name), repo.create_blob(ptr.to_json().encode()), FileMode.BLOB)
+        meta = {k: v for k, v in entry.items() if k != "objects"}
+        sub.insert(ITER_META, repo.create_blob(json.dumps(meta, sort_keys=True).encode()), FileMode.BLOB)
+        root.insert(f"{i:08d}", sub.write(), FileMode.TREE)
+    tree = root.write()
+    sig = signature(repo)
+
+    def build(old: pygit2.Oid | None) -> pygit2.Oid:
+        # Parentless: a manifest is replaced whole, so payloads it drops (gc thinning)
+        # are no longer referenced by any history.
+        return repo.create_commit(None, sig, sig, f"flor checkpoints of run {run_id}\n", tree, [])
+
+    cas_update(repo, CKPT_PREFIX + run_id, build)
+
+
+def read_manifest(repo: pygit2.Repository, run_id: str) -> dict[int, dict[str, Any]]:
+    """Iteration → {"objects": {name: Pointer}, "unsaved": [...], ...}; empty when none."""
+    import pygit2
+
+    from .refs import CKPT_PREFIX
+
+    ref = repo.references.get(CKPT_PREFIX + run_id)
+    if ref is None:
+        return {}
+    tree = repo[ref.target].peel(pygit2.Tree)
+    out: dict[int, dict[str, Any]] = {}
+    for entry in tree:
+        if not entry.name.isdigit():
+            continue
+        sub = repo[entry.id]
+        meta: dict[str, Any] = {}
+        objects: dict[str, Pointer] = {}
+        for blob in sub:
+            data = json.loads(repo[blob.id].data)
+            if blob.name == ITER_META:
+                meta = data
+            else:
+                objects[_object_name(blob.name)] = Pointer(**data)
+        out[int(entry.name)] = {**meta, "objects": objects}
+    return out
+
+
+def run_ids_with_checkpoints(repo: pygit2.Repository) -> list[str]:
+    from .refs import CKPT_PREFIX
+
+    return [n[len(CKPT_PREFIX) :] for n in repo.references if n.startswith(CKPT_PREFIX)]
+
+
+def _blob_name(name: str) -> str:
+    """Object names may hold characters a tree entry cannot ('/'): escape them reversibly."""
+    return name.replace("%", "%25").replace("/", "%2F")
+
+
+def _object_name(blob: str) -> str:
+    return blob.replace("%2F", "/").replace("%25", "%")
