@@ -328,3 +328,8 @@ def test_a_wheel_carries_the_hooks_and_the_man_page(tmp_path: Path) -> None:
         assert f"git_flor/_hooks/{shim}" in names
         assert zipfile.ZipFile(wheel).read(f"git_flor/_hooks/{shim}") == (ROOT / "hooks" / shim).read_bytes()
     assert any(n.endswith(".data/data/share/man/man1/git-flor.1") for n in names)
+
+
+def test_init_outside_a_repository_is_128(tmp_path: Path) -> None:
+    out = flor(tmp_path, "init")
+    assert out.returncode == 128 and out.stderr.count("\n") == 1

@@ -151,3 +151,25 @@ def test_checkpoint_payloads_go_through_the_configured_store(clones: tuple[Path,
     assert remote_store.local_payload(repo_b, shas[2]) is None  # nothing half-made is left
     with pytest.raises(remote_store.PayloadMissing, match="in neither"):
         remote_store.fetch_payload(repo_b, "0" * 64)
+
+
+def test_real_checkpoints_travel_manifest_by_git_and_payload_by_store(
+    clones: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from git_flor.storage.checkpoints import read_manifest
+
+    _, a, b = clones
+    git(a, "config", "flor.store", f"file://{tmp_path / 'store'}")
+    git(b, "config", "flor.store", f"file://{tmp_path / 'store'}")
+    ok(subprocess.run([sys.executable, "train.py"], cwd=a, capture_output=True, text=True,
+                      stdin=subprocess.DEVNULL))
+    run = next(iter(run_ids(a)))
+    manifest = read_manifest(pygit2.Repository(str(a)), run)
+    assert manifest, "the training script took no checkpoint"
+    assert "uploaded" in ok(flor(a, "push")).stdout
+    ok(flor(b, "pull"))
+    repo_b = pygit2.Repository(str(b))
+    assert read_manifest(repo_b, run).keys() == manifest.keys()
+    for entry in manifest.values():
+        for ptr in entry["objects"].values():
+            assert hashlib.sha256(remote_store.fetch_payload(repo_b, ptr.sha256).read_bytes()).hexdigest() == ptr.sha256
