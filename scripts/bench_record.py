@@ -18,10 +18,14 @@ number from another day or machine):
 2. **Training overhead.** A few seconds of numpy MLP training (synthetic data,
    fixed seed, 20 epochs, a ``flor.log`` per step and per epoch, ``flor.arg``,
    nested ``flor.loop``, ``flor.checkpointing``) run as separate processes with
-   (a) a no-op ``flor`` shim, (b) git-flor (echo on, and with ``FLOR_QUIET=1``)
-   and (c) FlorDB 4.0.1, the research system's published implementation. The
-   training loop is timed inside the script; the whole process (interpreter
-   start, imports, set-up, training, exit-time writes) from outside.
+   (a) a no-op ``flor`` shim, (b) git-flor: echo on, ``FLOR_QUIET=1``, and
+   ``FLOR_CKPT_BOUND=0`` (checkpoints of the first and last epoch only, which
+   separates checkpointing from recording), and (c) FlorDB 4.0.1, the research
+   system's published implementation. The training loop is timed inside the
+   script, in wall and CPU time (CPU time of all threads: background writers
+   count, and other load on a shared machine mostly does not); the whole
+   process (interpreter start, imports, set-up, training, exit-time writes) from
+   outside.
 
 The machine may be shared, so variants are interleaved (the order rotates every
 repetition), each variant runs ``--reps`` times after one discarded warm-up
@@ -33,8 +37,8 @@ writes ``.flor/`` into the repository and commits to a branch of its own),
 bytecode caches and results all live there and are removed at the end unless
 ``--keep``.
 
-    .venv/bin/python scripts/bench_record.py                 # full: ~5 minutes
-    .venv/bin/python scripts/bench_record.py --quick         # smoke run: ~1 minute
+    .venv/bin/python scripts/bench_record.py                 # full: ~8 minutes on 2 busy CPUs
+    .venv/bin/python scripts/bench_record.py --quick         # smoke run: ~1.5 minutes
     .venv/bin/python scripts/bench_record.py --skip-flordb
     .venv/bin/python scripts/bench_record.py --flordb-python /tmp/flordb-venv/bin/python
 """
@@ -52,6 +56,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -337,7 +342,9 @@ class Bench:
         return Sample(e2e=t1 - t0, cpu=cpu, inner=inner)
 
 
-def interleaved(bench: Bench, variants: list[Variant], reps: int, extra_env: dict[str, str]) -> None:
+def interleaved(
+    bench: Bench, variants: list[Variant], reps: int, extra_env: dict[str, str]
+) -> None:
     """One warm-up round, then ``reps`` rounds, each in a rotated order."""
     for rnd in range(reps + 1):
         shift = rnd % len(variants)
@@ -355,8 +362,9 @@ def gitflor_state(python: str) -> tuple[str, str]:
     The digest is taken again at the end: an editable install measured while
     someone edits it would mix two versions in one table.
     """
-    code = "import git_flor, os; print(os.path.dirname(git_flor.__file__))"
-    pkg = Path(subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout.strip())
+    code = "import importlib.util as u, os; print(os.path.dirname(u.find_spec('git_flor').origin))"
+    found = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    pkg = Path(found.stdout.strip())
     digest = hashlib.sha256()
     for f in sorted(pkg.rglob("*.py")):
         digest.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
@@ -367,8 +375,17 @@ def gitflor_state(python: str) -> tuple[str, str]:
 
     head = git("rev-parse", "--short", "HEAD")
     edits = len(git("status", "--porcelain", "--", ".").splitlines())
-    where = f"{pkg} at {head}" + (f" + {edits} locally modified files" if edits else "") if head else str(pkg)
+    where = (
+        f"{pkg} at {head}" + (f" + {edits} locally modified files" if edits else "")
+        if head
+        else str(pkg)
+    )
     return where, digest.hexdigest()
+
+
+def note(text: str) -> None:
+    """Print a legend paragraph wrapped to the tables' width."""
+    print(textwrap.fill(text, width=100))
 
 
 def flordb_version(python: str, cwd: Path) -> str | None:
@@ -398,7 +415,13 @@ def bench_log(bench: Bench, n: int, reps: int) -> list[Variant]:
             BENCH_VARIANT="flor",
             PYTHONUNBUFFERED="1",
         ),
-        variant("np", "flor.log  np.float64, QUIET", BENCH_VARIANT="flor", FLOR_QUIET="1", BENCH_NUMPY="1"),
+        variant(
+            "np",
+            "flor.log  np.float64, QUIET",
+            BENCH_VARIANT="flor",
+            FLOR_QUIET="1",
+            BENCH_NUMPY="1",
+        ),
     ]
     print(f"[1/2] flor.log: {n:,} calls per child, {len(variants)} variants", file=sys.stderr)
     interleaved(bench, variants, reps, {"BENCH_N": str(n)})
@@ -418,6 +441,7 @@ def report_log(variants: list[Variant], n: int) -> None:
     print(f"{'variant':36}" + "".join(f"{c:>11}" for c in cols))
     print(f"{'':36}" + "".join(f"{u:>11}" for u in units))
     print("-" * (36 + 11 * len(cols)))
+
     def outside(s: Sample) -> float:
         """Wall time the child spent outside its two timed loops."""
         return s.e2e - s.inner["loop"] - s.inner["empty"]
@@ -439,18 +463,22 @@ def report_log(variants: list[Variant], n: int) -> None:
             f"{v.label:36}{loop[v.key]:11.0f}{net:11.0f}{loop[v.key] / loop[base.key]:11.2f}"
             f"{after:>11}{all_wall:>11}{all_cpu:>11}{v.med(lambda s: s.e2e):11.2f}"
         )
-    print(
-        "\nin loop = loop time / calls; net = minus an empty loop of the same length; x append = "
-        "in loop / list.append's;\nafter loop = the child's exit phase (journal thread catching "
-        "up, run written to git, interpreter\nteardown) minus the list.append child's, per record; "
-        "all-in = what the whole process spent beyond\nthe list.append child (importing git_flor, "
-        "attaching to the repository, journal, exit write), per\ncall, plus list.append's own cost: "
-        "from wall clocks, and from the child's CPU time (robust to\nother load on the machine)."
+    print()
+    note(
+        "in loop = loop time / calls; net = minus an empty loop of the same length; x append "
+        "= in loop / list.append's; after loop = the child's exit phase (journal thread "
+        "catching up, run written to git, interpreter teardown) minus the list.append "
+        "child's, per record; all-in = what the whole process spent beyond the list.append "
+        "child (importing git_flor, attaching to the repository, journal, exit write), per "
+        "call, plus list.append's own cost: from wall clocks, and from the child's CPU time "
+        "(robust to other load on the machine)."
     )
     for key in ("quiet", "echo", "np"):
         v = next(x for x in variants if x.key == key)
         ok = "meets" if loop[key] <= LOG_TARGET_NS else "MISSES"
-        print(f"target <= {LOG_TARGET_NS:.0f} ns/call in loop: {v.label:34} {ok} ({loop[key]:.0f} ns)")
+        print(
+            f"target <= {LOG_TARGET_NS:.0f} ns/call in loop: {v.label:34} {ok} ({loop[key]:.0f} ns)"
+        )
     print("in-loop ns/call by repetition:")
     for v in variants:
         print(f"  {v.label:34} " + " ".join(f"{s.inner['loop'] / n * 1e9:6.0f}" for s in v.samples))
@@ -459,9 +487,7 @@ def report_log(variants: list[Variant], n: int) -> None:
 # -- part 2: a training workload -----------------------------------------------------------
 
 
-def bench_train(
-    bench: Bench, reps: int, n_train: int, flordb_python: str | None
-) -> list[Variant]:
+def bench_train(bench: Bench, reps: int, n_train: int, flordb_python: str | None) -> list[Variant]:
     def script(what: str, import_line: str) -> str:
         return TRAIN_TEMPLATE.format(what=what, import_line=import_line)
 
@@ -476,7 +502,12 @@ def bench_train(
         Variant("noop", "no-op flor shim", py, repo, "train_noop.py"),
         Variant("git-flor", "git-flor (echo > /dev/null)", py, repo, "train_git_flor.py"),
         Variant(
-            "git-flor-q", "git-flor FLOR_QUIET=1", py, repo, "train_git_flor.py", env={"FLOR_QUIET": "1"}
+            "git-flor-q",
+            "git-flor FLOR_QUIET=1",
+            py,
+            repo,
+            "train_git_flor.py",
+            env={"FLOR_QUIET": "1"},
         ),
         # The adaptive checkpoint policy saves the first and last epoch plus what fits in
         # 1 % of compute; a bound of 0 keeps only first and last, which separates the
@@ -495,9 +526,12 @@ def bench_train(
         # and commits the working tree after every run, which would make git-flor's
         # runs dirty and move their HEAD.
         frepo = bench.repo(
-            "flordb-repo", {"train_flordb.py": script("recorded by FlorDB", "import flordb as flor")}
+            "flordb-repo",
+            {"train_flordb.py": script("recorded by FlorDB", "import flordb as flor")},
         )
-        variants.append(Variant("flordb", "flordb 4.0.1 (defaults)", flordb_python, frepo, "train_flordb.py"))
+        variants.append(
+            Variant("flordb", "flordb 4.0.1 (defaults)", flordb_python, frepo, "train_flordb.py")
+        )
     print(
         f"[2/2] training: MLP, 20 epochs x {n_train // 128} steps, {len(variants)} variants",
         file=sys.stderr,
@@ -558,20 +592,24 @@ def report_train(variants: list[Variant], n_train: int) -> None:
             f"{v.label:30}{v.med(lambda s: s.e2e):9.3f}{e2e[0]:>8}{v.med(lambda s: s.cpu):9.3f}{cpu[0]:>8}"
             + "".join(f"{p:8.3f}" if i else f"{p:9.3f}" for i, p in enumerate(phases))
         )
-    print(
-        "\novh % = ratio of medians - 1; paired % = median of same-round ratios - 1 (a round runs "
-        "every\nvariant back to back, so slow drifts in the machine's load cancel); cpu = user + "
-        "system time of\nthe process, all its threads (git-flor's journal, checkpoint and "
-        "prefault threads included: on\nidle cores they would cost no wall time, on a busy "
-        "machine they do), and for the whole process\nalso of the git commands it waited "
-        "for; import = `import ...\nas flor`; setup = flor.arg calls, data and model (the recorder "
-        "attaches here); exit = after the\nscript's last line until the process is gone (git-flor "
-        "writes the run to git; FlorDB writes\nJSONL + SQLite and commits the working tree to its "
-        "branch)."
+    print()
+    note(
+        "ovh % = ratio of medians - 1; paired % = median of same-round ratios - 1 (a round "
+        "runs every variant back to back, so slow drifts in the machine's load cancel); cpu = "
+        "user + system time of the process, all its threads (git-flor's journal, checkpoint "
+        "and prefault threads included: on idle cores they would cost no wall time, on a busy "
+        "machine they do), and for the whole process also of the git commands it waited for; "
+        "import = `import ... as flor`; setup = flor.arg calls, data and model (the recorder "
+        "attaches here); exit = after the script's last line until the process is gone "
+        "(git-flor writes the run to git; FlorDB writes JSONL + SQLite and commits the "
+        "working tree to its branch)."
     )
     finals = {json.dumps(s.inner["final"]) for v in variants for s in v.samples}
-    same = "identical in every run" if len(finals) == 1 else f"NOT identical ({len(finals)} distinct)"
+    same = (
+        "identical in every run" if len(finals) == 1 else f"NOT identical ({len(finals)} distinct)"
+    )
     print(f"final (loss, val_loss): {same} across variants (recording does not change training)")
+
     def verdict(pct: str) -> str:
         return f"{'meets' if float(pct) <= TRAIN_TARGET_PCT else 'MISSES'} ({pct} %)"
 
@@ -604,7 +642,10 @@ def check_recorded(bench: Bench, variants: list[Variant], reps: int) -> None:
 
     proc = subprocess.run(
         [bench.python, "-m", "git_flor", "runs", "--format", "json"],
-        cwd=repo, env=bench.env, capture_output=True, text=True,
+        cwd=repo,
+        env=bench.env,
+        capture_output=True,
+        text=True,
     )
     runs = json.loads(proc.stdout) if proc.returncode == 0 else []
     ok = sum(1 for r in runs if r.get("status") == "ok")
@@ -643,8 +684,12 @@ def check_recorded(bench: Bench, variants: list[Variant], reps: int) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--reps", type=int, help="repetitions per variant (default 7; 3 with --quick)")
-    parser.add_argument("--quick", action="store_true", help="fewer reps, smaller workloads: a smoke run")
+    parser.add_argument(
+        "--reps", type=int, help="repetitions per variant (default 7; 3 with --quick)"
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="fewer reps, smaller workloads: a smoke run"
+    )
     parser.add_argument("--skip-flordb", action="store_true", help="leave FlorDB out of part 2")
     parser.add_argument(
         "--flordb-python",

@@ -16,10 +16,12 @@ from types import FrameType
 from typing import Any, TypeVar
 
 from ..errors import BadArgument, UnloggableValue
+from . import serial
 from .carried import LoopScope, analyse
 from .checkpoint import restore
 from .kwargs import cast, split_argv
 from .run import Run
+from .sandbox import route_torch_save
 from .values import PLAIN, to_json_value
 
 T = TypeVar("T")
@@ -47,6 +49,8 @@ def log(name: str, value: T) -> T:
     run = _run if _run is not None else _current()
     if type(name) is not str:
         raise UnloggableValue(f"flor.log: the name must be a str, got {name!r}")
+    if run.keep is not None and not run.keep(name, run.ctx):
+        return value  # replay: not a requested name or iteration
     stored = value if type(value) in PLAIN else to_json_value(name, value)
     run.records.append((name, stored, run.ctx))
     if run.echo:
@@ -80,12 +84,17 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
     run = _current()
     parent = run.ctx
     if parent:
+        top = len(parent) == 1  # directly in the outer loop's body
+        if top and run.replayer is not None and run.replayer.skip_nested(run.objects):
+            return  # replay: this nested loop is replaced by a checkpoint restore
         try:
             for i, item in enumerate(iterable):
                 run.ctx = parent + ((name, i, item if type(item) in PLAIN else None),)
                 yield item
         finally:
             run.ctx = parent
+            if top and run.checkpointer is not None:
+                run.nested_rng.append(serial.capture_rng())
         return
     yield from _outer(run, name, iterable)
 
@@ -96,6 +105,9 @@ def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
     total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
     seq = run.loop_begin(name)
     items = iter(iterable)
+    if run.replayer is not None and seq == 0:
+        yield from _replay_outer(run, name, items, frame, scope, seq)
+        return
     start = 0
     if run.resume is not None and seq == 0:
         start = _resume(run, items, frame, scope)
@@ -105,14 +117,33 @@ def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
     try:
         for i, item in enumerate(items, start):
             run.ctx = ((name, i, item if type(item) in PLAIN else None),)
+            run.nested_rng = []
             t0 = clock()
             yield item
             dt = clock() - t0
             run.iteration_done(seq, dt)
             if ckpt is not None:
-                ckpt.iteration_end(name, i, dt, frame, scope, last=total is not None and i == total - 1)
+                last = total is not None and i == total - 1
+                ckpt.iteration_end(name, i, dt, frame, scope, last, run.nested_rng)
         if ckpt is not None and i >= 0 and i not in ckpt.iterations and total is None:
-            ckpt.iteration_end(name, i, 0.0, frame, scope, last=True)  # the last, now that we know it
+            ckpt.iteration_end(name, i, 0.0, frame, scope, True, run.nested_rng)  # the last, now known
+    finally:
+        run.ctx = ()
+        run.loop_end(seq)
+
+
+def _replay_outer(
+    run: Run, name: str, items: Iterator[T], frame: FrameType | None, scope: LoopScope | None, seq: int
+) -> Iterator[T]:
+    replayer = run.replayer
+    assert replayer is not None
+    replayer.frame, replayer.scope = frame, scope
+    if run.sandbox is not None:
+        route_torch_save(run.sandbox)  # torch may have been imported after git_flor
+    try:
+        for i, item in replayer.outer(items, run.objects):
+            run.ctx = ((name, i, item if type(item) in PLAIN else None),)
+            yield item
     finally:
         run.ctx = ()
         run.loop_end(seq)

@@ -28,6 +28,9 @@ from .carried import LoopScope
 
 DEFAULT_BOUND = 0.01
 RNG = "rng"
+#: RNG states at the end of each nested loop of the iteration: replay's skip mode
+#: restores them so code after a skipped nested loop draws what it drew originally.
+NESTED_RNG = "rng@nested"
 
 
 def default_bound() -> float:
@@ -71,7 +74,14 @@ class Checkpointer:
     # -- policy --------------------------------------------------------------------------
 
     def iteration_end(
-        self, loop: str, i: int, dt: float, frame: FrameType | None, scope: LoopScope | None, last: bool
+        self,
+        loop: str,
+        i: int,
+        dt: float,
+        frame: FrameType | None,
+        scope: LoopScope | None,
+        last: bool,
+        nested_rng: list[Any] | None = None,
     ) -> None:
         """Called by the outer ``flor.loop`` between iterations, with the script's frame."""
         self._compute += dt
@@ -82,9 +92,11 @@ class Checkpointer:
             if not last and self.bound < 1:
                 return  # one pending write at most: skip rather than stall training
             self._writer.join()  # the last one, or a bound of 1 (100 %): every iteration
-        self._take(loop, i, frame, scope)
+        self._take(loop, i, frame, scope, nested_rng or [])
 
-    def _take(self, loop: str, i: int, frame: FrameType | None, scope: LoopScope | None) -> None:
+    def _take(
+        self, loop: str, i: int, frame: FrameType | None, scope: LoopScope | None, nested_rng: list[Any]
+    ) -> None:
         t0 = time.perf_counter()
         snaps: dict[str, tuple[str, str, Any]] = {}
         unsaved: list[str] = []
@@ -104,6 +116,7 @@ class Checkpointer:
                 if id(value) not in registered_ids and _advances(value):
                     self._capture(snaps, unsaved, f"var:{name}", value, "var")
         snaps[RNG] = ("pickle", RNG, pickle.dumps(serial.capture_rng(), protocol=serial.PICKLE))
+        snaps[NESTED_RNG] = ("pickle", RNG, pickle.dumps(nested_rng, protocol=serial.PICKLE))
         capture_time = time.perf_counter() - t0
         self._spent += capture_time
         self._writer = threading.Thread(

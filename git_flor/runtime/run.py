@@ -26,6 +26,8 @@ from ..storage.journal import Journal, event_line, rec_line
 from ..storage.records import Frame, Record, RunData, warn
 from .checkpoint import Checkpointer
 from .packages import imported_versions
+from .replay import Replayer
+from .sandbox import Sandbox, route_torch_save
 
 
 class Run:
@@ -63,6 +65,12 @@ class Run:
         #: (run id, iteration, manifest entry, payload store) when resuming a recorded run
         self.resume: tuple[str, int, dict[str, Any], PayloadStore] | None = None
         self.recorded_args: dict[str, Any] | None = None
+        self.replayer: Replayer | None = None
+        self.sandbox: Sandbox | None = None
+        #: replay mode's filter of what to record (None: record everything)
+        self.keep: Any = None
+        #: RNG states at the end of each nested loop of the current outer iteration
+        self.nested_rng: list[Any] = []
 
     # -- beginning -------------------------------------------------------------------------
 
@@ -77,6 +85,10 @@ class Run:
         from ..storage.journal import JOURNAL_DIR, recover_orphans
         from ..storage.snapshot import snapshot_worktree
 
+        spec = os.environ.get("FLOR_REPLAY")
+        if spec:
+            self._attach_replay(spec)
+            return
         try:
             repo = repo_mod.open_repo()
         except NotARepository as exc:
@@ -104,6 +116,21 @@ class Run:
             self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
         threading.Thread(target=self._flusher, name="git-flor-journal", daemon=True).start()
+        atexit.register(self.finish)
+        _chain_excepthook(self)
+
+    def _attach_replay(self, path: str) -> None:
+        """Replay mode: no repository, no journal; results to the spec's file (see .replay)."""
+        from .replay import ReplaySpec
+
+        spec = ReplaySpec.load(path)
+        self.replayer = Replayer(spec)
+        self.keep = self.replayer.keep
+        self.recorded_args = spec.args
+        self.sandbox = Sandbox(spec.user_root, spec.scratch_root)
+        self.sandbox.install()
+        route_torch_save(self.sandbox)
+        self.meta.update(replay_of=spec.run, mode=spec.mode, epochs=spec.epochs)
         atexit.register(self.finish)
         _chain_excepthook(self)
 
@@ -212,6 +239,9 @@ class Run:
         for seg in self.loops:
             if seg["end"] is None:
                 seg["end"] = end
+        if self.replayer is not None:
+            self.replayer.write(self.records, self.meta)
+            return None
         if self._repo is None or self._journal is None:
             return None
         from ..storage.shadow import commit_run

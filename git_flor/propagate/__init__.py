@@ -1,0 +1,27 @@
+"""Carry today's flor statements into past versions of a file (pure: source text in, out).
+
+The only module of git-flor that imports tree-sitter; the replay engine and `git flor
+propagate` call `propagate_source` / `Propagator.apply` with blobs they read from git.
+"""
+
+from .propagator import (
+    Failure,
+    Placement,
+    PropagationError,
+    PropagationResult,
+    Propagator,
+    propagate_source,
+)
+from .statements import Alias, flor_alias, flor_statement_names
+
+__all__ = [
+    "Alias",
+    "Failure",
+    "Placement",
+    "PropagationError",
+    "PropagationResult",
+    "Propagator",
+    "flor_alias",
+    "flor_statement_names",
+    "propagate_source",
+]

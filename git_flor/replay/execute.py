@@ -1,0 +1,87 @@
+"""Running replay jobs: an executor interface, and the local process pool.
+
+A job is a command line, a working directory and an environment; the executor
+runs many of them and reports each result as it finishes. ``LocalExecutor``
+runs them as subprocesses on this machine, ``workers`` at a time; a
+distributed engine plugs in by implementing the same two methods.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Task:
+    key: int
+    argv: list[str]
+    cwd: str
+    env: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    key: int
+    returncode: int
+    seconds: float
+    stderr: str
+
+
+class Executor(Protocol):
+    def run(self, tasks: list[Task]) -> Iterator[Outcome]:
+        """Run every task; yield each outcome as it completes (any order)."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop what is running; unfinished tasks report failure."""
+        ...
+
+
+class LocalExecutor:
+    def __init__(self, workers: int) -> None:
+        self.workers = max(1, workers)
+        self._procs: dict[int, subprocess.Popen[str]] = {}
+        self._lock = threading.Lock()
+        self._cancelled = False
+
+    def _one(self, task: Task) -> Outcome:
+        t0 = time.perf_counter()
+        with self._lock:
+            if self._cancelled:
+                return Outcome(task.key, -1, 0.0, "cancelled")
+            proc = subprocess.Popen(
+                task.argv, cwd=task.cwd, env=task.env, stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+            )
+            self._procs[task.key] = proc
+        _, err = proc.communicate()
+        with self._lock:
+            self._procs.pop(task.key, None)
+        return Outcome(task.key, proc.returncode, time.perf_counter() - t0, err[-4000:])
+
+    def run(self, tasks: list[Task]) -> Iterator[Outcome]:
+        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+            pending: set[Future[Outcome]] = {pool.submit(self._one, t) for t in tasks}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    yield fut.result()
+
+    def cancel(self) -> None:
+        with self._lock:
+            self._cancelled = True
+            for proc in self._procs.values():
+                try:
+                    os.killpg(proc.pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+
+

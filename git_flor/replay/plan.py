@@ -1,0 +1,264 @@
+"""Planning a replay: which runs, which iterations, which strategy, what it will cost.
+
+For each recorded run the requested statements are carried into the run's own
+snapshot (its shadow commit's ``src/``, uncommitted edits included), their
+positions read (:mod:`.strategy`), and jobs made: each job is one process that
+replays one run in one mode over some iterations. Independent jobs — different
+runs, different iterations of a skip, different re-execution segments each
+starting from its own checkpoint — run in parallel.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pygit2
+
+from ..propagate import flor_statement_names, propagate_source
+from ..storage.checkpoints import read_manifest
+from ..storage.index import HINDSIGHT, RECORDED, chunks
+from ..storage.records import LOOPS_FILE, SRC_DIR
+from ..storage.repo import workdir
+from .strategy import analyse
+
+#: Seconds to start Python and import a training script's libraries (a rough prior).
+STARTUP = 0.6
+
+
+@dataclass
+class Job:
+    run: str
+    mode: str  # prefix | suffix | skip | reexec | full
+    names: list[str]
+    epochs: list[int] = field(default_factory=list)
+    start_from: int = -1
+    estimate: float = 0.0
+
+    def describe(self) -> str:
+        if self.mode in ("prefix", "suffix", "full"):
+            return self.mode
+        span = _span(self.epochs)
+        if self.mode == "reexec":
+            origin = "start" if self.start_from < 0 else f"checkpoint {self.start_from}"
+            return f"re-execute {span} from {origin}"
+        return f"restore+skip {span}"
+
+
+@dataclass
+class Target:
+    run: str
+    meta: dict[str, Any]
+    shadow: str
+    source: str  # the propagated script
+    names: list[str]
+    loop: str | None
+    jobs: list[Job] = field(default_factory=list)
+    reasons: dict[str, str] = field(default_factory=dict)  # name → why it is not skipped
+
+
+@dataclass
+class Plan:
+    targets: list[Target]
+    skipped: list[tuple[str, str]]  # (run, why nothing to do)
+    failed: list[tuple[str, str]]  # (run, why it cannot be replayed)
+
+    @property
+    def jobs(self) -> list[Job]:
+        return [j for t in self.targets for j in t.jobs]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "jobs": [
+                {"run": j.run, "mode": j.mode, "names": j.names, "epochs": j.epochs,
+                 "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe()}
+                for j in self.jobs
+            ],
+            "skipped": [{"run": r, "why": w} for r, w in self.skipped],
+            "failed": [{"run": r, "why": w} for r, w in self.failed],
+            "estimate_seconds": round(sum(j.estimate for j in self.jobs), 3),
+        }
+
+
+def plan(
+    repo: pygit2.Repository,
+    conn: Any,
+    runs: list[str],
+    names: list[str],
+    *,
+    iters: dict[str, set[int]] | None = None,
+    force: bool = False,
+    workers: int = 1,
+) -> Plan:
+    targets: list[Target] = []
+    skipped: list[tuple[str, str]] = []
+    failed: list[tuple[str, str]] = []
+    root = workdir(repo)
+    today_cache: dict[str, str | None] = {}
+    for run_id in runs:
+        row = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run_id,)).fetchone()
+        shadow, meta = row[0], json.loads(row[1])
+        script = meta.get("script") or ""
+        if script not in today_cache:
+            path = root / script
+            today_cache[script] = path.read_text() if script and path.is_file() else None
+        today = today_cache[script]
+        if today is None:
+            skipped.append((run_id, f"its script {script!r} is not in today's working tree"))
+            continue
+        wanted = [n for n in names if n in set(flor_statement_names(today))]
+        if not wanted:
+            skipped.append((run_id, f"today's {script} has no flor.log of {', '.join(names)}"))
+            continue
+        commit = repo[shadow].peel(pygit2.Commit)
+        try:
+            past = repo[commit.tree[f"{SRC_DIR}/{script}"].id].data.decode()
+        except KeyError:
+            failed.append((run_id, f"{script} is not in the run's snapshot"))
+            continue
+        result = propagate_source(today, past, wanted)
+        if not result.ok:
+            failed.append((run_id, "; ".join(f.reason for f in result.failures)))
+            continue
+        manifest = read_manifest(repo, run_id)
+        saved_vars = frozenset(
+            k[len("var:"):] for e in manifest.values() for k, p in e["objects"].items() if p.kind == "var"
+        )
+        try:
+            shape = analyse(result.source, wanted, saved_vars, meta.get("checkpointing") or {})
+        except SyntaxError as exc:
+            failed.append((run_id, f"the propagated {script} does not parse: {exc}"))
+            continue
+        loops = json.loads(repo[commit.tree[LOOPS_FILE].id].data) if LOOPS_FILE in commit.tree else []
+        target = Target(run_id, meta, shadow, result.source, wanted, shape.outer_loop)
+        _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, workers)
+        if target.jobs:
+            targets.append(target)
+        else:
+            skipped.append((run_id, "already computed (use --force to recompute)"))
+    return Plan(targets, skipped, failed)
+
+
+def _existing(conn: Any, run_id: str, names: list[str]) -> dict[str, set[int] | None]:
+    """Per name, the outer-loop iterations that already have a value (None: a value outside loops)."""
+    out: dict[str, set[int] | None] = {}
+    for ch in chunks(conn, names, [run_id]):
+        if ch.src not in (RECORDED, HINDSIGHT):
+            continue
+        if not ch.dims:
+            out[ch.name] = None
+        elif out.get(ch.name, set()) is not None:
+            out.setdefault(ch.name, set()).update(int(v) for v in ch.pos[:, 0])  # type: ignore[union-attr]
+    return out
+
+
+def _jobs(
+    target: Target,
+    shape: Any,
+    manifest: dict[int, dict[str, Any]],
+    loops: list[dict[str, Any]],
+    existing: dict[str, set[int] | None],
+    iters: dict[str, set[int]] | None,
+    force: bool,
+    workers: int,
+) -> None:
+    outer = loops[0] if loops else {"iters": [], "start": target.meta.get("start", 0)}
+    n = len(outer.get("iters", []))
+    times = outer.get("iters", [])
+    pre = max(0.0, float(outer.get("start", 0)) - float(target.meta.get("start", 0)))
+    requested = set(range(n))
+    if iters and target.loop in iters:
+        requested &= iters[target.loop]
+    safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
+    restore_cost = {i: float(e.get("seconds", 0.0)) for i, e in manifest.items()}
+
+    def est(mode: str, epochs: list[int], start: int = -1) -> float:
+        base = STARTUP + pre
+        if mode == "prefix":
+            return base
+        if mode == "full":
+            return base + sum(times) + float(target.meta.get("duration", 0)) * 0.05
+        if mode == "suffix":
+            return base + restore_cost.get(n - 1, 0.0)
+        if mode == "reexec":
+            return base + restore_cost.get(start, 0.0) + sum(times[start + 1 : max(epochs) + 1])
+        return base + sum(2 * restore_cost.get(i, 0.0) + 0.05 * times[i] for i in epochs if i < n)
+
+    todo: dict[str, list[int]] = {}
+    kinds: dict[str, str] = {}
+    for name in target.names:
+        positions = shape.positions.get(name) or []
+        where = {p.where for p in positions}
+        if "unknown" in where or not positions:
+            kinds[name] = "full"
+        elif where & {"step"} or any(p.where == "epoch" and not p.skip_safe for p in positions):
+            kinds[name] = "reexec"
+            target.reasons[name] = next((p.reason for p in positions if p.reason), "")
+        elif "epoch" in where:
+            kinds[name] = "skip"
+        else:
+            kinds[name] = "suffix" if where == {"suffix"} else "prefix"
+        have = existing.get(name, set())
+        if kinds[name] in ("prefix", "suffix", "full"):
+            if have is None and not force:
+                del kinds[name]
+            continue
+        missing = sorted(requested if force or have is None else requested - have)
+        if missing:
+            todo[name] = missing
+        else:
+            del kinds[name]
+    if not kinds:
+        return
+    if "full" in kinds.values():
+        target.jobs.append(Job(target.run, "full", sorted(kinds), list(range(n)), -1, est("full", [])))
+        return
+    loop_names = [k for k, v in kinds.items() if v in ("skip", "reexec")]
+    prefix_names = [k for k, v in kinds.items() if v == "prefix"]
+    if loop_names:
+        epochs = sorted(set().union(*(todo[k] for k in loop_names)))
+        skip_ok = all(kinds[k] == "skip" for k in loop_names)
+        skip_epochs = [
+            i for i in epochs
+            if skip_ok and (i == 0 or i - 1 in safe) and i in manifest and not manifest[i].get("unsaved")
+        ] if skip_ok else []
+        rest = [i for i in epochs if i not in set(skip_epochs)]
+        names = loop_names + prefix_names
+        for chunk in _split(skip_epochs, workers):
+            target.jobs.append(Job(target.run, "skip", names, chunk, -1, est("skip", chunk)))
+        segments: dict[int, list[int]] = {}
+        for i in rest:
+            start = max((s for s in safe if s < i), default=-1)
+            segments.setdefault(start, []).append(i)
+        for start, seg in sorted(segments.items()):
+            target.jobs.append(Job(target.run, "reexec", names, seg, start, est("reexec", seg, start)))
+    elif prefix_names:
+        target.jobs.append(Job(target.run, "prefix", prefix_names, [], -1, est("prefix", [])))
+    suffix_names = [k for k, v in kinds.items() if v == "suffix"]
+    if suffix_names:
+        if n and n - 1 in safe:
+            target.jobs.append(Job(target.run, "suffix", suffix_names, [], -1, est("suffix", [])))
+        else:
+            target.jobs.append(Job(target.run, "full", suffix_names, [], -1, est("full", [])))
+
+
+def _split(epochs: list[int], parts: int) -> list[list[int]]:
+    if not epochs:
+        return []
+    parts = max(1, min(parts, len(epochs)))
+    size = -(-len(epochs) // parts)
+    return [epochs[k : k + size] for k in range(0, len(epochs), size)]
+
+
+def _span(epochs: list[int]) -> str:
+    if not epochs:
+        return "-"
+    if epochs == list(range(epochs[0], epochs[-1] + 1)):
+        return f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}..{epochs[-1]}"
+    return ",".join(map(str, epochs))
+
+
+def scratch_path(base: Path, target: Target, index: int) -> Path:
+    return base / target.run / str(index)

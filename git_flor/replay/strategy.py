@@ -1,0 +1,255 @@
+"""Where a hindsight statement sits in the (propagated) script, and how cheaply it can be replayed.
+
+Read with :mod:`ast` on the source that will actually run. The position decides
+the plan (DESIGN §4): before the outermost ``flor.loop`` → run the prefix only;
+after it → restore the last checkpoint and run the suffix; in the outer body
+outside nested loops → per requested iteration restore the previous
+checkpoint and *skip* nested ``flor.loop``s, if that is safe; inside a nested
+loop, or whenever skipping is not provably safe → re-execute the requested
+iterations from the previous safe checkpoint. Never a wrong value fast.
+
+Skipping a nested loop replaces it with a restore of the end of the iteration
+(objects, saved loop-carried variables, the RNG as it was when that loop
+ended). A statement after a skipped loop therefore sees the right state only
+if (a) everything it reads — and everything the code between the loop and it
+reads — that the skipped loops assign is restored by the checkpoint, and (b)
+that code does not change checkpointed state (``sched.step()``, ``lr /= 4``):
+it would run a second time on top of the restored end-of-iteration state.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+
+#: Methods that leave a model/optimizer in the same state when called twice.
+IDEMPOTENT = frozenset({"eval", "train", "zero_grad", "requires_grad_", "cpu", "cuda", "to"})
+
+
+@dataclass(frozen=True)
+class Position:
+    name: str
+    where: str  # "prefix" | "suffix" | "epoch" | "step" | "unknown"
+    skip_safe: bool = False
+    reason: str = ""
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the planner needs to know about one version of the script."""
+
+    positions: dict[str, list[Position]]
+    outer_loop: str | None  # the outer flor.loop's name, when it is a literal
+    registered: frozenset[str]  # variable names passed to flor.checkpointing(...)
+
+
+def analyse(
+    source: str,
+    names: list[str],
+    saved_vars: frozenset[str] = frozenset(),
+    registered_types: dict[str, str] | None = None,
+) -> Shape:
+    """Positions of ``names``' statements. ``saved_vars``: loop-carried variables the run's
+    checkpoints hold; ``registered_types``: ``flor.checkpointing`` keyword → type, as recorded."""
+    tree = ast.parse(source)
+    module_alias, direct = _aliases(tree)
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
+
+    def is_flor(call: ast.AST, attr: str) -> bool:
+        if not isinstance(call, ast.Call):
+            return False
+        f = call.func
+        if isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name):
+            return f.attr == attr and f.value.id in module_alias
+        return isinstance(f, ast.Name) and direct.get(f.id) == attr
+
+    flor_loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and is_flor(n.iter, "loop")]
+    flor_loops.sort(key=lambda n: (n.lineno, n.col_offset))
+    outer = next((lp for lp in flor_loops if not any(_inside(lp, o, parents) for o in flor_loops if o is not lp)), None)
+    var_of = {
+        kw.arg: kw.value.id
+        for n in ast.walk(tree)
+        if is_flor(n, "checkpointing")
+        for kw in n.keywords  # type: ignore[attr-defined]
+        if isinstance(kw.value, ast.Name) and kw.arg
+    }
+    registered = frozenset(var_of.values())
+    kinds = {var_of[k]: t for k, t in (registered_types or {}).items() if k in var_of}
+    checkpointed = registered | saved_vars
+    # Method calls on modules (np.mean, flor.log) change no training state.
+    imported = frozenset(
+        (a.asname or a.name).split(".")[0]
+        for n in ast.walk(tree)
+        if isinstance(n, (ast.Import, ast.ImportFrom))
+        for a in n.names
+    )
+    nested = [lp for lp in flor_loops if outer is not None and lp is not outer and _inside(lp, outer, parents)]
+    positions: dict[str, list[Position]] = {n: [] for n in names}
+    for node in ast.walk(tree):
+        if not (is_flor(node, "log") and node.args and isinstance(node.args[0], ast.Constant)):  # type: ignore[attr-defined]
+            continue
+        name = node.args[0].value  # type: ignore[attr-defined]
+        if name not in positions:
+            continue
+        positions[name].append(
+            _position(name, node, outer, nested, parents, checkpointed, imported, _Links(registered, kinds))
+        )
+    outer_name = None
+    if outer is not None and outer.iter.args and isinstance(outer.iter.args[0], ast.Constant):  # type: ignore[attr-defined]
+        outer_name = outer.iter.args[0].value  # type: ignore[attr-defined]
+    return Shape(positions, outer_name, registered)
+
+
+def _aliases(tree: ast.AST) -> tuple[set[str], dict[str, str]]:
+    modules: set[str] = set()
+    direct: dict[str, str] = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for a in node.names:
+                if a.name == "git_flor":
+                    modules.add(a.asname or a.name)
+        elif isinstance(node, ast.ImportFrom) and node.module == "git_flor":
+            for a in node.names:
+                direct[a.asname or a.name] = a.name
+    return modules, direct
+
+
+def _inside(node: ast.AST, container: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
+    cur = parents.get(node)
+    while cur is not None:
+        if cur is container:
+            return True
+        cur = parents.get(cur)
+    return False
+
+
+def _enclosing_function(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.AST | None:
+    cur = parents.get(node)
+    while cur is not None:
+        if isinstance(cur, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            return cur
+        cur = parents.get(cur)
+    return None
+
+
+def _position(
+    name: str,
+    call: ast.AST,
+    outer: ast.For | ast.AsyncFor | None,
+    nested: list[ast.AST],
+    parents: dict[ast.AST, ast.AST],
+    checkpointed: frozenset[str],
+    imported: frozenset[str],
+    links: _Links,
+) -> Position:
+    line = call.lineno  # type: ignore[attr-defined]
+    if outer is None:
+        return Position(name, "unknown", reason="no flor.loop in the script", line=line)
+    fn = _enclosing_function(call, parents)
+    if fn is not None and not _inside(outer, fn, parents):
+        return Position(name, "unknown", reason="inside a function called from elsewhere", line=line)
+    if not _inside(call, outer, parents):
+        return Position(name, "prefix" if line < outer.lineno else "suffix", line=line)
+    if any(_inside(call, lp, parents) for lp in nested):
+        return Position(name, "step", reason="inside a nested loop", line=line)
+    body_stmt = _body_statement(call, outer, parents)
+    before = [lp for lp in nested if lp.end_lineno is not None and lp.end_lineno < line]  # type: ignore[attr-defined]
+    if not before:
+        return Position(name, "epoch", skip_safe=True, line=line)
+    skipped_writes: set[str] = set()
+    for lp in before:
+        skipped_writes |= _writes(lp) - imported
+    first_end = min(lp.end_lineno for lp in before)  # type: ignore[attr-defined]
+    between = [s for s in outer.body if first_end < s.lineno < body_stmt.lineno and s not in before]
+    reads = _reads(body_stmt).union(*(_reads(s) for s in between))
+    unrestored = sorted((reads & skipped_writes) - checkpointed)
+    if unrestored:
+        return Position(name, "epoch", reason=f"reads `{unrestored[0]}`, which a skipped loop assigns and no checkpoint restores", line=line)
+    # The restore gives the state at the *end* of the iteration: anything the code after
+    # the skipped loop changes (before or after the statement) must not be read by it.
+    after = [s for s in outer.body if s.lineno > first_end and s not in before]
+    changed = links.closure(set().union(*(_changes(s, checkpointed) for s in after)) if after else set())
+    stale = sorted(changed & reads)
+    if stale:
+        return Position(name, "epoch", reason=f"reads `{stale[0]}`, which code after the skipped loop changes", line=line)
+    return Position(name, "epoch", skip_safe=True, line=line)
+
+
+class _Links:
+    """Registered objects that change each other: a scheduler its optimizer, an optimizer its model."""
+
+    def __init__(self, registered: frozenset[str], kinds: dict[str, str]) -> None:
+        self.registered = registered
+        self.kinds = kinds
+
+    def closure(self, changed: set[str]) -> set[str]:
+        out = set(changed)
+        optimizers = {v for v, t in self.kinds.items() if ".optim." in t and "lr_scheduler" not in t}
+        unknown = self.registered - set(self.kinds)
+        for name in changed & self.registered:
+            kind = self.kinds.get(name, "")
+            if "lr_scheduler" in kind:
+                out |= optimizers
+            elif name in optimizers or name in unknown:
+                out |= self.registered  # an optimizer step (or an unknown object) may touch them all
+        return out
+
+
+def _body_statement(node: ast.AST, outer: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.stmt:
+    cur = node
+    while parents.get(cur) is not outer:
+        cur = parents[cur]
+    return cur  # type: ignore[return-value]
+
+
+def _writes(node: ast.AST) -> set[str]:
+    out: set[str] = set()
+    for n in ast.walk(node):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            out.add(n.id)
+        elif isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute):
+            root = _root(n.func.value)
+            if root:
+                out.add(root)
+        elif isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, ast.Store):
+            root = _root(n)
+            if root:
+                out.add(root)
+    return out
+
+
+def _reads(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _root(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _changes(stmt: ast.AST, checkpointed: frozenset[str]) -> set[str]:
+    """Checkpointed names this statement changes in a way a second run would not repeat."""
+    out: set[str] = set()
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in checkpointed:
+            out.add(n.id)
+        elif isinstance(n, ast.AugAssign):
+            root = _root(n.target)
+            if root in checkpointed:
+                out.add(root)
+        elif (
+            isinstance(n, ast.Expr)  # a method called for its effect, not its value: sched.step()
+            and isinstance(n.value, ast.Call)
+            and isinstance(n.value.func, ast.Attribute)
+            and n.value.func.attr not in IDEMPOTENT
+        ):
+            root = _root(n.value.func.value)
+            if root in checkpointed:
+                out.add(root)
+        elif isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, ast.Store):
+            root = _root(n)
+            if root in checkpointed:
+                out.add(root)
+    return out

@@ -1,0 +1,486 @@
+#!/usr/bin/env python
+"""Benchmark statement propagation on the real histories of public training scripts.
+
+For each (project, repository, file): take the newest version, add probe statements
+`flor.log("probe_i", v)` right after chosen anchor statements, then carry them into every
+older version with git-flor, FlorDB 4.0.1 (`flordb.hlast.backprop`) and `git merge-file`.
+A probe is placed correctly when it lands directly after the statement equal (by `ast`) to its
+anchor, in versions where that anchor occurs exactly once. Nothing from the repositories is
+copied into this project: versions are read with `git show` from local mirrors.
+
+Mirrors are bare clones under --mirror-root named `owner+name/repo` (what the fetch tool of
+this project's sessions produces); `git clone --bare https://github.com/OWNER/NAME
+ROOT/OWNER+NAME/repo` makes the same layout.
+
+Example:
+    python scripts/bench_propagate.py --flordb-sample 12
+    python scripts/bench_propagate.py --case karpathy/nanoGPT:train.py --no-flordb
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import hashlib
+import multiprocessing as mp
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from git_flor.propagate import Propagator  # noqa: E402
+
+CASES = [
+    ("pytorch/examples", "word_language_model/main.py"),
+    ("pytorch/examples", "mnist/main.py"),
+    ("pytorch/examples", "imagenet/main.py"),
+    ("pytorch/examples", "dcgan/main.py"),
+    ("karpathy/nanoGPT", "train.py"),
+    ("huggingface/pytorch-image-models", "train.py"),
+    ("ultralytics/yolov5", "train.py"),
+    ("kuangliu/pytorch-cifar", "main.py"),
+]
+_SIMPLE = (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Expr)
+
+
+# ------------------------------------------------------------------ history
+
+def git(gitdir: str, *args: str, check: bool = True) -> str:
+    return subprocess.run(["git", "--git-dir", gitdir, *args], check=check,
+                          capture_output=True, text=True, errors="replace").stdout
+
+
+def history(gitdir: str, path: str) -> list[tuple[str, str, str]]:
+    """(commit, path, source) of each distinct version of `path`, newest first."""
+    # Not checked: a mirror may lack an old object, and the history up to it still counts.
+    out = git(gitdir, "log", "--follow", "--format=@%H", "--name-only", "--", path, check=False)
+    seen: set[str] = set()
+    versions = []
+    commit = None
+    for line in out.splitlines():
+        if line.startswith("@"):
+            commit = line[1:]
+        elif line.strip() and commit:
+            try:
+                src = git(gitdir, "show", f"{commit}:{line.strip()}")
+            except subprocess.CalledProcessError:
+                continue
+            digest = hashlib.sha1(src.encode()).hexdigest()
+            if digest not in seen:
+                seen.add(digest)
+                versions.append((commit, line.strip(), src))
+            commit = None
+    return versions
+
+
+# ------------------------------------------------------------------ probes
+
+def dump(node: ast.AST) -> str:
+    return ast.dump(node, annotate_fields=False, include_attributes=False)
+
+
+def owned_bodies(tree: ast.AST):  # type: ignore[no-untyped-def]
+    """(owner, field, statements) for every statement list of the tree."""
+    for node in ast.walk(tree):
+        for name in ("body", "orelse", "finalbody"):
+            body = getattr(node, name, None)
+            if isinstance(body, list) and body and isinstance(body[0], ast.stmt):
+                yield node, name, body
+
+
+def bodies(tree: ast.AST):  # type: ignore[no-untyped-def]
+    """Every statement list of the tree (bodies, orelse, handlers' bodies, ...)."""
+    for _, _, body in owned_bodies(tree):
+        yield body
+
+
+_NESTED = ("body", "orelse", "finalbody", "handlers", "cases")
+_COMPOUND = (ast.For, ast.AsyncFor, ast.While, ast.If, ast.With, ast.AsyncWith,
+             ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def header(node: ast.stmt) -> str:
+    """`ast.dump` of a compound statement without its nested statements."""
+    saved = {f: getattr(node, f) for f in _NESTED if hasattr(node, f)}
+    for f in saved:
+        setattr(node, f, [])
+    try:
+        return "H" + dump(node)
+    finally:
+        for f, v in saved.items():
+            setattr(node, f, v)
+
+
+def statement_counts(tree: ast.AST) -> dict[str, int]:
+    """Occurrences of each statement (by `dump`) and of each compound header (by `header`)."""
+    counts: dict[str, int] = {}
+    for body in bodies(tree):
+        for st in body:
+            for d in (dump(st), header(st)) if isinstance(st, _COMPOUND) else (dump(st),):
+                counts[d] = counts.get(d, 0) + 1
+    return counts
+
+
+def probe_value(st: ast.stmt) -> str | None:
+    if isinstance(st, ast.Assign) and isinstance(st.targets[0], ast.Name):
+        return st.targets[0].id
+    if isinstance(st, (ast.AugAssign, ast.AnnAssign)) and isinstance(st.target, ast.Name):
+        return st.target.id
+    if isinstance(st, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        args = st.args.posonlyargs + st.args.args + st.args.kwonlyargs
+        return args[0].arg if args else None
+    part: ast.AST = st
+    if isinstance(st, (ast.For, ast.AsyncFor)):
+        part = st.target
+    elif isinstance(st, (ast.While, ast.If)):
+        part = st.test
+    elif isinstance(st, (ast.With, ast.AsyncWith)):
+        part = st.items[0].optional_vars or st.items[0].context_expr
+    for n in ast.walk(part):
+        if isinstance(n, ast.Name):
+            return n.id
+    return None
+
+
+@dataclass
+class Probe:
+    """`flor.log(name, value)` goes on a new line before line `line` (1-based), indented by
+    `indent`; `anchor` identifies the statement it must follow (kind "after") or the
+    compound statement whose body it must open (kind "first")."""
+
+    name: str
+    kind: str
+    anchor: str
+    line: int
+    indent: str
+    value: str
+
+
+def _candidates(src: str, tree: ast.AST, kind: str):  # type: ignore[no-untyped-def]
+    """(line, key, value, insert-before line, indent) of each usable anchor."""
+    lines = src.split("\n")
+    for body in bodies(tree):
+        for st in body:
+            if lines[st.lineno - 1][: st.col_offset].strip():
+                continue  # shares its line with other code
+            value = probe_value(st)
+            if value is None:
+                continue
+            if kind == "after":
+                if not isinstance(st, _SIMPLE) or (isinstance(st, ast.Expr)
+                                                   and isinstance(st.value, ast.Constant)):
+                    continue
+                end_line = lines[st.end_lineno - 1]  # type: ignore[operator]
+                if end_line[st.end_col_offset:].strip().startswith(";"):
+                    continue
+                yield st.lineno, dump(st), value, st.end_lineno + 1, lines[st.lineno - 1][: st.col_offset]  # type: ignore[operator]
+            elif isinstance(st, _COMPOUND):
+                first = st.body[0]
+                if first.lineno == st.lineno or lines[first.lineno - 1][: first.col_offset].strip():
+                    continue  # one-line block
+                if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                    continue  # a docstring must stay first
+                yield st.lineno, header(st), value, first.lineno, lines[first.lineno - 1][: first.col_offset]
+
+
+def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Probe]:
+    """Up to `k` anchors spread over the file, unique today, preferring those that occur
+    exactly once in most past versions (so most versions can be scored)."""
+    tree = ast.parse(src)
+    counts = statement_counts(tree)
+    past_counts = [statement_counts(t) for t in pasts]
+    cands = []
+    for line, key, value, at, indent in _candidates(src, tree, kind):
+        if counts.get(key) != 1:
+            continue
+        cover = sum(1 for c in past_counts if c.get(key) == 1)
+        cands.append((line, cover, key, value, at, indent))
+    n_lines = src.count("\n") + 1
+    chosen = []
+    used: set[int] = set()
+    for part in range(k):
+        lo, hi = part * n_lines / k, (part + 1) * n_lines / k
+        pool = [c for c in cands if lo <= c[0] < hi and c[4] not in used]
+        if pool:
+            best = max(pool, key=lambda c: (c[1], -c[0]))
+            used.add(best[4])
+            chosen.append(best)
+    chosen.sort(key=lambda c: c[4])
+    return [Probe(f"probe_{i}", kind, key, at, indent, value)
+            for i, (_, _, key, value, at, indent) in enumerate(chosen)]
+
+
+def add_probes(src: str, probes: list[Probe]) -> tuple[str, dict[str, int]]:
+    """Today's file: the newest version plus the probes and the git_flor import."""
+    lines = src.split("\n")
+    for p in sorted(probes, key=lambda p: -p.line):
+        lines.insert(p.line - 1, f'{p.indent}flor.log("{p.name}", {p.value})')
+    tree = ast.parse("\n".join(lines))
+    at = 0
+    for st in tree.body:
+        if isinstance(st, (ast.Import, ast.ImportFrom)) or (
+                isinstance(st, ast.Expr) and isinstance(st.value, ast.Constant) and at == 0):
+            at = st.end_lineno  # type: ignore[assignment]
+            if isinstance(st, (ast.Import, ast.ImportFrom)):
+                break
+    lines.insert(at, "import git_flor as flor")
+    text = "\n".join(lines)
+    where = {}
+    for i, line in enumerate(text.split("\n")):
+        s = line.strip()
+        for p in probes:
+            if s.startswith(f'flor.log("{p.name}",'):
+                where[p.name] = i + 1
+    return text, where
+
+
+def score(out: str | None, probes: list[Probe], cases: list[Probe]) -> tuple[int, bool]:
+    """(probes placed right among `cases`, output parses)."""
+    if out is None:
+        return 0, True
+    try:
+        tree = ast.parse(out)
+    except SyntaxError:
+        return 0, False
+    where: dict[str, list[tuple[ast.AST, str, list[ast.stmt], int]]] = {}
+    for owner, field_, body in owned_bodies(tree):
+        for i, st in enumerate(body):
+            if isinstance(st, ast.Expr) and isinstance(st.value, ast.Call) \
+                    and st.value.args and isinstance(st.value.args[0], ast.Constant) \
+                    and isinstance(st.value.args[0].value, str) \
+                    and st.value.args[0].value.startswith("probe_"):
+                where.setdefault(st.value.args[0].value, []).append((owner, field_, body, i))
+    right = 0
+    for p in cases:
+        spots = where.get(p.name, [])
+        if len(spots) != 1:
+            continue
+        owner, field_, body, i = spots[0]
+        if p.kind == "after":
+            right += i > 0 and dump(body[i - 1]) == p.anchor
+        else:
+            right += (i == 0 and field_ == "body" and isinstance(owner, _COMPOUND)
+                      and header(owner) == p.anchor)  # type: ignore[arg-type]
+    return right, True
+
+
+# ------------------------------------------------------------------ tools
+
+def run_gitflor(prop: Propagator, past: str) -> tuple[str | None, float]:
+    t = time.perf_counter()
+    res = prop.apply(past)
+    return res.source, time.perf_counter() - t
+
+
+def run_merge(base: str, today: str, past: str) -> tuple[str | None, float]:
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for name, text in (("past", past), ("base", base), ("today", today)):
+            path = os.path.join(d, name)
+            with open(path, "w") as f:
+                f.write(text)
+            paths.append(path)
+        t = time.perf_counter()
+        res = subprocess.run(["git", "merge-file", "-p", *paths], capture_output=True,
+                             text=True, errors="replace")
+        return res.stdout, time.perf_counter() - t
+
+
+class _Timeout(Exception):
+    pass
+
+
+def _alarm(*_: object) -> None:
+    raise _Timeout
+
+
+def flordb_task(args: tuple[str, str, int, str, int]) -> tuple[str, str | None, float, str]:
+    """One FlorDB call (in a worker process): returns (key, output, seconds, error)."""
+    key, today_path, lineno, past, timeout = args
+    from flordb.hlast import backprop  # imported in the worker: needs a git repo as cwd
+
+    with tempfile.TemporaryDirectory() as d:
+        past_path, out_path = os.path.join(d, "past.py"), os.path.join(d, "out.py")
+        with open(past_path, "w") as f:
+            f.write(past)
+        signal.signal(signal.SIGALRM, _alarm)
+        signal.alarm(timeout)
+        t = time.perf_counter()
+        err = ""
+        try:
+            backprop(lineno, today_path, past_path, out=out_path)
+        except _Timeout:
+            err = "timeout"
+        except Exception as e:  # noqa: BLE001 - any peer failure is a miss, never a crash
+            err = type(e).__name__
+        finally:
+            signal.alarm(0)
+        dt = time.perf_counter() - t
+        out = None
+        if os.path.exists(out_path):
+            with open(out_path) as f:
+                out = f.read()
+        return key, out, dt, err
+
+
+# ------------------------------------------------------------------ main
+
+@dataclass
+class Tally:
+    versions: int = 0
+    cases: int = 0
+    right: int = 0
+    unparsable: int = 0
+    errors: int = 0
+    times: list[float] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        self.versions += other.versions
+        self.cases += other.cases
+        self.right += other.right
+        self.unparsable += other.unparsable
+        self.errors += other.errors
+        self.times += other.times
+
+    def acc(self) -> str:
+        return f"{self.right / self.cases:.3f}" if self.cases else "-"
+
+    def ms(self) -> str:
+        return f"{1000 * statistics.median(self.times):.0f}" if self.times else "-"
+
+
+def sample(items: list, n: int) -> list:  # type: ignore[type-arg]
+    if n <= 0 or len(items) <= n:
+        return items
+    step = (len(items) - 1) / (n - 1) if n > 1 else 1
+    return [items[round(i * step)] for i in range(n)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--mirror-root", default="/work/.mirror")
+    ap.add_argument("--case", action="append", help="OWNER/NAME:PATH (repeatable; default: built-in list)")
+    ap.add_argument("--probes", type=int, default=4)
+    ap.add_argument("--kind", choices=("after", "first"), default="after",
+                    help="after: probe right after a simple statement (the headline number); "
+                         "first: probe as the first statement of a loop/if/with/def body")
+    ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
+    ap.add_argument("--flordb-sample", type=int, default=12,
+                    help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
+    ap.add_argument("--no-flordb", action="store_true")
+    ap.add_argument("--flordb-timeout", type=int, default=120)
+    ap.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    ap.add_argument("--show-misses", action="store_true")
+    args = ap.parse_args()
+    cases = [tuple(c.split(":", 1)) for c in args.case] if args.case else CASES
+
+    totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge")}
+    rows = []
+    flordb_jobs = []
+    flordb_meta: dict[str, tuple[str, list[Probe], list[Probe]]] = {}
+    work = tempfile.mkdtemp(prefix="bench-propagate-")
+    per_project: dict[str, dict[str, Tally]] = {}
+    skipped = 0
+    for repo, path in cases:
+        gitdir = os.path.join(args.mirror_root, repo.replace("/", "+"), "repo")
+        versions = history(gitdir, path)
+        newest = versions[0][2]
+        parsed = []
+        for commit, _, src in versions[1:]:
+            try:
+                parsed.append((commit, src, ast.parse(src)))
+            except SyntaxError:
+                skipped += 1
+        parsed = sample(parsed, args.max_versions)
+        probes = choose_probes(newest, [t for _, _, t in parsed], args.probes, args.kind)
+        today, lines = add_probes(newest, probes)
+        today_path = os.path.join(work, f"{repo.replace('/', '+')}+{path.replace('/', '+')}")
+        with open(today_path, "w") as f:
+            f.write(today)
+        prop = Propagator(today)
+        tallies = per_project.setdefault(repo, {k: Tally() for k in totals})
+        fl_versions = {c for c, _, _ in sample(parsed, args.flordb_sample)}
+        for commit, src, tree in parsed:
+            counts = statement_counts(tree)
+            live = [p for p in probes if counts.get(p.anchor) == 1]
+            if not live:
+                continue
+            out, dt = run_gitflor(prop, src)
+            right, ok = score(out, probes, live)
+            _tally(tallies["gitflor"], len(live), right, ok, dt)
+            if args.show_misses and right < len(live):
+                print(f"miss {repo}:{path}@{commit[:10]} {right}/{len(live)}", file=sys.stderr)
+            out, dt = run_merge(newest, today, src)
+            right_m, ok = score(out, probes, live)
+            _tally(tallies["merge"], len(live), right_m, ok, dt)
+            if not args.no_flordb and commit in fl_versions:
+                _tally(tallies["gitflor@flordb"], len(live), right, True, 0.0)
+                for p in live:
+                    key = f"{repo}|{path}|{commit}|{p.name}"
+                    flordb_meta[key] = (repo, [p], [p])
+                    flordb_jobs.append((key, today_path, lines[p.name], src, args.flordb_timeout))
+        rows.append((repo, path, len(versions)))
+
+    if flordb_jobs:
+        fl_by_version: dict[tuple[str, str, str], list[tuple[int, int, bool, float, str]]] = {}
+        cwd = os.getcwd()
+        os.chdir(work)
+        subprocess.run(["git", "init", "-q", "."], check=True)
+        with mp.Pool(args.workers, maxtasksperchild=20) as pool:
+            for key, out, dt, err in pool.imap_unordered(flordb_task, flordb_jobs):
+                repo, path, commit, _ = key.split("|")
+                p = flordb_meta[key][1][0]
+                right, ok = score(out, [p], [p])
+                fl_by_version.setdefault((repo, path, commit), []).append((1, right, ok, dt, err))
+        os.chdir(cwd)
+        for (repo, _, _), results in fl_by_version.items():
+            t = per_project[repo]["flordb"]
+            t.versions += 1
+            t.cases += len(results)
+            t.right += sum(r[1] for r in results)
+            t.unparsable += int(any(not r[2] for r in results))
+            t.errors += sum(1 for r in results if r[4])
+            t.times.append(sum(r[3] for r in results))
+
+    head = (f"{'project':34} {'vers':>5} {'cases':>5} | {'git-flor':>8} {'unpars':>6} {'ms':>5} | "
+            f"{'merge-file':>10} {'unpars':>6} {'ms':>5} | {'flordb':>6} {'vers':>4} {'unpars':>6} "
+            f"{'errs':>4} {'ms':>6} {'git-flor same':>13}")
+    print(head)
+    print("-" * len(head))
+    for repo, tallies in per_project.items():
+        for k in totals:
+            totals[k].add(tallies[k])
+        print(_row(repo, tallies))
+    print("-" * len(head))
+    print(_row("TOTAL", totals))
+    files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)
+    print(f"\nfiles: {files}\noriginal versions that do not parse as Python 3 (skipped): {skipped}")
+    print("cases = (version, probe) pairs whose anchor occurs exactly once in that version; "
+          "'git-flor same' = git-flor on exactly FlorDB's sampled cases; ms = median per version")
+    return 0
+
+
+def _tally(t: Tally, cases: int, right: int, ok: bool, dt: float) -> None:
+    t.versions += 1
+    t.cases += cases
+    t.right += right
+    t.unparsable += 0 if ok else 1
+    t.times.append(dt)
+
+
+def _row(name: str, t: dict[str, Tally]) -> str:
+    g, m, f, gs = t["gitflor"], t["merge"], t["flordb"], t["gitflor@flordb"]
+    return (f"{name:34} {g.versions:>5} {g.cases:>5} | {g.acc():>8} {g.unparsable:>6} {g.ms():>5} | "
+            f"{m.acc():>10} {m.unparsable:>6} {m.ms():>5} | {f.acc():>6} {f.versions:>4} "
+            f"{f.unparsable:>6} {f.errors:>4} {f.ms():>6} {gs.acc():>13}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
