@@ -234,6 +234,27 @@ def check_metric_cmd(name: str, minimum: float | None, maximum: float | None, re
     from .commands.check import check_metric
 
     _run(check_metric, name, minimum=minimum, maximum=maximum, rev=rev, fmt=fmt)
+@check_group.command("propagate")
+@click.option("--names", help="Only these statements (comma-separated names); default: all new ones.")
+@click.option("--rev", help="Only the versions of runs at this commit (or range).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
+    """Dry-run propagation of today's flor statements into every recorded version's code.
+
+    Exit 0 when every statement fits every version, 3 (with a report) when one does not
+    or there is no recorded version. Nothing is written.
+
+    \b
+    Example:
+      git flor check propagate
+      git flor check propagate --names grad_norm --format json
+    """
+    from .commands.check import check_propagate
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    _run(check_propagate, names=wanted, rev=rev, fmt=fmt)
+
+
 @cli.command("gc")
 @click.option("--keep-every", type=int, help="Thin each run's checkpoints to every K-th iteration (first and last always kept).")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")

@@ -73,3 +73,39 @@ def test_rev_selects_the_runs_of_a_commit_including_captured_dirty_runs(repo: Pa
     assert gate(repo, "val_acc", "--min", "0.9", "--rev", "HEAD~1")[0] == 1  # it ran there too
     code, _, err = gate(repo, "name", "--min", "1", "--rev", "HEAD")
     assert code == 2 and "not a number" in err
+
+
+def test_check_propagate_dry_runs_today_into_every_recorded_version(repo: Path) -> None:
+    code, _, err = gate_propagate(repo)
+    assert code == 3 and "nothing to check" in err  # no recorded version yet
+    run_script(repo)
+    (repo / "train.py").write_text((repo / "train.py").read_text().replace("range(4)", "range(2)"))
+    git(repo, "commit", "-qam", "fewer steps")
+    run_script(repo)
+    run_script(repo)  # same version twice: checked once
+    today = (repo / "train.py").read_text()
+    new_line = '        flor.log("val", np.mean((X @ w - y) ** 2))\n'
+    assert new_line in today
+    refs = git(repo, "for-each-ref")
+
+    (repo / "train.py").write_text(today.replace(new_line, new_line + new_line.replace(
+        'flor.log("val", np.mean((X @ w - y) ** 2))', 'flor.log("wnorm", float(np.linalg.norm(w)))')))
+    code, out, _ = gate_propagate(repo, "--format", "json")
+    report = json.loads(out)
+    assert code == 0 and report["ok"] is True
+    assert len(report["versions"]) == 2 and sorted(len(v["runs"]) for v in report["versions"]) == [1, 2]
+    assert all(v["placed"] == ["wnorm"] for v in report["versions"])
+
+    (repo / "train.py").write_text((repo / "train.py").read_text() + 'flor.log("bad", not_defined_anywhere)\n')
+    code, out, err = gate_propagate(repo)
+    assert code == 3
+    assert out.count("FAILED") == 2 and "bad:" in out and "not_defined_anywhere" in out
+    assert "2 of 2 version(s)" in err
+    assert gate_propagate(repo, "--names", "wnorm")[0] == 0  # only the statement asked about
+    assert gate_propagate(repo, "--rev", "HEAD~1", "--names", "wnorm")[0] == 0
+    assert git(repo, "for-each-ref") == refs  # a dry run: nothing written
+
+
+def gate_propagate(repo: Path, *args: str) -> tuple[int, str, str]:
+    out = flor(repo, "check", "propagate", *args)
+    return out.returncode, out.stdout, out.stderr

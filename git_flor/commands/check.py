@@ -1,5 +1,11 @@
 """``git flor check …``: gates for CI, answered by the exit code.
 
+``check propagate`` dry-runs the propagation of today's flor statements into
+the snapshot of every recorded version (the code each run actually ran, from
+its shadow commit): exit 0 when they fit everywhere, 3 with a report of which
+statement failed in which version, so a CI job catches a statement that
+replay could not carry back before anyone relies on it.
+
 ``check metric NAME --min/--max [--rev R]`` judges the latest run (at R, when
 given) that has NAME by the last value it logged: exit 0 when the bound holds,
 1 when it does not, 3 when no selected run has NAME — "nothing to judge" must
@@ -15,8 +21,80 @@ from typing import Any
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
 from ..storage import index, links
+from ..storage.records import SRC_DIR
+from ..storage.repo import workdir
 from ..storage.revs import commits_in
 from .common import open_session
+
+
+def check_propagate(*, names: list[str] | None = None, rev: str | None = None, fmt: str = "text") -> int:
+    """Propagate today's statements into every recorded version's snapshot, without writing anything."""
+    import pygit2
+
+    from ..propagate import PropagationError, Propagator
+
+    repo = open_session()
+    conn = index.connect(repo)
+    try:
+        rows = conn.execute("SELECT run, commit_, shadow, script FROM runs ORDER BY tstamp, run").fetchall()
+        if rev is not None:
+            commits = commits_in(repo, rev)
+            linked = links.runs_at(conn, commits)
+            rows = [r for r in rows if r[1] in commits or r[0] in linked]
+    finally:
+        conn.close()
+    # One check per distinct (script, source blob): many runs share a version.
+    versions: dict[tuple[str, str], dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
+    root = workdir(repo)
+    for run, commit, shadow, script in rows:
+        if not script or not str(script).endswith(".py"):
+            continue
+        if not (root / script).is_file():
+            skipped[script] = "not in today's working tree"
+            continue
+        try:
+            blob = repo[pygit2.Oid(hex=shadow)].peel(pygit2.Tree)[f"{SRC_DIR}/{script}"]
+        except (KeyError, ValueError):
+            skipped[script] = "a run's snapshot lacks it"
+            continue
+        version = versions.setdefault((script, str(blob.id)), {"script": script, "blob": str(blob.id),
+                                                               "runs": [], "commits": []})
+        version["runs"].append(run)
+        if commit and commit not in version["commits"]:
+            version["commits"].append(commit)
+    propagators: dict[str, Any] = {}
+    for (script, blob), version in versions.items():
+        if script not in propagators:
+            try:
+                propagators[script] = Propagator((root / script).read_text(), names or None)
+            except PropagationError as exc:
+                raise UsageError(f"today's {script} cannot be analysed ({exc}); fix it, then check again") from None
+        result = propagators[script].apply(repo[pygit2.Oid(hex=blob)].data.decode("utf-8", "replace"))
+        version["ok"] = result.ok
+        version["placed"] = [p.name for p in result.placements]
+        version["failures"] = [{"name": f.name, "reason": f.reason} for f in result.failures]
+    failed = [v for v in versions.values() if not v["ok"]]
+    code = EXIT_OK if versions and not failed else EXIT_PARTIAL
+    if fmt == "json":
+        sys.stdout.write(json.dumps({"check": "propagate", "ok": code == EXIT_OK, "rev": rev,
+                                     "versions": list(versions.values()), "skipped": skipped}) + "\n")
+        return code
+    for v in versions.values():
+        where = f"{v['script']} as run at {', '.join(c[:8] for c in v['commits']) or 'no commit'} ({len(v['runs'])} run(s))"
+        if v["ok"]:
+            print(f"ok      {where}: {len(v['placed'])} statement(s) placed")
+        else:
+            for f in v["failures"]:
+                print(f"FAILED  {where}: {f['name']}: {f['reason']}")
+    for script, why in skipped.items():
+        print(f"skipped {script}: {why}")
+    if not versions:
+        print("no recorded version of a script to propagate into; nothing to check", file=sys.stderr)
+    elif failed:
+        print(f"{len(failed)} of {len(versions)} version(s) cannot take today's statements: "
+              "the reasons are above", file=sys.stderr)
+    return code
 
 
 def check_metric(
