@@ -173,3 +173,18 @@ def test_real_checkpoints_travel_manifest_by_git_and_payload_by_store(
     for entry in manifest.values():
         for ptr in entry["objects"].values():
             assert hashlib.sha256(remote_store.fetch_payload(repo_b, ptr.sha256).read_bytes()).hexdigest() == ptr.sha256
+
+
+def test_uninstall_removes_the_refspecs_init_added(repo: Path, tmp_path: Path) -> None:
+    remote = tmp_path / "r.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "config", "--add", "remote.origin.fetch", "+refs/tags/*:refs/tags/*")  # the user's own
+    before = git(repo, "config", "--local", "--list")
+    ok(flor(repo, "init"))
+    specs = git(repo, "config", "--get-all", "remote.origin.fetch").split()
+    assert "+refs/flor/shadow/*:refs/flor/shadow/*" in specs
+    assert any(s.startswith("^refs/flor/shadow/") for s in specs)
+    assert git(repo, "config", "--get-all", "remote.origin.push", check=False) == ""  # push.default stays in charge
+    ok(flor(repo, "uninstall"))
+    assert git(repo, "config", "--local", "--list") == before
