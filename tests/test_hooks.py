@@ -134,7 +134,7 @@ def test_commit_links_a_run_made_on_uncommitted_edits(repo: Path) -> None:
     assert f"→{head[:8]}" in flor(repo, "runs").stdout
 
 
-def test_a_commit_of_only_part_of_the_edits_links_nothing(repo: Path) -> None:
+def test_a_run_links_to_the_commit_that_completes_its_edits_only(repo: Path) -> None:
     assert flor(repo, "init").returncode == 0
     (repo / "notes.txt").write_text("x\n")
     git(repo, "add", "notes.txt")
@@ -143,6 +143,8 @@ def test_a_commit_of_only_part_of_the_edits_links_nothing(repo: Path) -> None:
     git(repo, "commit", "-qm", "only notes.txt")  # train.py's edit stays uncommitted
     assert runs_at(repo, "HEAD") == []
     assert not [line for line in note(repo) if "run" in line]
+    git(repo, "commit", "-qam", "and the rest")  # now the tree is the one the run saw
+    assert runs_at(repo, "HEAD") == [only_run(repo)]
 
 
 def test_runs_before_the_first_commit_link_to_it(tmp_path: Path) -> None:

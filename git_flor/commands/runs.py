@@ -28,7 +28,7 @@ def runs(*, rev: str | None = None, fmt: str = "table") -> int:
     table = table.assign(also_at=[also.get(r, []) for r in table["run"]])
     if fmt == "table":
         table = table.assign(
-            dirty=[f"→{a[-1][:8]}" if d and a else str(d) for d, a in zip(table["dirty"], table["also_at"])],
+            dirty=[f"→{_newest(repo, a)[:8]}" if d and a else str(d) for d, a in zip(table["dirty"], table["also_at"])],
         ).drop(columns=["also_at"])
         table = table.assign(
             commit=table["commit"].fillna("").str.slice(0, 8),
@@ -88,6 +88,16 @@ def show(run: str, *, fmt: str = "text") -> int:
             print(f"  iteration {i}: {c['bytes'] / 1e6:.2f} MB{unsafe}")
     print(f"(code as it ran: git show {shadow[:12]}:src/{info.get('script', '')})")
     return EXIT_OK
+
+
+def _newest(repo: Any, commits: list[str]) -> str:
+    """The most recently committed of ``commits`` (after an amend: the amended one)."""
+
+    def when(hexid: str) -> int:
+        obj = repo.get(hexid)
+        return getattr(obj, "commit_time", -1)
+
+    return max(commits, key=when)
 
 
 def _why(link: links.Link) -> str:

@@ -57,12 +57,26 @@ def _shadow(repo: pygit2.Repository, shadow_hex: object) -> pygit2.Commit | None
     return shadow
 
 
+#: How far back the hook looks for dirty runs: edits made at an ancestor are often
+#: committed in several steps (``git add -p``), and the run matches the last one.
+ANCESTORS = 20
+
+
 def _dirty_runs_at(repo: pygit2.Repository, commit: pygit2.Commit) -> Iterable[dict[str, Any]]:
-    """The note objects of the dirty runs at the parents of ``commit``."""
-    for parent in commit.parent_ids:
-        for _, obj in _note_objects(repo, parent):
+    """The note objects of the dirty runs at the nearest ``ANCESTORS`` ancestors of ``commit``."""
+    seen: set[pygit2.Oid] = set()
+    queue = list(commit.parent_ids)
+    while queue and len(seen) < ANCESTORS:
+        oid = queue.pop(0)
+        if oid in seen:
+            continue
+        seen.add(oid)
+        for _, obj in _note_objects(repo, oid):
             if obj.get("dirty") and isinstance(obj.get("run"), str) and not obj.get("ran_at"):
                 yield obj
+        parent = repo.get(oid)
+        if isinstance(parent, pygit2.Commit):
+            queue.extend(parent.parent_ids)
 
 
 def _unborn_runs(repo: pygit2.Repository) -> Iterable[dict[str, Any]]:
@@ -80,8 +94,8 @@ def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
     """Link dirty runs whose snapshot equals ``target``'s tree to it; record the environment.
 
     Returns the ids of the runs linked. Candidates are the dirty runs at the
-    commit's parents (read from their notes: a few blobs, however many runs the
-    repository has), or, for a root commit, the runs made before any commit.
+    commit's nearest ancestors (read from their notes: a few blobs, however many
+    runs the repository has), or, for a root commit, the runs made before any commit.
     """
     commit = repo[target].peel(pygit2.Commit)
     candidates = _dirty_runs_at(repo, commit) if commit.parent_ids else _unborn_runs(repo)
