@@ -172,6 +172,8 @@ def test_the_hook_never_fails_a_commit(repo: Path) -> None:
     assert git(repo, "log", "-1", "--format=%s").strip() == "still fine"
     log = (repo / ".git" / "flor" / "hook.log").read_text()
     assert "Traceback" in log and "post-commit" in log
+    listing = flor(repo, "runs")  # queries still work, and say what is wrong
+    assert listing.returncode == 0 and "does not point at a notes commit" in listing.stderr
     # Called by hand with nonsense, outside a repository, with git's hook variables set: still 0.
     env = {**os.environ, "GIT_INDEX_FILE": "/nonexistent/index", "GIT_DIR": "/nonexistent"}
     for cwd, args in ((repo, ["post-commit"]), (repo.parent, ["post-commit"]), (repo, ["no-such-hook"])):

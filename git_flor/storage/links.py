@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import pygit2
 
 from .notes import iter_notes
+from .records import warn
 from .refs import NOTES_REF, ref_target
 
 _DDL = """
@@ -54,9 +55,14 @@ def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
     row = conn.execute("SELECT value FROM meta WHERE key = ?", (_TIP_KEY,)).fetchone()
     if (row[0] if row else "") == (str(tip) if tip is not None else ""):
         return
-    conn.execute("BEGIN IMMEDIATE")
     try:
         tree = repo[tip].peel(pygit2.Tree) if tip is not None else None
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        warn(f"{NOTES_REF} does not point at a notes commit, so runs are listed only at the "
+             f"commits they ran at; inspect it with `git log {NOTES_REF}`")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
         now = {hexid: str(blob) for hexid, _, blob in iter_notes(repo, tree)} if tree is not None else {}
         before = dict(conn.execute("SELECT commit_, blob FROM link_notes").fetchall())
         for hexid in set(before) - set(now):
