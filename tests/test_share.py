@@ -72,14 +72,20 @@ def test_two_clones_exchange_runs_both_ways_while_runs_finish(clones: tuple[Path
         ok(flor(a, "pull"))
         ok(flor(b, "pull"))
     wait(live)
-    for side in (a, b, a, b):
-        ok(flor(side, "push"))
+    # Both push at the same moment: the notes push that loses the race merges and retries.
+    racing = [subprocess.Popen(["git", "flor", "push"], cwd=side, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for side in (a, b)]
+    for proc in racing:
+        _, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
     for side in (a, b):
         ok(flor(side, "pull", "origin"))
     everything = run_ids(a)
     assert len(everything) == 12
     assert run_ids(b) == everything
     assert note_runs(a) == note_runs(b) == everything  # the notes union lost no line
+    remote_note = git(remote, "notes", "--ref=flor", "show", "HEAD")
+    assert {json.loads(line)["run"] for line in remote_note.splitlines() if '"run"' in line} == everything
     # The remote holds one shadow ref per clone, and the union of the notes.
     refs = git(remote, "for-each-ref", "--format=%(refname)", "refs/flor/shadow").split()
     assert len(refs) == 2
