@@ -253,6 +253,64 @@ def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
 
     wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
     _run(check_propagate, names=wanted, rev=rev, fmt=fmt)
+@cli.command("propagate")
+@click.argument("rev")
+@click.argument("paths", nargs=-1)
+@click.option("--from", "source_rev", help="Take today's statements from this revision (default: the working tree).")
+@click.option("--names", multiple=True, help="Only these statements (comma-separated names).")
+@click.option("--diff", is_flag=True, help="Print a unified diff against REV's file.")
+@click.option("--json", "as_json", is_flag=True, help="Print placements (name, from line, to line, anchor, confidence).")
+@click.option("--force", is_flag=True, help="Place statements even if they read names REV never defines.")
+def propagate_cmd(
+    rev: str, paths: tuple[str, ...], source_rev: str | None, names: tuple[str, ...], diff: bool,
+    as_json: bool, force: bool,
+) -> None:
+    """Carry today's flor statements into PATHS as of REV (a revision or a run id).
+
+    Prints the propagated file (one PATH) or a diff; exit 3 when a statement could
+    not be placed (reasons on stderr). PATHS default to every file with new statements.
+
+    \b
+    Example:
+      git flor propagate HEAD~12 -- train.py
+      git flor propagate HEAD~12 --diff -- train.py
+      git flor propagate 3f2a --json
+    """
+    from .commands.propagate import propagate
+
+    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff, as_json=as_json, force=force)
+
+
+@cli.command("replay")
+@click.argument("selectors", nargs=-1)
+@click.option("--apply", "apply", multiple=True, required=True, help="Names to fill in (comma-separated or repeated).")
+@click.option("--iter", "iters", multiple=True, help="Only these iterations, e.g. epoch=3,7 or epoch=0..9.")
+@click.option("--where", help='A pandas query over args and values selecting runs, e.g. "lr < 1e-3".')
+@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores).")
+@click.option("--dry-run", is_flag=True, help="Show the schedule and stop.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--force", is_flag=True, help="Recompute values that already exist.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def replay_cmd(
+    selectors: tuple[str, ...], apply: tuple[str, ...], iters: tuple[str, ...], where: str | None,
+    workers: int | None, dry_run: bool, yes: bool, force: bool, fmt: str,
+) -> None:
+    """Fill in today's flor.log statements for past runs (SELECTORS: run ids or revisions; default all).
+
+    Today's statements are carried into each run's own code, which is re-run from
+    its checkpoints only as far as they need, in parallel. Asks once on a terminal.
+
+    \b
+    Example:
+      git flor replay --apply grad_norm --dry-run
+      git flor replay HEAD~5..HEAD --apply grad_norm --iter epoch=0,9 --workers 4 --yes
+    """
+    from .commands.replay import replay
+
+    interactive = not yes and sys.stdin.isatty()
+    confirm = (lambda msg: click.confirm(msg, default=True)) if interactive else None
+    _run(replay, selectors, apply, iters=iters, where=where, workers=workers, dry_run=dry_run,
+         force=force, fmt=fmt, confirm=confirm)
 
 
 @cli.command("gc")

@@ -35,7 +35,8 @@ per-repetition ratios for the training loop, which cancels slow drifts in load).
 Nothing outside a temporary directory is written: the repositories, HOME (FlorDB
 writes ``.flor/`` into the repository and commits to a branch of its own),
 bytecode caches and results all live there and are removed at the end unless
-``--keep``.
+``--keep``. The children import a copy of the git_flor package taken at start, so
+edits to the checkout during a run cannot mix versions in one table.
 
     .venv/bin/python scripts/bench_record.py                 # full: ~8 minutes on 2 busy CPUs
     .venv/bin/python scripts/bench_record.py --quick         # smoke run: ~1.5 minutes
@@ -46,7 +47,6 @@ bytecode caches and results all live there and are removed at the end unless
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import re
@@ -149,8 +149,11 @@ else:
         t1 = clock()
         logs(N, flor, VALUE)
         t2 = clock()
+result = {"start": T_START, "empty": t1 - t0, "loop": t2 - t1, "loop_end": time.time()}
+if VARIANT != "append":
+    result["flor_file"] = flor.__file__
 with open(os.environ["BENCH_OUT"], "w") as out:
-    json.dump({"start": T_START, "empty": t1 - t0, "loop": t2 - t1, "loop_end": time.time()}, out)
+    json.dump(result, out)
 '''
 
 TRAIN_TEMPLATE = '''\
@@ -242,6 +245,7 @@ with open(os.environ["BENCH_OUT"], "w") as out:
             "train": train_s,
             "train_cpu": train_cpu,
             "final": [float(loss), val_loss],
+            "flor_file": flor.__file__,
         }},
         out,
     )
@@ -337,6 +341,9 @@ class Bench:
             tail = errors.read_text(errors="replace")[-2000:]
             raise SystemExit(f"bench_record: {v.label} exited {proc.returncode}:\n{tail}")
         inner = json.loads(result.read_text())
+        src = str(self.root / "src")
+        if "git_flor" in inner.get("flor_file", "") and not inner["flor_file"].startswith(src):
+            raise SystemExit(f"bench_record: {v.label} imported {inner['flor_file']}, not {src}")
         inner["spawn"], inner["done"] = t0, t1
         cpu = r1.ru_utime - r0.ru_utime + r1.ru_stime - r0.ru_stime
         return Sample(e2e=t1 - t0, cpu=cpu, inner=inner)
@@ -356,31 +363,30 @@ def interleaved(
         print(f"  {label} done", file=sys.stderr, flush=True)
 
 
-def gitflor_state(python: str) -> tuple[str, str]:
-    """(which git-flor ``python`` imports: path, commit, local edits; a digest of its sources).
+def snapshot_gitflor(python: str, dest: Path) -> str:
+    """Copy the git_flor package ``python`` would import into ``dest``; say what it was.
 
-    The digest is taken again at the end: an editable install measured while
-    someone edits it would mix two versions in one table.
+    Every child imports this copy (PYTHONPATH wins over an editable install's
+    finder), so edits made to the checkout while the benchmark runs cannot mix
+    two versions in one table.
     """
     code = "import importlib.util as u, os; print(os.path.dirname(u.find_spec('git_flor').origin))"
-    found = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True)
+    found = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"bench_record: git_flor is not importable by {python}")
     pkg = Path(found.stdout.strip())
-    digest = hashlib.sha256()
-    for f in sorted(pkg.rglob("*.py")):
-        digest.update(f.relative_to(pkg).as_posix().encode() + b"\0" + f.read_bytes())
+    shutil.copytree(pkg, dest / "git_flor", ignore=shutil.ignore_patterns("__pycache__"))
 
     def git(*cmd: str) -> str:
         proc = subprocess.run(["git", "-C", str(pkg), *cmd], capture_output=True, text=True)
         return proc.stdout.strip() if proc.returncode == 0 else ""
 
     head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return f"{pkg} (copied at start)"
     edits = len(git("status", "--porcelain", "--", ".").splitlines())
-    where = (
-        f"{pkg} at {head}" + (f" + {edits} locally modified files" if edits else "")
-        if head
-        else str(pkg)
-    )
-    return where, digest.hexdigest()
+    dirty = f" + {edits} locally modified files" if edits else ""
+    return f"{pkg} at {head}{dirty} (copied at start)"
 
 
 def note(text: str) -> None:
@@ -719,23 +725,21 @@ def main() -> int:
                 )
                 return 2
             flordb_python = args.flordb_python
-        where, digest0 = gitflor_state(bench.python)
+        where = snapshot_gitflor(bench.python, root / "src")
+        bench.env["PYTHONPATH"] = str(root / "src")
         load0 = os.getloadavg()
         t0 = time.time()
         log_variants = bench_log(bench, calls, reps)
         train_variants = bench_train(bench, reps, n_train, flordb_python)
         load1 = os.getloadavg()
-        _, digest1 = gitflor_state(bench.python)
 
-        print(f"# bench_record: {reps} reps + 1 warm-up per variant, interleaved")
+        print(f"# bench_record: --reps {reps} (+ 1 warm-up round) per variant, interleaved")
         print(
             f"python {sys.version.split()[0]} ({sys.executable}); {os.cpu_count()} CPUs; "
             f"load average {load0[0]:.1f} at start, {load1[0]:.1f} at end; "
             f"{time.time() - t0:.0f} s in all"
         )
         print(f"git-flor: {where}")
-        if digest1 != digest0:
-            print("WARNING: git-flor's sources changed while the benchmark ran; rows mix versions")
         if version is not None:
             print(f"flordb {version} ({flordb_python})")
         report_log(log_variants, calls)

@@ -1,8 +1,11 @@
-"""The README's demo: record runs of a real training script across versions, then query them.
+"""The README's demo: record runs of a real training script across versions, then fill in hindsight.
 
 It makes a throw-away repository, commits a small numpy training script, runs
 it on two commits and once with an uncommitted edit, and prints what
-`git flor runs` and `git flor log` show. Your own repositories are not touched.
+`git flor runs` and `git flor log` show. Then it adds one `flor.log` line to
+today's script and runs `git flor replay`: the line is carried into every past
+version, replayed from checkpoints, and the table shows its values for every
+run. Your own repositories are not touched.
 """
 
 from __future__ import annotations
@@ -64,6 +67,18 @@ def main() -> int:
 
         sh("git", "flor", "runs", cwd=repo)
         sh("git", "flor", "log", "val_acc", "lr", "--where", "epoch >= 6", cwd=repo)
+
+        # Hindsight: today we want the weight norm per epoch, for every past run.
+        today = (repo / "train.py").read_text().replace(
+            "        p_val = forward(X_val)\n",
+            "        flor.log(\"w_norm\", float(np.linalg.norm(W)))  # added today\n"
+            "        p_val = forward(X_val)\n",
+        )
+        (repo / "train.py").write_text(today)
+        print("\n(train.py gains: flor.log(\"w_norm\", float(np.linalg.norm(W))) after the step loop)")
+        sh("git", "flor", "replay", "--apply", "w_norm", "--dry-run", cwd=repo)
+        sh("git", "flor", "replay", "--apply", "w_norm", "--yes", cwd=repo)
+        sh("git", "flor", "log", "val_acc", "w_norm", "lr", "--where", "epoch >= 6", "--provenance", cwd=repo)
         sh("git", "status", "--short", cwd=repo)
         print(f"\n(the demo repository is {repo}; it is removed now)")
         return 0

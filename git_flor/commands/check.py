@@ -92,8 +92,9 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
     if not versions:
         print("no recorded version of a script to propagate into; nothing to check", file=sys.stderr)
     elif failed:
-        print(f"{len(failed)} of {len(versions)} version(s) cannot take today's statements: "
-              "the reasons are above", file=sys.stderr)
+        example = failed[0]
+        print(f"{len(failed)} of {len(versions)} version(s) cannot take today's statements; to see one: "
+              f"git flor propagate {example['runs'][0]} --diff -- {example['script']}", file=sys.stderr)
     return code
 
 

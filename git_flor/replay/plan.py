@@ -17,7 +17,7 @@ from typing import Any
 
 import pygit2
 
-from ..propagate import flor_statement_names, propagate_source
+from ..propagate import PropagationError, flor_statement_names, propagate_source
 from ..storage.checkpoints import read_manifest
 from ..storage.index import HINDSIGHT, RECORDED, chunks
 from ..storage.records import LOOPS_FILE, SRC_DIR
@@ -118,7 +118,11 @@ def plan(
         except KeyError:
             failed.append((run_id, f"{script} is not in the run's snapshot"))
             continue
-        result = propagate_source(today, past, wanted)
+        try:
+            result = propagate_source(today, past, wanted)
+        except PropagationError as exc:
+            failed.append((run_id, f"today's {script} cannot be read: {exc}"))
+            continue
         if not result.ok:
             failed.append((run_id, "; ".join(f.reason for f in result.failures)))
             continue

@@ -36,6 +36,9 @@ class LoopScope:
     #: an iterator or an RNG; data (arrays, tensors) passed to functions is assumed
     #: to be read, not mutated.
     passed: tuple[str, ...] = ()
+    #: the loop variable when it is a plain name (``for epoch in ...``): code after
+    #: the loop may read it, and a replay that skips every iteration must set it
+    target: str | None = None
 
 
 @functools.lru_cache(maxsize=64)
@@ -57,7 +60,8 @@ def analyse(source: str, lineno: int) -> LoopScope | None:
     carried |= {n for n in exposed.mutated_outside}
     carried -= _Writes.targets(loop.target)
     passed = exposed.passed_outside - carried
-    return LoopScope(tuple(sorted(carried)), isinstance(scope, ast.Module), tuple(sorted(passed)))
+    target = loop.target.id if isinstance(loop.target, ast.Name) else None
+    return LoopScope(tuple(sorted(carried)), isinstance(scope, ast.Module), tuple(sorted(passed)), target)
 
 
 def _find_loop(tree: ast.Module, lineno: int) -> tuple[ast.For | ast.AsyncFor, ast.AST] | None:

@@ -33,7 +33,7 @@ from typing import Any
 
 from ..storage.checkpoints import PayloadStore, Pointer
 from . import serial
-from .carried import LoopScope
+from .carried import LoopScope, write_vars
 from .checkpoint import NESTED_RNG, RNG, restore
 
 
@@ -105,11 +105,13 @@ class Replayer:
         if spec.mode == "prefix":
             raise Stop()
         if spec.mode == "suffix":
-            last = -1
-            for last, _ in enumerate(items):
+            last, item = -1, None
+            for last, item in enumerate(items):
                 pass
             if last >= 0:
                 self.restore(last, objects)
+                if self.frame is not None and self.scope is not None and self.scope.target:
+                    write_vars(self.frame, {self.scope.target: item}, self.scope.module_level)
             return
         todo = sorted(spec.epochs)
         if spec.mode == "reexec":

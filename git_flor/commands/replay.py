@@ -1,0 +1,118 @@
+"""``git flor replay``: fill in hindsight values for past runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable, Sequence
+
+from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
+from ..query.runs import resolve_run, select_runs
+from ..replay.execute import LocalExecutor, Outcome
+from ..replay.plan import Job, Plan, plan
+from ..replay.run import describe_failures, execute
+from ..storage.index import connect
+from .common import open_session
+
+
+def parse_iters(specs: Sequence[str]) -> dict[str, set[int]]:
+    """``epoch=3,7`` / ``epoch=0..9`` (inclusive) → {"epoch": {...}}."""
+    out: dict[str, set[int]] = {}
+    for spec in specs:
+        name, sep, values = spec.partition("=")
+        if not sep or not name:
+            raise UsageError(f"--iter expects NAME=SPEC, e.g. epoch=3,7 or epoch=0..9; got {spec!r}")
+        chosen = out.setdefault(name, set())
+        for part in values.split(","):
+            lo, dots, hi = part.partition("..")
+            try:
+                chosen.update(range(int(lo), int(hi) + 1) if dots else [int(part)])
+            except ValueError:
+                raise UsageError(f"--iter {spec!r}: {part!r} is not an iteration or a range like 0..9") from None
+    return out
+
+
+def replay(
+    selectors: Sequence[str],
+    apply: Sequence[str],
+    *,
+    iters: Sequence[str] = (),
+    where: str | None = None,
+    workers: int | None = None,
+    dry_run: bool = False,
+    force: bool = False,
+    fmt: str = "table",
+    confirm: Callable[[str], bool] | None = None,
+) -> int:
+    names = [n for spec in apply for n in spec.split(",") if n]
+    if not names:
+        raise UsageError("say which values to fill in: --apply NAME[,NAME...]")
+    workers = workers or os.cpu_count() or 1
+    chosen_iters = parse_iters(iters)
+    repo = open_session()
+    conn = connect(repo)
+    try:
+        run_ids = _select(repo, conn, selectors, where)
+        the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers)
+    finally:
+        conn.close()
+    _show(the_plan, fmt)
+    if dry_run or not the_plan.jobs:
+        return EXIT_PARTIAL if the_plan.failed else EXIT_OK
+    total = sum(j.estimate for j in the_plan.jobs)
+    if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
+        print("nothing replayed", file=sys.stderr)
+        return EXIT_OK
+    results = execute(repo, the_plan, LocalExecutor(workers), progress=_progress)
+    failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
+    values = sum(r.values for r in results)
+    print(f"replayed {len(results)} run(s): {values} hindsight value(s) written", file=sys.stderr)
+    if failures:
+        raise Partial("; ".join(failures) + " (the other runs' values were kept)")
+    return EXIT_OK
+
+
+def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:
+    runs = select_runs(repo, conn)  # type: ignore[arg-type]
+    ids = list(runs["run"])
+    if selectors:
+        chosen: list[str] = []
+        for sel in selectors:
+            if ".." not in sel and any(r.startswith(sel) for r in ids):
+                chosen.append(resolve_run(ids, sel))
+            else:
+                chosen.extend(select_runs(repo, conn, rev=sel)["run"])  # type: ignore[arg-type]
+        ids = [r for r in ids if r in set(chosen)]
+    if where:
+        from ..query.table import build
+
+        table = build(repo, conn, [], where=where, runs=ids or None)  # type: ignore[arg-type]
+        ids = [r for r in ids if r in set(table["run"])]
+    return ids
+
+
+def _show(the_plan: Plan, fmt: str) -> None:
+    if fmt == "json":
+        sys.stdout.write(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        return
+    rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s") for j in the_plan.jobs]
+    if rows:
+        header = ("run", "mode", "names", "plan", "estimate")
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+        for row in [header, *rows]:
+            print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
+        total = sum(j.estimate for j in the_plan.jobs)
+        print(f"{len(rows)} job(s), estimated {total:.1f} s of work")
+    for run, why in the_plan.skipped:
+        print(f"skip {run}: {why}", file=sys.stderr)
+    for run, why in the_plan.failed:
+        print(f"cannot replay {run}: {why}", file=sys.stderr)
+    if not rows:
+        print("nothing to replay", file=sys.stderr)
+
+
+def _progress(job: Job, outcome: Outcome, done: int, total: int) -> None:
+    state = "ok" if outcome.returncode == 0 else f"FAILED (exit {outcome.returncode})"
+    print(f"[{done}/{total}] run {job.run} {job.describe()}: {state} in {outcome.seconds:.1f}s",
+          file=sys.stderr, flush=True)
