@@ -176,6 +176,9 @@ def test_real_checkpoints_travel_manifest_by_git_and_payload_by_store(
     ok(flor(b, "pull"))
     repo_b = pygit2.Repository(str(b))
     assert read_manifest(repo_b, run).keys() == manifest.keys()
+    shas = [p.sha256 for e in manifest.values() for p in e["objects"].values()]
+    assert remote_store.ensure_payloads(repo_b, shas) == len(set(shas))
+    assert remote_store.ensure_payloads(repo_b, shas) == 0  # all local now
     for entry in manifest.values():
         for ptr in entry["objects"].values():
             assert hashlib.sha256(remote_store.fetch_payload(repo_b, ptr.sha256).read_bytes()).hexdigest() == ptr.sha256

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -157,6 +158,19 @@ def fetch_payload(repo: pygit2.Repository, sha: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return dest
+
+
+def ensure_payloads(repo: pygit2.Repository, shas: Iterable[str]) -> int:
+    """Make every payload in ``shas`` local (what replay calls before it restores); returns how many came down.
+
+    Raises :class:`PayloadMissing` for the first one neither here nor in the store.
+    """
+    fetched = 0
+    for sha in dict.fromkeys(shas):
+        if local_payload(repo, sha) is None:
+            fetch_payload(repo, sha)
+            fetched += 1
+    return fetched
 
 
 def _sha256(path: Path) -> str:
