@@ -126,16 +126,21 @@ def init(*, remotes: bool = True) -> int:
                                 f"teammates' runs; use `git flor pull {remote}`")
                     continue
                 wanted.append((f"remote.{remote}.fetch", spec))
-        if names:
-            said.append(f"`git fetch` now also brings teammates' runs from {', '.join(names)}")
     added = 0
+    before: dict[str, list[str]] = {}
     for key, value in wanted:
-        if value in gitcmd.config_get_all(cwd, key):
+        have = before.setdefault(key, gitcmd.config_get_all(cwd, key))
+        if value in have:
             continue
         gitcmd.config_add(cwd, key, value)
         if [key, value] not in record["config"]:
             record["config"].append([key, value])
         added += 1
+    fresh = sorted({key.split(".")[1] for key, value in wanted if key.startswith("remote.")
+                    and [key, value] in record["config"] and value not in before.get(key, [])})
+    if fresh:
+        said.append(f"`git fetch {fresh[0]}` now also brings teammates' runs"
+                    + (f" (and from {', '.join(fresh[1:])})" if fresh[1:] else ""))
     if added:
         said.append(f"set {added} git config value{'s' if added != 1 else ''} (notes follow amend/rebase, "
                     "merge as a union)")
