@@ -109,3 +109,20 @@ def test_check_propagate_dry_runs_today_into_every_recorded_version(repo: Path) 
 def gate_propagate(repo: Path, *args: str) -> tuple[int, str, str]:
     out = flor(repo, "check", "propagate", *args)
     return out.returncode, out.stdout, out.stderr
+
+
+def test_check_metric_is_a_plain_function_returning_the_exit_code(
+    repo: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from git_flor.commands.check import check_metric
+    from git_flor.errors import UsageError
+
+    run_script(repo)
+    (repo / "sub").mkdir()
+    monkeypatch.chdir(repo / "sub")  # from anywhere in the working tree
+    assert check_metric("val", maximum=1e9) == 0
+    assert check_metric("val", maximum=-1.0) == 1
+    assert check_metric("absent", minimum=0.0) == 3
+    with pytest.raises(UsageError):
+        check_metric("val")
+    assert "FAILED: val" in capsys.readouterr().out
