@@ -367,3 +367,46 @@ def test_torch_replay_equals_hand_rerun(tmp_path: Path) -> None:
         got = git_flor.dataframe("wnorm", "batch0", run=run["run"], repo=pygit2.Repository(str(repo)))
         assert got["wnorm"].tolist() == want["wnorm"].tolist()
         assert got["batch0"].tolist() == want["batch0"].tolist()
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = tmp_path / "ctrlc"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "slow.py").write_text(textwrap.dedent(
+        """\
+        import time
+        import git_flor as flor
+        x = flor.arg("x", 1)
+        for epoch in flor.loop("epoch", range(3)):
+            time.sleep(0.01 if x == 1 else 3.0)
+            flor.log("v", epoch * x)
+        """
+    ))
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "slow")
+    run_script(repo, "slow.py")
+    run_script(repo, "slow.py", "--kwargs", "x=2")
+    (repo / "slow.py").write_text((repo / "slow.py").read_text() + "    flor.log(\"h\", epoch + x)\n")
+    # As a terminal's Ctrl-C does: SIGINT to the foreground process group (python -m git_flor is
+    # what `git flor` runs; git itself just dies of the signal).
+    proc = subprocess.Popen([sys.executable, "-m", "git_flor", "replay", "--apply", "h", "--yes", "--workers", "1"],
+                            cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    deadline = time.time() + 60
+    while flor(repo, "log", "h").returncode != 0:  # until the fast run's values are written
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    rows = json.loads(flor(repo, "log", "h", "--format", "json").stdout)
+    assert {r["run"] for r in rows if r["h"] is not None}  # the fast run's values were kept
+    assert subprocess.run(["pgrep", "-f", "slow.py"], capture_output=True).returncode != 0

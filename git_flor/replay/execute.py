@@ -68,12 +68,18 @@ class LocalExecutor:
         return Outcome(task.key, proc.returncode, time.perf_counter() - t0, err[-4000:])
 
     def run(self, tasks: list[Task]) -> Iterator[Outcome]:
-        with ThreadPoolExecutor(max_workers=self.workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=self.workers)
+        try:
             pending: set[Future[Outcome]] = {pool.submit(self._one, t) for t in tasks}
             while pending:
                 done, pending = wait(pending, return_when=FIRST_COMPLETED)
                 for fut in done:
                     yield fut.result()
+        except BaseException:  # Ctrl-C, or the caller stopped early: stop the children now
+            self.cancel()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def cancel(self) -> None:
         with self._lock:

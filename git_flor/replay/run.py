@@ -86,8 +86,9 @@ def execute(
                 target, job, scratch = where[outcome.key]
                 done += 1
                 out = scratch / ".git-flor-replay.out"
-                if outcome.returncode == 0 and out.is_file():
-                    collected[target.run].extend(_read(out))
+                if outcome.returncode == 0:
+                    if out.is_file():  # absent when the script never reached a flor call
+                        collected[target.run].extend(_read(out))
                 else:
                     last = (outcome.stderr.strip().splitlines() or ["no output"])[-1]
                     results[target.run].failures.append(f"{job.describe()}: exit {outcome.returncode}: {last}")
@@ -121,8 +122,7 @@ def _needed(manifest: dict[int, dict[str, Any]], job: Job) -> dict[int, dict[str
 
 
 def _read(path: Path) -> list[Record]:
-    lines = path.read_bytes().split(b"\n", 1)
-    return decode_records(lines[1] if len(lines) > 1 else b"", origin=str(path))
+    return decode_records(path.read_bytes(), origin=str(path))
 
 
 def _propagated_tree(repo: pygit2.Repository, target: Target) -> pygit2.Oid:

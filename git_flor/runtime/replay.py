@@ -23,7 +23,6 @@ the runtime:
 from __future__ import annotations
 
 import json
-import os
 import pickle
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -148,15 +147,19 @@ class Replayer:
         state = {n: p for n, p in pointers.items() if n not in (RNG, NESTED_RNG)}
         restore(self.store, {"objects": state}, objects, self.frame, self.scope)
         rngs = pickle.loads(self.store.get(pointers[NESTED_RNG].sha256)) if NESTED_RNG in pointers else []
-        if k < len(rngs):
-            serial.restore_rng(rngs[k])
+        if k >= len(rngs):
+            # The recorded iteration ended fewer nested loops than this one starts: the
+            # RNG that follows is unknown, and a guess could give a wrong value.
+            raise RuntimeError(
+                "git-flor replay: this iteration's checkpoint has no RNG state for nested loop "
+                f"{k}; replay it with re-execution (--force after removing its checkpoints)"
+            )
+        serial.restore_rng(rngs[k])
         return True
 
     def write(self, records: list[Any], meta: dict[str, Any]) -> None:
-        from ..storage.records import dumps, encode_record
+        """Append this run's records to the spec's file (a script may ``flor.commit()`` twice)."""
+        from ..storage.records import encode_record
 
-        lines = [dumps({"meta": meta})] + [encode_record(r) for r in records]
-        tmp = self.spec.out + ".tmp"
-        with open(tmp, "w") as fh:
-            fh.write("\n".join(lines) + "\n")
-        os.replace(tmp, self.spec.out)
+        with open(self.spec.out, "a") as fh:
+            fh.write("".join(encode_record(r) + "\n" for r in records))
