@@ -127,6 +127,132 @@ def reindex_cmd() -> None:
     _run(reindex)
 
 
+@cli.command("init")
+@click.option("--no-remotes", is_flag=True, help="Do not add fetch refspecs to the existing remotes.")
+def init_cmd(no_remotes: bool) -> None:
+    """Install the hooks (keeping yours), make notes follow amend/rebase, add fetch refspecs.
+
+    Idempotent; `git flor uninstall` removes exactly what it added.
+
+    \b
+    Example:
+      git flor init
+      python train.py              # a run on uncommitted edits ...
+      git commit -am "cosine lr"   # ... is linked to this commit by the hook
+    """
+    from .commands.init import init
+
+    _run(init, remotes=not no_remotes)
+
+
+@cli.command("uninstall")
+def uninstall_cmd() -> None:
+    """Remove the hooks and config values `git flor init` added; put your own hooks back.
+
+    \b
+    Example:
+      git flor uninstall
+    """
+    from .commands.init import uninstall
+
+    _run(uninstall)
+
+
+@cli.command("hook", hidden=True, context_settings={"ignore_unknown_options": True})
+@click.argument("name")
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def hook_cmd(name: str, args: tuple[str, ...]) -> None:
+    """Run git hook NAME (what the installed hook shims call); always exits 0.
+
+    \b
+    Example:
+      git flor hook post-commit
+    """
+    from .commands.hook import hook
+
+    stdin = sys.stdin.read() if name == "post-rewrite" and not sys.stdin.isatty() else ""
+    sys.exit(hook(name, list(args), stdin))
+
+
+@cli.command("push")
+@click.argument("remote", default="origin")
+def push_cmd(remote: str) -> None:
+    """Send this clone's runs, checkpoint manifests and the notes to REMOTE (notes are union-merged).
+
+    With `git config flor.store URL` set, checkpoint payloads the store lacks are uploaded too.
+    Exit 3 when the remote rejected a ref.
+
+    \b
+    Example:
+      git flor push origin
+    """
+    from .commands.share import push
+
+    _run(push, remote)
+
+
+@cli.command("pull")
+@click.argument("remote", default="origin")
+def pull_cmd(remote: str) -> None:
+    """Fetch every clone's runs and checkpoint manifests from REMOTE and union-merge the notes.
+
+    \b
+    Example:
+      git flor pull origin && git flor log val_acc
+    """
+    from .commands.share import pull
+
+    _run(pull, remote)
+
+
+@cli.group("check")
+def check_group() -> None:
+    """Gates for CI, answered by the exit code: 0 pass, 1 fail, 3 nothing to check.
+
+    \b
+    Example:
+      git flor check metric val_acc --min 0.9 --rev HEAD
+    """
+
+
+@check_group.command("metric")
+@click.argument("name")
+@click.option("--min", "minimum", type=float, help="Fail when the value is below this.")
+@click.option("--max", "maximum", type=float, help="Fail when the value is above this.")
+@click.option("--rev", help="Judge the latest run at this commit (or range); default: the latest run.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check_metric_cmd(name: str, minimum: float | None, maximum: float | None, rev: str | None, fmt: str) -> None:
+    """Check the last value of NAME in the latest run that logged it against --min/--max.
+
+    Exit 0 when the bound holds, 1 when it does not, 3 when no selected run logged NAME.
+
+    \b
+    Example:
+      git flor check metric val_acc --min 0.9 --rev HEAD
+      git flor check metric loss --max 0.05 --format json
+    """
+    from .commands.check import check_metric
+
+    _run(check_metric, name, minimum=minimum, maximum=maximum, rev=rev, fmt=fmt)
+@check_group.command("propagate")
+@click.option("--names", help="Only these statements (comma-separated names); default: all new ones.")
+@click.option("--rev", help="Only the versions of runs at this commit (or range).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
+    """Dry-run propagation of today's flor statements into every recorded version's code.
+
+    Exit 0 when every statement fits every version, 3 (with a report) when one does not
+    or there is no recorded version. Nothing is written.
+
+    \b
+    Example:
+      git flor check propagate
+      git flor check propagate --names grad_norm --format json
+    """
+    from .commands.check import check_propagate
+
+    wanted = [n.strip() for n in names.split(",") if n.strip()] if names else None
+    _run(check_propagate, names=wanted, rev=rev, fmt=fmt)
 @cli.command("propagate")
 @click.argument("rev")
 @click.argument("paths", nargs=-1)

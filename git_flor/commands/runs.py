@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import EXIT_OK
 from ..query.output import emit, short_time
 from ..query.runs import resolve_run, select_runs
+from ..storage import links
 from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
 from .common import open_session
@@ -19,9 +20,16 @@ def runs(*, rev: str | None = None, fmt: str = "table") -> int:
     conn = connect(repo)
     try:
         table = select_runs(repo, conn, rev=rev)
+        also = links.also_at(conn)
     finally:
         conn.close()
+    # The commits a run belongs to besides the one it ran at: the commit that captured
+    # its dirty tree (post-commit hook) and rewrites of either (amend, rebase).
+    table = table.assign(also_at=[also.get(r, []) for r in table["run"]])
     if fmt == "table":
+        table = table.assign(
+            dirty=[f"→{_newest(repo, a)[:8]}" if d and a else str(d) for d, a in zip(table["dirty"], table["also_at"])],
+        ).drop(columns=["also_at"])
         table = table.assign(
             commit=table["commit"].fillna("").str.slice(0, 8),
             tstamp=short_time(table["tstamp"]),
@@ -41,6 +49,7 @@ def show(run: str, *, fmt: str = "text") -> int:
         ids = [r[0] for r in conn.execute("SELECT run FROM runs")]
         run_id = resolve_run(ids, run)
         shadow, meta = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run_id,)).fetchone()
+        other = links.links_of(conn, run_id, json.loads(meta).get("commit"))
         names = conn.execute(
             "SELECT name, SUM(n), MAX(src) FROM chunks WHERE run = ? AND src != 2 GROUP BY name "
             "ORDER BY MIN(rowid)",
@@ -51,6 +60,7 @@ def show(run: str, *, fmt: str = "text") -> int:
     info: dict[str, Any] = json.loads(meta)
     info["shadow"] = shadow
     info["values"] = {n: {"count": c, "hindsight": bool(s == 1)} for n, c, s in names}
+    info["also_at"] = [{"commit": link.commit, "why": _why(link)} for link in other]
     info["checkpoints"] = {
         str(i): {"bytes": sum(p.size for p in e["objects"].values()), "unsaved": e.get("unsaved", [])}
         for i, e in sorted(read_manifest(repo, run_id).items())
@@ -59,10 +69,12 @@ def show(run: str, *, fmt: str = "text") -> int:
         sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
     order = ["id", "status", "error", "script", "cwd", "commit", "branch", "dirty", "shadow",
-             "start", "duration", "argv", "args", "checkpointing", "python", "platform", "host"]
+             "start", "duration", "argv", "args", "checkpointing", "python", "platform", "packages", "host"]
     for key in order:
         if key in info and info[key] not in (None, {}, []):
             print(f"{key + ':':15} {_fmt(info[key])}")
+    for item in info["also_at"]:
+        print(f"{'also at:':15} {item['commit'][:12]} ({item['why']})")
     print("values:")
     for name, meta_v in info["values"].items():
         tag = " (hindsight)" if meta_v["hindsight"] else ""
@@ -76,6 +88,24 @@ def show(run: str, *, fmt: str = "text") -> int:
             print(f"  iteration {i}: {c['bytes'] / 1e6:.2f} MB{unsafe}")
     print(f"(code as it ran: git show {shadow[:12]}:src/{info.get('script', '')})")
     return EXIT_OK
+
+
+def _newest(repo: Any, commits: list[str]) -> str:
+    """The most recently committed of ``commits`` (after an amend: the amended one)."""
+
+    def when(hexid: str) -> int:
+        obj = repo.get(hexid)
+        return getattr(obj, "commit_time", -1)
+
+    return max(commits, key=when)
+
+
+def _why(link: links.Link) -> str:
+    if link.rewritten_from:
+        return f"rewrite of {link.rewritten_from[:12]}"
+    if link.ran_at:
+        return "committed the run's uncommitted edits"
+    return "its note was copied here"
 
 
 def _fmt(value: Any) -> str:

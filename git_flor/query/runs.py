@@ -10,6 +10,7 @@ import pandas as pd
 import pygit2
 
 from ..errors import UsageError
+from ..storage import links
 from ..storage.revs import commits_in
 
 RUN_COLUMNS = ["run", "commit", "dirty", "script", "tstamp", "duration", "status", "args"]
@@ -29,7 +30,9 @@ def select_runs(
     ).fetchall()
     table = pd.DataFrame.from_records(rows, columns=RUN_COLUMNS)
     if rev is not None:
-        table = table[table["commit"].isin(commits_in(repo, rev))]
+        commits = commits_in(repo, rev)
+        # A run is also at the commits that captured its dirty tree and their rewrites.
+        table = table[table["commit"].isin(commits) | table["run"].isin(links.runs_at(conn, commits))]
     if runs:
         ids = [resolve_run(table["run"].tolist(), r, every=list(r[0] for r in rows)) for r in runs]
         table = table[table["run"].isin(ids)]

@@ -24,6 +24,7 @@ from ..storage.checkpoints import store_for
 from ..storage.journal import Journal, event_line, rec_line
 from ..storage.records import Frame, Record, RunData, warn
 from .checkpoint import Checkpointer
+from .packages import imported_versions
 from .replay import Replayer
 from .sandbox import Sandbox, route_torch_save
 
@@ -202,6 +203,7 @@ class Run:
             self.meta["status"] = "ok"
         self.meta["end"] = end
         self.meta["duration"] = end - self.meta["start"]
+        self.meta["packages"] = imported_versions()  # the commit's environment (post-commit hook)
         for seg in self.loops:
             if seg["end"] is None:
                 seg["end"] = end

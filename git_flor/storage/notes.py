@@ -9,6 +9,8 @@ the ref without checking its old value, so concurrent writers lose notes).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
+
 import pygit2
 from pygit2.enums import FileMode
 
@@ -48,6 +50,76 @@ def add_lines(
     cas_update(repo, ref, build)
 
 
+def add_many(
+    repo: pygit2.Repository, lines: Mapping[pygit2.Oid | str, list[str]], ref: str = NOTES_REF,
+    message: str = "Notes added by 'git flor'",
+) -> None:
+    """Union ``lines[target]`` into each target's note, all in one notes commit.
+
+    The hooks write several notes at once (a rebase rewrites many commits); one
+    commit keeps ``git log refs/notes/flor`` readable and costs one ref update.
+    """
+    wanted = {str(k): v for k, v in lines.items() if v}
+    if not wanted:
+        return
+    sig = signature(repo)
+
+    def build(old: pygit2.Oid | None) -> pygit2.Oid:
+        tree = repo[old].peel(pygit2.Tree) if old is not None else None
+        puts: dict[tuple[str, ...], pygit2.Oid] = {}
+        for hexid, new in wanted.items():
+            found = _find(tree, hexid) if tree is not None else None
+            existing = repo[found[1]].data.decode("utf-8", "replace").splitlines() if found else []
+            merged = sorted({line for line in existing + new if line.strip()})
+            if found and merged == existing:
+                continue
+            path = tuple(found[0]) if found else (hexid,)
+            puts[path] = repo.create_blob(("\n".join(merged) + "\n").encode())
+        if not puts:
+            return old  # type: ignore[return-value]  # nothing new: leave the ref as it is
+        new_tree = _put_many(repo, tree, puts)
+        parents = [old] if old is not None else []
+        return repo.create_commit(None, sig, sig, message, new_tree, parents)
+
+    cas_update(repo, ref, build)
+
+
+def iter_notes(repo: pygit2.Repository, tree: pygit2.Tree) -> Iterator[tuple[str, tuple[str, ...], pygit2.Oid]]:
+    """Every note of a notes tree as (annotated commit hex, path in the tree, blob id), any fan-out."""
+
+    def walk(node: pygit2.Tree, prefix: tuple[str, ...]) -> Iterator[tuple[str, tuple[str, ...], pygit2.Oid]]:
+        for entry in node:
+            path = (*prefix, entry.name)
+            if entry.type_str == "tree":
+                yield from walk(repo[entry.id], path)
+            elif entry.type_str == "blob":
+                hexid = "".join(path)
+                if len(hexid) in (40, 64) and all(c in "0123456789abcdef" for c in hexid):
+                    yield hexid, path, entry.id
+
+    yield from walk(tree, ())
+
+
+def union_trees(repo: pygit2.Repository, ours: pygit2.Tree, theirs: pygit2.Tree) -> pygit2.Oid:
+    """Our notes tree with theirs unioned in line by line: git's ``cat_sort_uniq`` merge.
+
+    Their notes land at our path for the same commit when we have one (fan-outs
+    may differ between clones), else at theirs.
+    """
+    mine = {hexid: (path, blob) for hexid, path, blob in iter_notes(repo, ours)}
+    puts: dict[tuple[str, ...], pygit2.Oid] = {}
+    for hexid, path, blob in iter_notes(repo, theirs):
+        have = mine.get(hexid)
+        if have is None:
+            puts[path] = blob
+        elif have[1] != blob:
+            lines = repo[have[1]].data.decode("utf-8", "replace").splitlines()
+            lines += repo[blob].data.decode("utf-8", "replace").splitlines()
+            merged = sorted({line for line in lines if line.strip()})
+            puts[have[0]] = repo.create_blob(("\n".join(merged) + "\n").encode())
+    return _put_many(repo, ours, puts) if puts else ours.id
+
+
 def _find(tree: pygit2.Tree, hexid: str) -> tuple[list[str], pygit2.Oid] | None:
     """Locate a note blob at any fan-out depth (git switches to ``ab/cdef…`` when notes grow)."""
     for split in range(0, len(hexid) // 2):
@@ -75,4 +147,22 @@ def _put(
     else:
         sub = tree[head] if tree is not None and head in tree else None
         builder.insert(head, _put(repo, sub, rest, blob), FileMode.TREE)
+    return builder.write()
+
+
+def _put_many(
+    repo: pygit2.Repository, tree: pygit2.Tree | None, puts: Mapping[tuple[str, ...], pygit2.Oid]
+) -> pygit2.Oid:
+    """Insert many blobs at once, rewriting each touched subtree once."""
+    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
+    nested: dict[str, dict[tuple[str, ...], pygit2.Oid]] = {}
+    for path, blob in puts.items():
+        if len(path) == 1:
+            builder.insert(path[0], blob, FileMode.BLOB)
+        else:
+            nested.setdefault(path[0], {})[path[1:]] = blob
+    for head, sub_puts in nested.items():
+        sub = tree[head] if tree is not None and head in tree else None
+        sub_tree = repo[sub.id] if sub is not None and sub.type_str == "tree" else None
+        builder.insert(head, _put_many(repo, sub_tree, sub_puts), FileMode.TREE)
     return builder.write()

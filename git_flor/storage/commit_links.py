@@ -1,0 +1,168 @@
+"""What the hooks write: dirty runs linked to the commit that captured them, rewrites followed.
+
+Both only *add* note lines to ``refs/notes/flor`` (one notes commit per hook,
+compare-and-swap), so they merge as a union with every other writer and the
+run's own record never changes: a run keeps the commit it ran at, and the
+notes say which other commits it belongs to (see :mod:`.links`).
+
+Line shapes (JSON, keys sorted so identical facts dedupe):
+
+- run line on the captured commit: the run's own note line plus
+  ``"ran_at": <the commit it ran at>``;
+- environment line: ``{"env": {"python", "platform", "packages", "source"}}``;
+- rewrite line on a rewritten commit: ``{"rewritten_from": OLD, "by": "amend"|"rebase"}``.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from collections.abc import Iterable
+from typing import Any
+
+import pygit2
+
+from . import notes
+from .records import LOGS_FILE, RUN_FILE, SRC_DIR, RunData, decode_records
+from .refs import shadow_refs
+from .shadow import note_line, read_blob, read_meta, walk
+
+
+def _line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _note_objects(repo: pygit2.Repository, target: pygit2.Oid) -> list[tuple[str, dict[str, Any]]]:
+    text = notes.read_note(repo, target) or ""
+    out = []
+    for line in text.splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            out.append((line, obj))
+    return out
+
+
+def _shadow(repo: pygit2.Repository, shadow_hex: object) -> pygit2.Commit | None:
+    if not isinstance(shadow_hex, str):
+        return None
+    try:
+        shadow = repo[pygit2.Oid(hex=shadow_hex)]
+    except (KeyError, ValueError):
+        return None  # a teammate's run whose shadow ref was not fetched
+    if not isinstance(shadow, pygit2.Commit) or SRC_DIR not in shadow.tree or RUN_FILE not in shadow.tree:
+        return None
+    return shadow
+
+
+#: How far back the hook looks for dirty runs: edits made at an ancestor are often
+#: committed in several steps (``git add -p``), and the run matches the last one.
+ANCESTORS = 20
+
+
+def _dirty_runs_at(repo: pygit2.Repository, commit: pygit2.Commit) -> Iterable[dict[str, Any]]:
+    """The note objects of the dirty runs at the nearest ``ANCESTORS`` ancestors of ``commit``."""
+    seen: set[pygit2.Oid] = set()
+    queue = list(commit.parent_ids)
+    while queue and len(seen) < ANCESTORS:
+        oid = queue.pop(0)
+        if oid in seen:
+            continue
+        seen.add(oid)
+        for _, obj in _note_objects(repo, oid):
+            if obj.get("dirty") and isinstance(obj.get("run"), str) and not obj.get("ran_at"):
+                yield obj
+        parent = repo.get(oid)
+        if isinstance(parent, pygit2.Commit):
+            queue.extend(parent.parent_ids)
+
+
+def _unborn_runs(repo: pygit2.Repository) -> Iterable[dict[str, Any]]:
+    """Runs made before the first commit (they have no note to find them by): a root commit only."""
+    for tip in shadow_refs(repo).values():
+        for shadow in walk(repo, tip):
+            if len(shadow.parent_ids) == 1 and RUN_FILE in shadow.tree:
+                meta = read_meta(repo, shadow)
+                if meta.get("commit") is None and not meta.get("replay_of"):
+                    records = decode_records(read_blob(repo, shadow, LOGS_FILE))
+                    yield json.loads(note_line(RunData(meta=meta, records=records), shadow.id))
+
+
+def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
+    """Link dirty runs whose snapshot equals ``target``'s tree to it; record the environment.
+
+    Returns the ids of the runs linked. Candidates are the dirty runs at the
+    commit's nearest ancestors (read from their notes: a few blobs, however many
+    runs the repository has), or, for a root commit, the runs made before any commit.
+    """
+    commit = repo[target].peel(pygit2.Commit)
+    candidates = _dirty_runs_at(repo, commit) if commit.parent_ids else _unborn_runs(repo)
+    lines: list[str] = []
+    metas: list[dict[str, Any]] = []
+    for obj in candidates:
+        shadow = _shadow(repo, obj.get("shadow"))
+        if shadow is None or shadow.tree[SRC_DIR].id != commit.tree_id:
+            continue
+        meta = read_meta(repo, shadow)
+        lines.append(_line({**obj, "ran_at": meta["commit"]}) if meta.get("commit") else _line(obj))
+        metas.append(meta)
+    lines.append(_line({"env": environment(metas)}))
+    notes.add_many(repo, {target: lines})
+    return [meta["id"] for meta in metas]
+
+
+def environment(metas: list[dict[str, Any]]) -> dict[str, Any]:
+    """Python, platform and imported package versions: of the linked runs, else of this interpreter.
+
+    A run records the versions of the packages it imported (``packages`` in
+    ``run.json``); when the commit captured runs, their environment is the one
+    the code demonstrably ran in. Otherwise the hook's own interpreter, which is
+    the environment git-flor (and so the training scripts) are installed in.
+    """
+    if not metas:
+        return {"python": platform.python_version(), "platform": platform.platform(terse=True),
+                "source": "hook"}
+    latest = max(metas, key=lambda m: m.get("start") or 0)
+    packages: dict[str, str] = {}
+    for meta in sorted(metas, key=lambda m: m.get("start") or 0):
+        packages.update(meta.get("packages") or {})
+    env: dict[str, Any] = {"python": latest.get("python"), "platform": latest.get("platform"),
+                           "source": "runs"}
+    if packages:
+        env["packages"] = dict(sorted(packages.items()))
+    return env
+
+
+def follow_rewrites(repo: pygit2.Repository, kind: str, pairs: list[tuple[str, str]]) -> int:
+    """Carry each rewritten commit's note lines to its new commit and record the mapping.
+
+    git copies notes itself when ``notes.rewriteRef`` includes ours (``git flor
+    init`` sets it); this makes the copy certain whatever the user's
+    ``notes.rewrite.*`` say, and adds the old→new mapping git does not keep.
+    Returns how many commits got lines.
+    """
+    updates: dict[str, list[str]] = {}
+    for old, new in pairs:
+        if old == new:
+            continue
+        try:
+            # Earlier mappings stay on the commits they describe; each note says one step.
+            old_lines = [line for line, obj in _note_objects(repo, pygit2.Oid(hex=old))
+                         if "rewritten_from" not in obj]
+        except ValueError:
+            continue
+        if not old_lines:
+            continue
+        mapping = _line({"by": kind, "rewritten_from": old})
+        updates.setdefault(new, []).extend([*old_lines, mapping])
+    for new, lines in list(updates.items()):
+        have = {line for line, _ in _note_objects(repo, pygit2.Oid(hex=new))}
+        missing = sorted(set(lines) - have)
+        if missing:
+            updates[new] = missing
+        else:
+            del updates[new]
+    notes.add_many(repo, updates, message="Notes carried over a rewrite by 'git flor'")
+    return len(updates)

@@ -1,0 +1,127 @@
+"""Which commits each run belongs to, read from ``refs/notes/flor`` into the query index.
+
+A run *ran at* one commit (``run.json``'s ``commit``: HEAD when it started),
+but it can belong to more:
+
+- the commit that captured its dirty tree (the post-commit hook adds the run's
+  note line, with ``"ran_at"``, to a new commit whose tree equals the run's
+  snapshot);
+- the rewrites of either (``notes.rewriteRef`` and the post-rewrite hook copy
+  note lines to amended and rebased commits, with a ``{"rewritten_from": …}``
+  line recording the mapping).
+
+So the rule is simply: a run is at every commit whose flor note names it. The
+notes are the durable, shared truth (they travel and merge with push/pull);
+this table is a cache of them, refreshed by diffing the notes tree whenever
+``refs/notes/flor`` moved, so it costs nothing when nothing changed.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import pygit2
+
+from .notes import iter_notes
+from .records import warn
+from .refs import NOTES_REF, ref_target
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS links(
+    run TEXT NOT NULL, commit_ TEXT NOT NULL, ran_at TEXT, rewritten_from TEXT,
+    PRIMARY KEY(run, commit_));
+CREATE INDEX IF NOT EXISTS links_commit ON links(commit_);
+CREATE TABLE IF NOT EXISTS link_notes(commit_ TEXT PRIMARY KEY, blob TEXT NOT NULL);
+"""
+_TIP_KEY = "notes_tip"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One commit a run belongs to besides the one it ran at, and why."""
+
+    commit: str
+    ran_at: str | None  # set when this commit captured the run's dirty tree
+    rewritten_from: str | None  # set when this commit is an amend/rebase of one the run was at
+
+
+def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
+    """Bring the links table up to date with ``refs/notes/flor`` (only changed notes are read)."""
+    conn.executescript(_DDL)
+    tip = ref_target(repo, NOTES_REF)
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (_TIP_KEY,)).fetchone()
+    if (row[0] if row else "") == (str(tip) if tip is not None else ""):
+        return
+    try:
+        tree = repo[tip].peel(pygit2.Tree) if tip is not None else None
+    except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        warn(f"{NOTES_REF} does not point at a notes commit, so runs are listed only at the "
+             f"commits they ran at; inspect it with `git log {NOTES_REF}`")
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        now = {hexid: str(blob) for hexid, _, blob in iter_notes(repo, tree)} if tree is not None else {}
+        before = dict(conn.execute("SELECT commit_, blob FROM link_notes").fetchall())
+        for hexid in set(before) - set(now):
+            conn.execute("DELETE FROM links WHERE commit_ = ?", (hexid,))
+            conn.execute("DELETE FROM link_notes WHERE commit_ = ?", (hexid,))
+        for hexid, blob in now.items():
+            if before.get(hexid) == blob:
+                continue
+            conn.execute("DELETE FROM links WHERE commit_ = ?", (hexid,))
+            conn.executemany(
+                "INSERT OR REPLACE INTO links VALUES(?, ?, ?, ?)",
+                _rows(hexid, repo[pygit2.Oid(hex=blob)].data),
+            )
+            conn.execute("INSERT OR REPLACE INTO link_notes VALUES(?, ?)", (hexid, blob))
+        conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (_TIP_KEY, str(tip) if tip else ""))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+def _rows(commit: str, data: bytes) -> list[tuple[str, str, str | None, str | None]]:
+    runs: dict[str, str | None] = {}
+    rewritten_from = None
+    for line in data.decode("utf-8", "replace").splitlines():
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            continue
+        if not isinstance(obj, dict):
+            continue
+        if isinstance(obj.get("rewritten_from"), str):
+            rewritten_from = obj["rewritten_from"]
+        elif isinstance(obj.get("run"), str):
+            ran_at = obj.get("ran_at")
+            runs[obj["run"]] = runs.get(obj["run"]) or (ran_at if isinstance(ran_at, str) else None)
+    return [(run, commit, ran_at, rewritten_from) for run, ran_at in runs.items()]
+
+
+def runs_at(conn: sqlite3.Connection, commits: Iterable[str]) -> set[str]:
+    """Runs whose notes put them at any of ``commits`` (their own commit or a linked one)."""
+    wanted = set(commits)
+    return {run for run, commit in conn.execute("SELECT run, commit_ FROM links") if commit in wanted}
+
+
+def links_of(conn: sqlite3.Connection, run: str, own_commit: str | None) -> list[Link]:
+    """The commits ``run`` belongs to besides ``own_commit``, oldest link first."""
+    rows = conn.execute(
+        "SELECT commit_, ran_at, rewritten_from FROM links WHERE run = ? ORDER BY rowid", (run,)
+    ).fetchall()
+    return [Link(c, r, w) for c, r, w in rows if c != own_commit]
+
+
+def also_at(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """For each run with any, the commits it belongs to besides its own (captures, rewrites)."""
+    out: dict[str, list[str]] = {}
+    for run, commit in conn.execute(
+        "SELECT links.run, links.commit_ FROM links JOIN runs ON runs.run = links.run "
+        "WHERE links.commit_ != IFNULL(runs.commit_, '') ORDER BY links.rowid"
+    ):
+        out.setdefault(run, []).append(commit)
+    return out

@@ -1,0 +1,156 @@
+"""Sharing runs between clones: refspecs, the notes union-merge, checkpoint-manifest adoption.
+
+What travels and how (each clone writes only its own shadow ref, so pushes of
+runs never conflict):
+
+- ``refs/flor/shadow/<clone>``: pushed by its clone only; fetched straight into
+  ``refs/flor/shadow/*`` except our own (a negative refspec), so a fetch can
+  never rewind the ref this clone appends to.
+- ``refs/notes/flor``: fetched into ``refs/flor-remote/<remote>/notes`` and
+  unioned into ours line by line (git's ``cat_sort_uniq``), written with
+  compare-and-swap because a training run may add a note at the same moment
+  (``git notes merge`` moves the ref without checking its old value).
+- ``refs/flor/ckpt/<run>``: pushed (forced) by the clone that recorded the run,
+  which alone rewrites it; fetched into ``refs/flor-remote/<remote>/ckpt/`` and
+  adopted for other clones' runs only.
+
+The ``refs/flor-remote/`` staging namespace is outside ``refs/remotes/`` on
+purpose: ``git fetch --prune`` prunes there by the branch refspec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pygit2
+
+from . import notes
+from .refs import CKPT_PREFIX, NOTES_REF, SHADOW_PREFIX, cas_update, shadow_ref
+from .repo import clone_id, signature
+from .shadow import walk
+
+STAGING_PREFIX = "refs/flor-remote/"
+
+
+def staging_notes(remote: str) -> str:
+    return f"{STAGING_PREFIX}{remote}/notes"
+
+
+def staging_ckpt(remote: str) -> str:
+    return f"{STAGING_PREFIX}{remote}/ckpt/"
+
+
+def fetch_refspecs(repo: pygit2.Repository, remote: str) -> list[str]:
+    """What ``git fetch REMOTE`` needs to bring teammates' runs; safe in ``remote.*.fetch``.
+
+    Only globs: git ignores a glob that matches nothing, while a missing exact
+    ref would make the user's every ``git fetch`` fail until someone pushes notes.
+    """
+    return [
+        f"+{NOTES_REF}*:{staging_notes(remote)}*",
+        f"+{SHADOW_PREFIX}*:{SHADOW_PREFIX}*",
+        f"^{shadow_ref(clone_id(repo))}",
+        f"+{CKPT_PREFIX}*:{staging_ckpt(remote)}*",
+    ]
+
+
+def own_run_ids(repo: pygit2.Repository) -> set[str]:
+    """The runs recorded by this clone (the ones whose checkpoint manifests it owns)."""
+    tip = repo.references.get(shadow_ref(clone_id(repo)))
+    if tip is None:
+        return set()
+    return {c.message.split(":", 1)[0].removeprefix("flor run ") for c in walk(repo, tip.target)}
+
+
+def own_push_refspecs(repo: pygit2.Repository) -> list[str]:
+    """This clone's shadow ref and the checkpoint manifests of its runs (never anyone else's).
+
+    Manifests are replaced whole (``git flor gc`` thins them), so ours are forced:
+    this clone is their only writer.
+    """
+    mine = shadow_ref(clone_id(repo))
+    if repo.references.get(mine) is None:
+        return []
+    ids = own_run_ids(repo)
+    specs = [f"{mine}:{mine}"]
+    for name in repo.references:
+        if name.startswith(CKPT_PREFIX) and name[len(CKPT_PREFIX):] in ids:
+            specs.append(f"+{name}:{name}")
+    return specs
+
+
+def merge_notes(repo: pygit2.Repository, theirs: pygit2.Oid) -> str:
+    """Union their notes commit into ``refs/notes/flor``; returns "same", "fast-forward" or "merged".
+
+    The result has both tips as parents, so pushing it back is a fast-forward.
+    """
+    outcome = "same"
+
+    def build(old: pygit2.Oid | None) -> pygit2.Oid:
+        nonlocal outcome
+        if old == theirs or (old is not None and repo.descendant_of(old, theirs)):
+            outcome = "same"
+            return old
+        if old is None or repo.descendant_of(theirs, old):
+            outcome = "fast-forward"
+            return theirs
+        outcome = "merged"
+        ours_tree = repo[old].peel(pygit2.Tree)
+        tree = notes.union_trees(repo, ours_tree, repo[theirs].peel(pygit2.Tree))
+        sig = signature(repo)
+        return repo.create_commit(None, sig, sig, "Notes merged by 'git flor pull'", tree, [old, theirs])
+
+    current = repo.references.get(NOTES_REF)
+    if current is not None and current.target == theirs:
+        return "same"
+    cas_update(repo, NOTES_REF, build, message="git flor pull: merge notes")
+    return outcome
+
+
+@dataclass
+class Adopted:
+    """What adopting a remote's checkpoint manifests did."""
+
+    new: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+
+
+def adopt_manifests(repo: pygit2.Repository, remote: str) -> Adopted:
+    """Take the remote's checkpoint manifests of other clones' runs; ours stay as we have them.
+
+    A manifest is written only by the clone that recorded the run (and replaced
+    whole by its ``git flor gc``), so for another clone's run the fetched one is
+    the newest word, and for ours the local one is.
+    """
+    out = Adopted()
+    prefix = staging_ckpt(remote)
+    own = own_run_ids(repo)
+    for name in list(repo.references):
+        if not name.startswith(prefix):
+            continue
+        run = name[len(prefix):]
+        theirs = repo.references[name].target
+        local = repo.references.get(CKPT_PREFIX + run)
+        if local is not None and (local.target == theirs or run in own):
+            continue
+        cas_update(repo, CKPT_PREFIX + run, lambda _old, theirs=theirs: theirs,
+                   message=f"git flor pull {remote}")
+        (out.new if local is None else out.updated).append(run)
+    return out
+
+
+def count_new_runs(
+    repo: pygit2.Repository, before: dict[str, pygit2.Oid], after: dict[str, pygit2.Oid]
+) -> tuple[int, int]:
+    """(runs, clones) that arrived: shadow commits reachable from the new tips and not the old ones."""
+    runs = clones = 0
+    for ref, tip in after.items():
+        old = before.get(ref)
+        if old == tip:
+            continue
+        stop = old if old is not None and repo.descendant_of(tip, old) else None
+        n = sum(1 for _ in walk(repo, tip, stop))
+        if n:
+            runs += n
+            clones += 1
+    return runs, clones
