@@ -21,6 +21,7 @@ from ..propagate import PropagationError, flor_statement_names, propagate_source
 from ..storage.checkpoints import read_manifest
 from ..storage.index import HINDSIGHT, RECORDED, chunks
 from ..storage.records import LOOPS_FILE, SRC_DIR
+from ..storage.remote_store import local_payload, store_url
 from ..storage.repo import workdir
 from .strategy import analyse
 
@@ -96,6 +97,7 @@ def plan(
     skipped: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
     root = workdir(repo)
+    store = store_url(repo)
     today_cache: dict[str, str | None] = {}
     for run_id in runs:
         row = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run_id,)).fetchone()
@@ -126,7 +128,7 @@ def plan(
         if not result.ok:
             failed.append((run_id, "; ".join(f.reason for f in result.failures)))
             continue
-        manifest = read_manifest(repo, run_id)
+        manifest = _available(repo, read_manifest(repo, run_id), store)
         saved_vars = frozenset(
             k[len("var:"):] for e in manifest.values() for k, p in e["objects"].items() if p.kind == "var"
         )
@@ -143,6 +145,22 @@ def plan(
         else:
             skipped.append((run_id, "already computed (use --force to recompute)"))
     return Plan(targets, skipped, failed)
+
+
+def _available(
+    repo: pygit2.Repository, manifest: dict[int, dict[str, Any]], store: str | None
+) -> dict[int, dict[str, Any]]:
+    """Checkpoints replay can restore: payloads here, or (with ``flor.store``) fetched on demand.
+
+    A clone that pulled a teammate's runs without their payloads plans as if those
+    checkpoints did not exist: re-execution from an earlier one or from the start.
+    """
+    if store is not None:
+        return manifest
+    return {
+        i: e for i, e in manifest.items()
+        if all(local_payload(repo, p.sha256) is not None for p in e["objects"].values())
+    }
 
 
 def _existing(conn: Any, run_id: str, names: list[str]) -> dict[str, set[int] | None]:

@@ -28,6 +28,7 @@ from pygit2.enums import FileMode
 from ..runtime.replay import ReplaySpec
 from ..storage.checkpoints import read_manifest, store_for
 from ..storage.records import SRC_DIR, Record, RunData, decode_records
+from ..storage.remote_store import ensure_payloads
 from ..storage.repo import common_dir, workdir
 from ..storage.shadow import commit_run
 from .execute import Executor, Outcome, Task
@@ -59,6 +60,9 @@ def execute(
             tree = _propagated_tree(repo, target)
             manifest = read_manifest(repo, target.run)
             for job in target.jobs:
+                needed = _needed(manifest, job)
+                # With a shared payload store (git config flor.store), bring them here first.
+                ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
                 key = len(tasks)
                 scratch = base / target.run / str(key)
                 materialise(repo, repo[tree].peel(pygit2.Tree), {}, user_root, scratch)
@@ -66,7 +70,7 @@ def execute(
                     run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
                     start_from=job.start_from, args=target.meta.get("args", {}), store=str(store.root),
                     out=str(scratch / ".git-flor-replay.out"), user_root=str(user_root),
-                    scratch_root=str(scratch), checkpoints=_needed(manifest, job),
+                    scratch_root=str(scratch), checkpoints=needed,
                 )
                 spec_path = scratch / ".git-flor-replay.json"
                 spec_path.write_text(spec.to_json())
