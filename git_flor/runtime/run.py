@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from ..storage.checkpoints import store_for
-from ..storage.journal import Journal, event_line, rec_line
-from ..storage.records import Frame, Record, RunData, warn
+from ..storage.journal import Journal, event_line
+from ..storage.records import Frame, Record, RunData, encode_record, warn
 from .checkpoint import Checkpointer
 from .packages import imported_versions
 from .replay import Replayer
@@ -53,6 +53,7 @@ class Run:
         self.echo = os.environ.get("FLOR_QUIET", "") in ("", "0")
         self._events: deque[str] = deque()
         self._flushed = 0
+        self._journal_complete = True  # every record so far is in the journal
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -151,7 +152,9 @@ class Run:
     def iteration_done(self, seq: int, dt: float) -> None:
         self.loops[seq]["iters"].append(dt)
         self.event("iter", seq=seq, dt=dt)
-        self._wake.set()
+        # Push the journal here, on the training thread: waking the flusher instead
+        # would hand the GIL over and back, which stalls training more than encoding.
+        self.flush()
 
     def loop_end(self, seq: int) -> None:
         self.loops[seq]["end"] = end = time.time()
@@ -175,13 +178,15 @@ class Run:
         if journal is None:
             return
         n = len(self.records)
-        lines = [rec_line(*r) for r in self.records[self._flushed : n]]
+        lines = [encode_record(r) for r in self.records[self._flushed : n]]
         while self._events:
             lines.append(self._events.popleft())
         try:
             journal.append(lines)
         except OSError as exc:
-            warn(f"cannot write the crash journal ({exc}); records are kept in memory")
+            if self._journal_complete:
+                warn(f"cannot write the crash journal ({exc}); records are kept in memory")
+            self._journal_complete = False
         self._flushed = n
 
     # -- the end ---------------------------------------------------------------------------
@@ -218,12 +223,13 @@ class Run:
         for seg in self.loops:
             seg["ckpts"] = sorted(i for i, e in checkpoints.items() if e["loop"] == seg["name"])
         with self._flush_lock:
+            self._append_pending()
             data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops,
-                           checkpoints=checkpoints)
+                           checkpoints=checkpoints,
+                           logs=self._journal.logs() if self._journal_complete else None)
             try:
                 shadow = commit_run(self._repo, data)
             except Exception as exc:  # keep the journal: the next command recovers the run
-                self._append_pending()
                 warn(f"could not write run {self.id} to git ({exc}); it will be recovered")
                 return None
             self._journal.remove()

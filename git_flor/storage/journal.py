@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import Pointer
-from .records import Frame, RunData, dumps, warn
+from .records import RunData, dumps, warn
 
 if TYPE_CHECKING:
     import pygit2
@@ -47,6 +47,10 @@ class Journal:
         if lines:
             os.write(self._fd, ("\n".join(lines) + "\n").encode())
 
+    def logs(self) -> bytes:
+        """What was journaled as records: the run's ``logs.jsonl``."""
+        return record_lines(self.path)
+
     def remove(self) -> None:
         """Delete the journal, then release the lock: the run is safely in git."""
         try:
@@ -56,8 +60,16 @@ class Journal:
         os.close(self._fd)
 
 
-def rec_line(name: str, value: Any, pos: tuple[Frame, ...]) -> str:
-    return dumps({"t": "rec", "name": name, "value": value, "pos": [list(f) for f in pos]})
+def record_lines(path: Path) -> bytes:
+    """The journal's record lines, as ``logs.jsonl`` (no JSON parsing: a byte filter).
+
+    A record line is exactly a ``logs.jsonl`` line (events carry a "t" key, records do
+    not), so the run's log is written from the journal and each record is encoded once.
+    """
+    return b"".join(line + b"\n" for line in path.read_bytes().splitlines() if line.startswith(_REC))
+
+
+_REC = b'{"name":'
 
 
 def event_line(kind: str, **fields: Any) -> str:
@@ -73,7 +85,7 @@ def parse(path: Path) -> RunData | None:
             obj = json.loads(raw)
         except ValueError:
             continue
-        kind = obj.get("t")
+        kind = obj.get("t", "rec")
         if kind == "head":
             data = RunData(meta=obj["meta"])
         elif data is None:

@@ -36,6 +36,8 @@ class RunData:
     loops: list[dict[str, Any]] = field(default_factory=list)
     #: iteration → manifest entry ({"loop", "objects": {name: Pointer}, "unsaved", "seconds"})
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: ``logs.jsonl`` already encoded (the journal's record lines), else encoded from ``records``
+    logs: bytes | None = None
 
     @property
     def run_id(self) -> str:
@@ -50,12 +52,33 @@ class RunData:
 
 
 def encode_record(record: Record) -> str:
+    """One ``logs.jsonl`` line: ``{"name":…,"value":…,"pos":[[loop,index,value],…]}``.
+
+    Built by hand rather than through a dict and ``json.dumps``: this runs once per
+    ``flor.log`` call, and the common values (floats, ints, None) need no encoder.
+    """
     name, value, pos = record
-    return _dumps({"name": name, "value": value, "pos": [list(f) for f in pos]})
+    frames = ",".join([f"[{_string(f[0])},{f[1]},{_value(f[2])}]" for f in pos])
+    return f'{{"name":{_string(name)},"value":{_value(value)},"pos":[{frames}]}}'
 
 
 def encode_records(records: Iterable[Record]) -> bytes:
-    return "".join(encode_record(r) + "\n" for r in records).encode()
+    return "".join([encode_record(r) + "\n" for r in records]).encode()
+
+
+def _value(value: Any) -> str:
+    kind = type(value)
+    if kind is float and -_INF < value < _INF:  # NaN and infinities: the encoder's spelling
+        return float.__repr__(value)
+    if kind is int:
+        return int.__repr__(value)
+    if value is None:
+        return "null"
+    return _dumps(value)
+
+
+_INF = float("inf")
+_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
 
 
 def decode_records(data: bytes, *, origin: str = "") -> list[Record]:

@@ -41,7 +41,8 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
     builder.insert(SRC_DIR, pygit2.Oid(hex=meta["tree"]), FileMode.TREE)
     run_json = json.dumps(meta, indent=1, sort_keys=True, ensure_ascii=False) + "\n"
     builder.insert(RUN_FILE, repo.create_blob(run_json.encode()), FileMode.BLOB)
-    builder.insert(LOGS_FILE, repo.create_blob(encode_records(data.records)), FileMode.BLOB)
+    logs = data.logs if data.logs is not None else encode_records(data.records)
+    builder.insert(LOGS_FILE, repo.create_blob(logs), FileMode.BLOB)
     builder.insert(LOOPS_FILE, repo.create_blob(dumps(data.loops).encode()), FileMode.BLOB)
     tree = builder.write()
     head = pygit2.Oid(hex=meta["commit"]) if meta.get("commit") else None
