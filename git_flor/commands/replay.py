@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
-from ..query.runs import resolve_run, select_runs
+from ..query.runs import resolve_run, run_ids
 from ..replay.execute import LocalExecutor, Outcome
 from ..replay.plan import Job, Plan, plan
 from ..replay.run import describe_failures, execute
@@ -74,18 +74,17 @@ def replay(
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:
-    runs = select_runs(repo, conn)  # type: ignore[arg-type]
-    ids = list(runs["run"])
+    ids = run_ids(repo, conn)  # type: ignore[arg-type]
     if selectors:
-        chosen: list[str] = []
+        chosen: set[str] = set()
         for sel in selectors:
             if ".." not in sel and any(r.startswith(sel) for r in ids):
-                chosen.append(resolve_run(ids, sel))
+                chosen.add(resolve_run(ids, sel))
             else:
-                chosen.extend(select_runs(repo, conn, rev=sel)["run"])  # type: ignore[arg-type]
-        ids = [r for r in ids if r in set(chosen)]
+                chosen.update(run_ids(repo, conn, rev=sel))  # type: ignore[arg-type]
+        ids = [r for r in ids if r in chosen]
     if where:
-        from ..query.table import build
+        from ..query.table import build  # pandas only when a --where needs it
 
         table = build(repo, conn, [], where=where, runs=ids or None)  # type: ignore[arg-type]
         ids = [r for r in ids if r in set(table["run"])]

@@ -5,15 +5,43 @@ from __future__ import annotations
 import json
 import sqlite3
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pygit2
 
 from ..errors import UsageError
 from ..storage import links
 from ..storage.revs import commits_in
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 RUN_COLUMNS = ["run", "commit", "dirty", "script", "tstamp", "duration", "status", "args"]
+
+
+def run_ids(
+    repo: pygit2.Repository,
+    conn: sqlite3.Connection,
+    *,
+    rev: str | None = None,
+    runs: Sequence[str] | None = None,
+) -> list[str]:
+    """Run ids (oldest first) at the commits ``rev`` names and/or matching the given ids or prefixes.
+
+    Plain SQL, no pandas: ``git flor replay`` selects runs this way and starts faster.
+    """
+    rows = conn.execute("SELECT run, commit_ FROM runs ORDER BY tstamp, run").fetchall()
+    ids = [r[0] for r in rows]
+    if rev is not None:
+        commits = commits_in(repo, rev)
+        # A run is also at the commits that captured its dirty tree and their rewrites.
+        linked = set(links.runs_at(conn, commits))
+        ids = [run for run, commit in rows if commit in commits or run in linked]
+    if runs:
+        every = [r[0] for r in rows]
+        chosen = {resolve_run(ids, r, every=every) for r in runs}
+        ids = [r for r in ids if r in chosen]
+    return ids
 
 
 def select_runs(
@@ -23,19 +51,16 @@ def select_runs(
     rev: str | None = None,
     runs: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """Runs (oldest first) at the commits ``rev`` names and/or with the given ids or id prefixes."""
+    """The runs of :func:`run_ids` as a table (one row per run, oldest first)."""
+    import pandas as pd
+
     rows = conn.execute(
         "SELECT run, commit_, dirty, script, tstamp, duration, status, args FROM runs "
         "ORDER BY tstamp, run"
     ).fetchall()
     table = pd.DataFrame.from_records(rows, columns=RUN_COLUMNS)
-    if rev is not None:
-        commits = commits_in(repo, rev)
-        # A run is also at the commits that captured its dirty tree and their rewrites.
-        table = table[table["commit"].isin(commits) | table["run"].isin(links.runs_at(conn, commits))]
-    if runs:
-        ids = [resolve_run(table["run"].tolist(), r, every=list(r[0] for r in rows)) for r in runs]
-        table = table[table["run"].isin(ids)]
+    if rev is not None or runs:
+        table = table[table["run"].isin(run_ids(repo, conn, rev=rev, runs=runs))]
     table = table.assign(
         dirty=table["dirty"].astype(bool),
         args=[json.loads(a) if a else {} for a in table["args"]],
@@ -57,6 +82,8 @@ def resolve_run(candidates: list[str], prefix: str, every: list[str] | None = No
 
 def _local_time(ts: pd.Series) -> pd.Series:
     from datetime import datetime
+
+    import pandas as pd
 
     tz = datetime.now().astimezone().tzinfo
     return pd.to_datetime(ts.astype("float64"), unit="s", utc=True).dt.tz_convert(tz)

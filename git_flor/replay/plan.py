@@ -250,11 +250,7 @@ def _jobs(
         names = loop_names + prefix_names
         for chunk in _split(skip_epochs, workers):
             target.jobs.append(Job(target.run, "skip", names, chunk, -1, est("skip", chunk)))
-        segments: dict[int, list[int]] = {}
-        for i in rest:
-            start = max((s for s in safe if s < i), default=-1)
-            segments.setdefault(start, []).append(i)
-        for start, seg in sorted(segments.items()):
+        for start, seg in _segments(rest, safe, times, restore_cost, workers):
             target.jobs.append(Job(target.run, "reexec", names, seg, start, est("reexec", seg, start)))
     elif prefix_names:
         target.jobs.append(Job(target.run, "prefix", prefix_names, [], -1, est("prefix", [])))
@@ -264,6 +260,45 @@ def _jobs(
             target.jobs.append(Job(target.run, "suffix", suffix_names, [], -1, est("suffix", [])))
         else:
             target.jobs.append(Job(target.run, "full", suffix_names, [], -1, est("full", [])))
+
+
+def _segments(
+    epochs: list[int], safe: list[int], times: list[float], restore_cost: dict[int, float], workers: int
+) -> list[tuple[int, list[int]]]:
+    """Re-execution jobs: (checkpoint to start from, requested iterations it covers).
+
+    An iteration joins the previous job when executing the gap up to it costs no
+    more than a new job (process start, restore); then, while there are fewer jobs
+    than workers, the costliest job is cut in two at a safe checkpoint inside it.
+    """
+
+    def span(a: int, b: int) -> float:
+        return sum(times[max(a, 0) : max(b, 0)])
+
+    segs: list[tuple[int, list[int]]] = []
+    for i in epochs:
+        start = max((s for s in safe if s < i), default=-1)
+        if segs:
+            last = segs[-1][1][-1]
+            if span(last + 1, i) <= STARTUP + restore_cost.get(start, 0.0) + span(start + 1, i):
+                segs[-1][1].append(i)
+                continue
+        segs.append((start, [i]))
+    while len(segs) < workers:
+        best: tuple[float, int, int] | None = None
+        for idx, (st, eps) in enumerate(segs):
+            if len(eps) < 2:
+                continue
+            mid = eps[len(eps) // 2]
+            cut = max((s for s in safe if eps[0] <= s < mid), default=None)
+            if cut is not None and (best is None or span(st + 1, eps[-1] + 1) > best[0]):
+                best = (span(st + 1, eps[-1] + 1), idx, cut)
+        if best is None:
+            break
+        _, idx, cut = best
+        st, eps = segs[idx]
+        segs[idx : idx + 1] = [(st, [e for e in eps if e <= cut]), (cut, [e for e in eps if e > cut])]
+    return segs
 
 
 def _split(epochs: list[int], parts: int) -> list[list[int]]:

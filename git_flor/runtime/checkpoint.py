@@ -7,8 +7,9 @@ serialising and writing happen on a background thread, one write pending at
 most (bounded memory). Which iterations are saved is adaptive: a checkpoint is
 taken when the time spent on checkpoints so far plus the expected cost of this
 one stays within ``bound`` (default 1 %, ``FLOR_CKPT_BOUND``) of the compute
-time so far; the first and the last iteration are always saved. A bound of 1
-or more means every iteration (waiting for the previous write if need be).
+time so far. The first iteration that ends after the copy buffers are ready
+(the first, unless the state is large) and the last are always saved. A bound
+of 1 or more means every iteration (waiting for the previous write if need be).
 """
 
 from __future__ import annotations
@@ -54,22 +55,28 @@ class Checkpointer:
         self._last_cost = 0.0
         self._warned: set[str] = set()
         self._reuse: dict[str, Any] = {}  # name → a written snapshot whose memory the next copy takes
+        self._prefaulting = 0  # registrations whose copy buffers are still being readied
 
     def register(self, objects: dict[str, Any]) -> None:
         self.objects.update(objects)
+        self._prefaulting += 1
         threading.Thread(target=self._prefault, args=(dict(objects),), name="git-flor-prefault",
                          daemon=True).start()
 
     def _prefault(self, objects: dict[str, Any]) -> None:
         """Ready a copy buffer per large object off the training thread (see serial.capture)."""
-        for name, obj in objects.items():
-            try:
-                buf = serial.prefault(obj)
-            except Exception:
-                continue
-            if buf is not None:
-                with self._lock:
-                    self._reuse.setdefault(name, buf)
+        try:
+            for name, obj in objects.items():
+                try:
+                    buf = serial.prefault(obj)
+                except Exception:
+                    continue
+                if buf is not None:
+                    with self._lock:
+                        self._reuse.setdefault(name, buf)
+        finally:
+            with self._lock:
+                self._prefaulting -= 1
 
     # -- policy --------------------------------------------------------------------------
 
@@ -85,7 +92,12 @@ class Checkpointer:
     ) -> None:
         """Called by the outer ``flor.loop`` between iterations, with the script's frame."""
         self._compute += dt
-        due = i == 0 or last or self.bound >= 1 or self._spent + self._last_cost <= self.bound * self._compute
+        if not self.iterations and self._writer is None:
+            # The first checkpoint waits (a few iterations at most) for its copy buffers:
+            # copying a large state into fresh memory costs page faults on this thread.
+            due = last or self.bound >= 1 or not self._prefaulting
+        else:
+            due = last or self.bound >= 1 or self._spent + self._last_cost <= self.bound * self._compute
         if not due:
             return
         if self._writer is not None and self._writer.is_alive():
