@@ -71,6 +71,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench_workload import LOOP, MODEL  # the shared training workload (scripts/)
+
 #: Issue 9's targets.
 SPEED_TARGET = 15.0
 EFFICIENCY_TARGET = 0.90
@@ -88,55 +90,10 @@ hidden = flor.arg("hidden", {hidden})
 n_train = flor.arg("n_train", {n_train})
 seed = flor.arg("seed", 0)
 
-rng = np.random.default_rng(seed)
-D, K = 64, 10
-teacher = rng.normal(size=(D, K))
-X = rng.normal(size=(n_train + 2000, D))
-y = (X @ teacher + rng.normal(scale=2.0, size=(len(X), K))).argmax(axis=1)
-X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]
-W1 = rng.normal(scale=D**-0.5, size=(D, hidden))
-b1 = np.zeros(hidden)
-W2 = rng.normal(scale=hidden**-0.5, size=(hidden, K))
-b2 = np.zeros(K)
-
-
-def predict(x):
-    h = np.maximum(x @ W1 + b1, 0.0)
-    return h @ W2 + b2
-
+''' + MODEL + '''
 
 best_val = float("inf")
-with flor.checkpointing(W1=W1, b1=b1, W2=W2, b2=b2):
-    for epoch in flor.loop("epoch", range(epochs)):
-        order = rng.permutation(n_train)
-        for step in flor.loop("step", range(n_train // batch)):
-            idx = order[step * batch : (step + 1) * batch]
-            xb, yb, rows = X_train[idx], y_train[idx], np.arange(len(idx))
-            h = np.maximum(xb @ W1 + b1, 0.0)
-            z = h @ W2 + b2
-            z -= z.max(axis=1, keepdims=True)
-            p = np.exp(z)
-            p /= p.sum(axis=1, keepdims=True)
-            loss = -np.log(p[rows, yb]).mean()
-            p[rows, yb] -= 1.0
-            p /= len(idx)
-            gh = p @ W2.T
-            gh[h <= 0.0] = 0.0
-            W2 -= lr * (h.T @ p)
-            b2 -= lr * p.sum(axis=0)
-            W1 -= lr * (xb.T @ gh)
-            b1 -= lr * gh.sum(axis=0)
-            flor.log("loss", loss)
-        z = predict(X_val)
-        z -= z.max(axis=1, keepdims=True)
-        val_loss = float(np.log(np.exp(z).sum(axis=1)).mean() - z[np.arange(len(y_val)), y_val].mean())
-        flor.log("val_loss", val_loss)
-        flor.log("val_acc", float((z.argmax(axis=1) == y_val).mean()))
-        if val_loss > best_val:
-            lr /= {decay}
-        best_val = min(best_val, val_loss)
-        flor.log("lr", lr)
-'''
+''' + LOOP
 
 #: The hindsight statements today's code gains: (anchor line, statement at that indent).
 STEP_ANCHOR = '            flor.log("loss", loss)\n'
