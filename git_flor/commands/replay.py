@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
 from ..query.runs import resolve_run, run_ids
@@ -64,7 +67,8 @@ def replay(
     if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
-    results = execute(repo, the_plan, LocalExecutor(workers), progress=_progress)
+    with _Progress() as progress:
+        results = execute(repo, the_plan, LocalExecutor(workers), progress)
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
     values = sum(r.values for r in results)
     print(f"replayed {len(results)} run(s): {values} hindsight value(s) written", file=sys.stderr)
@@ -111,7 +115,62 @@ def _show(the_plan: Plan, fmt: str) -> None:
         print("nothing to replay", file=sys.stderr)
 
 
-def _progress(job: Job, outcome: Outcome, done: int, total: int) -> None:
-    state = "ok" if outcome.returncode == 0 else f"FAILED (exit {outcome.returncode})"
-    print(f"[{done}/{total}] run {job.run} {job.describe()}: {state} in {outcome.seconds:.1f}s",
-          file=sys.stderr, flush=True)
+class _Progress:
+    """One progress bar per replay job on a terminal; a line per finished job otherwise.
+
+    Children count their outer iterations in a small file each; a thread polls those
+    files and moves the bars (tqdm), so no pipe to the children is needed.
+    """
+
+    def __init__(self) -> None:
+        self.bars: list[Any] = []
+        self.files: list[Path] = []
+        self.live = sys.stderr.isatty()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _Progress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        for bar in self.bars:
+            bar.close()
+
+    def begin(self, jobs: list[tuple[Job, Path, int]]) -> None:
+        self.total = len(jobs)
+        self.done = 0
+        if not self.live:
+            return
+        from tqdm import tqdm
+
+        for pos, (job, path, length) in enumerate(jobs):
+            label = f"{job.run} {job.describe()}"
+            self.bars.append(tqdm(total=max(length, 1), desc=label[:48], position=pos, unit="it",
+                                  leave=True, file=sys.stderr, dynamic_ncols=True))
+            self.files.append(path)
+        self._thread = threading.Thread(target=self._poll, daemon=True)
+        self._thread.start()
+
+    def _poll(self) -> None:
+        while not self._stop.wait(0.2):
+            for bar, path in zip(self.bars, self.files):
+                try:
+                    count = int(path.read_text() or 0)
+                except (OSError, ValueError):
+                    continue
+                if count > bar.n:
+                    bar.update(min(count, bar.total) - bar.n)
+
+    def end(self, key: int, job: Job, outcome: Outcome) -> None:
+        self.done += 1
+        state = "ok" if outcome.returncode == 0 else f"FAILED (exit {outcome.returncode})"
+        if self.live:
+            bar = self.bars[key]
+            bar.update(bar.total - bar.n)
+            bar.set_postfix_str(f"{state} {outcome.seconds:.2f}s")
+            return
+        print(f"[{self.done}/{self.total}] run {job.run} {job.describe()}: {state} in {outcome.seconds:.2f}s",
+              file=sys.stderr, flush=True)

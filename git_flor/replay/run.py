@@ -17,10 +17,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pygit2
 from pygit2.enums import FileMode
@@ -44,11 +43,21 @@ class Result:
     failures: list[str] = field(default_factory=list)
 
 
+class Monitor(Protocol):
+    """Shows how a replay goes (the command's progress bars); execution does not depend on it."""
+
+    def begin(self, jobs: list[tuple[Job, Path, int]]) -> None:
+        """Every job, with the file its child counts iterations in and how many it will run."""
+
+    def end(self, key: int, job: Job, outcome: Outcome) -> None:
+        """Job ``key`` (its index in ``begin``'s list) finished."""
+
+
 def execute(
     repo: pygit2.Repository,
     plan: Plan,
     executor: Executor,
-    progress: Callable[[Job, Outcome, int, int], None] | None = None,
+    monitor: Monitor | None = None,
 ) -> list[Result]:
     base = Path(tempfile.mkdtemp(prefix="git-flor-replay-"))
     user_root = workdir(repo)
@@ -71,6 +80,7 @@ def execute(
                     start_from=job.start_from, args=target.meta.get("args", {}), store=str(store.root),
                     out=str(scratch / ".git-flor-replay.out"), user_root=str(user_root),
                     scratch_root=str(scratch), checkpoints=needed,
+                    progress=str(scratch / ".git-flor-replay.progress"),
                 )
                 spec_path = scratch / ".git-flor-replay.json"
                 spec_path.write_text(spec.to_json())
@@ -80,15 +90,16 @@ def execute(
                 cwd = scratch / (target.meta.get("cwd") or ".")
                 tasks.append(Task(key, [sys.executable, *argv], str(cwd), env))
                 where[key] = (target, job, scratch)
+        if monitor is not None:
+            monitor.begin([(where[k][1], where[k][2] / ".git-flor-replay.progress", _length(where[k][1]))
+                           for k in range(len(tasks))])
         collected: dict[str, list[Record]] = {t.run: [] for t in plan.targets}
         results = {t.run: Result(t.run) for t in plan.targets}
         started = {t.run: time.time() for t in plan.targets}
         remaining = {t.run: len(t.jobs) for t in plan.targets}
-        done = 0
         try:
             for outcome in executor.run(tasks):
                 target, job, scratch = where[outcome.key]
-                done += 1
                 out = scratch / ".git-flor-replay.out"
                 if outcome.returncode == 0:
                     if out.is_file():  # absent when the script never reached a flor call
@@ -96,8 +107,8 @@ def execute(
                 else:
                     last = (outcome.stderr.strip().splitlines() or ["no output"])[-1]
                     results[target.run].failures.append(f"{job.describe()}: exit {outcome.returncode}: {last}")
-                if progress is not None:
-                    progress(job, outcome, done, len(tasks))
+                if monitor is not None:
+                    monitor.end(outcome.key, job, outcome)
                 remaining[target.run] -= 1
                 if remaining[target.run] == 0:
                     _write_back(repo, target, collected[target.run], results[target.run], started[target.run])
@@ -111,6 +122,13 @@ def execute(
         return list(results.values())
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def _length(job: Job) -> int:
+    """Outer iterations the job's child will run (its progress bar's total)."""
+    if job.mode == "reexec":
+        return max(job.epochs) - job.start_from
+    return len(job.epochs) if job.mode in ("skip", "full") else 0
 
 
 def _needed(manifest: dict[int, dict[str, Any]], job: Job) -> dict[int, dict[str, Any]]:

@@ -140,6 +140,7 @@ def _replay_outer(
         for i, item in replayer.outer(items, run.objects):
             run.ctx = ((name, i, item if type(item) in PLAIN else None),)
             yield item
+            replayer.tick()
     finally:
         run.ctx = ()
         run.loop_end(seq)

@@ -49,6 +49,7 @@ class ReplaySpec:
     user_root: str
     scratch_root: str
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
+    progress: str = ""  # a file the parent polls: how many outer iterations are done
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -87,6 +88,14 @@ class Replayer:
         self.nested_seen = 0
         self.frame: FrameType | None = None
         self.scope: LoopScope | None = None
+        self.done = 0
+
+    def tick(self) -> None:
+        """One outer iteration done: tell the parent's progress bar (a tiny file it polls)."""
+        self.done += 1
+        if self.spec.progress:
+            with open(self.spec.progress, "w") as fh:
+                fh.write(str(self.done))
 
     def keep(self, name: str, ctx: tuple[Any, ...]) -> bool:
         """Only requested names; inside the outer loop, only at requested iterations."""
