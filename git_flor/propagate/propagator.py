@@ -337,7 +337,7 @@ class _Run:
         note = "".join(f" (renamed `{a}` to `{b}`)" for a, b in renames.items())
         self.placed.append(_Placed([seq], unit.names, unit.node.start_point[0] + 1,
                                    f"{kind} line {line}: {first_line}{note}",
-                                   round(confidence, 3), unit.bindings))
+                                   round(min(confidence, 1.0), 3), unit.bindings))
 
     def _stmt_image(self, s: cst.Node) -> cst.Node | None:
         img = self.m.image(s)
@@ -429,7 +429,7 @@ class _Run:
             self.placed.append(_Placed([open_seq, close_seq], [c.name], c.call.start_point[0] + 1,
                                        f"wraps `{anchor_text}` at line "
                                        f"{cst.line_of(self.past, img.start)}",
-                                       round(self.m.score.get(vnode.pre, 0.5), 3),  # type: ignore[union-attr]
+                                       round(min(self.m.score.get(vnode.pre, 0.5), 1.0), 3),  # type: ignore[union-attr]
                                        {c.binding}))
         return True
 
