@@ -434,7 +434,10 @@ def main() -> int:
         os.chdir(work)
         subprocess.run(["git", "init", "-q", "."], check=True)
         with mp.Pool(args.workers, maxtasksperchild=20) as pool:
-            for key, out, dt, err in pool.imap_unordered(flordb_task, flordb_jobs):
+            for done, (key, out, dt, err) in enumerate(
+                    pool.imap_unordered(flordb_task, flordb_jobs), 1):
+                if done % 25 == 0 or done == len(flordb_jobs):
+                    print(f"flordb: {done}/{len(flordb_jobs)} calls", file=sys.stderr, flush=True)
                 repo, path, commit, _ = key.split("|")
                 p = flordb_meta[key][1][0]
                 right, ok = score(out, [p], [p])
