@@ -24,7 +24,7 @@ LANGUAGE = ts.Language(tsp.language())
 _PARSER = ts.Parser(LANGUAGE)
 
 BLOCKS = frozenset({"block", "module"})
-_STRING_RE = re.compile(r"([A-Za-z]*)('''|\"\"\"|'|\")(.*)\2\Z", re.S)
+STRING_RE = re.compile(r"([A-Za-z]*)('''|\"\"\"|'|\")(.*)\2\Z", re.S)
 
 TsNode = ts.Node
 
@@ -98,7 +98,7 @@ def _leaf_label(tsnode: TsNode, src: bytes) -> str:
     # Sliced from `src`: `Node.text` costs far more per call on large files.
     text = src[tsnode.start_byte : tsnode.end_byte].decode("utf-8", "replace")
     if tsnode.type == "string":
-        m = _STRING_RE.match(text)
+        m = STRING_RE.match(text)
         if m:
             return m.group(1).lower().replace("u", "") + "|" + m.group(3)
     return text

@@ -18,51 +18,15 @@ from __future__ import annotations
 import gc
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import cst, edits, scope
 from .matcher import Mapping, match
+from .result import Failure, Placement, PropagationError, PropagationResult
 from .statements import Alias, FlorStatement, find_alias, flor_calls, flor_statements
 
 _UNWRAP = frozenset({"loop", "arg"})
 _DEFS = frozenset({"function_definition", "class_definition", "decorated_definition"})
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one statement went: `from_line` in today's file, `to_line` in the result."""
-
-    name: str
-    from_line: int
-    to_line: int
-    anchor: str
-    confidence: float
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A statement that was not placed, and why (phrased for the person who wrote it)."""
-
-    name: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.reason}"
-
-
-@dataclass
-class PropagationResult:
-    source: str
-    placements: list[Placement] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
-class PropagationError(ValueError):
-    """Today's source itself cannot be analysed (it does not parse)."""
 
 
 @dataclass
