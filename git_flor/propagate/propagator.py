@@ -64,6 +64,7 @@ class Propagator:
         self.alias = find_alias(self.tree.root_node)
         self.statements = flor_statements(self.tree.root_node, self.alias)
         known = {n for s in self.statements for n in s.names}
+        self.statement_ids = {s.stmt.id for s in self.statements}
         self.names = list(names) if names is not None else None
         self.missing = [n for n in (self.names or []) if n not in known]
         self._cache: dict[tuple[int, ...], tuple[cst.Tree, dict[int, cst.Node],
@@ -238,6 +239,13 @@ class _Run:
                 owner = owner.parent
             if owner.type in _DEFS or not owner.is_stmt or self._touches_past(owner):
                 break
+            other = self._other_new_code(owner.ts)
+            if other is not None and not self.force:
+                # Carrying the block would also carry code that changes what the old run
+                # computes; only the user can decide that (--force).
+                raise _Skip(f"its enclosing `{_first_line(owner.ts)}` block is new and also "
+                            f"holds other new code (line {other.start_point[0] + 1}); "
+                            "use --force to carry the whole block")
             node = owner.ts
             assert owner.parent is not None
             parent, idx = owner.parent, owner.idx
@@ -247,6 +255,22 @@ class _Run:
             if self.p.names is None or n in self.p.names))
         bindings = {c.binding for c in inner}
         return _Unit(node, unit_names, parent, idx, bindings)
+
+    def _other_new_code(self, owner: cst.TsNode) -> cst.TsNode | None:
+        """The first simple statement in `owner` that is neither a flor statement nor `pass`."""
+        flor_ids = self.p.statement_ids
+        stack = [owner]
+        while stack:
+            n = stack.pop()
+            if n.id in flor_ids:
+                continue
+            if n.parent is not None and n.parent.type == "block" and n.type != "pass_statement" \
+                    and not any(c.type == "block" for c in n.named_children) \
+                    and n.type not in ("if_statement", "for_statement", "while_statement",
+                                       "with_statement", "try_statement", "match_statement"):
+                return n
+            stack.extend(reversed(n.named_children))
+        return None
 
     def _touches_past(self, owner: cst.Node) -> bool:
         """Does any statement inside `owner` (or `owner` itself) have a past image?"""
@@ -498,6 +522,10 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
         if a.type == "identifier":
             counts[a.label][dst[j].label] += 1
     return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def _first_line(node: cst.TsNode) -> str:
+    return node.text.decode("utf-8", "replace").split("\n", 1)[0].rstrip(":").strip()
 
 
 def _first_stmt(block: cst.TsNode) -> cst.TsNode | None:
