@@ -192,15 +192,15 @@ class _Run:
         both = self.both
 
         def substitute(n: cst.TsNode) -> cst.TsNode | None:
+            changed = False
             while n.type == "call":
                 inner = _unwrappable(n, both)
                 if inner is None:
                     break
-                n = inner
-            return n
+                n, changed = inner, True
+            return n if changed else None
 
         self.ptree_c = cst.build(self.ptree, self.past, substitute)
-        self.pindex = {n.ts.id: n for n in self.ptree_c.nodes}
         self.index = index
         self.m = match(tree, self.ptree_c)
         self.votes = _rename_votes(self.m)
@@ -249,10 +249,9 @@ class _Run:
             node = owner.ts
             assert owner.parent is not None
             parent, idx = owner.parent, owner.idx
-        inner = [c for c in flor_calls(node, self.p.alias)]
+        inner = flor_calls(node, self.p.alias)
         unit_names = names if node.id == s.stmt.id else list(dict.fromkeys(
-            n for c in inner for n in [c.name]
-            if self.p.names is None or n in self.p.names))
+            c.name for c in inner if self.p.names is None or c.name in self.p.names))
         bindings = {c.binding for c in inner}
         return _Unit(node, unit_names, parent, idx, bindings)
 
