@@ -339,6 +339,7 @@ class Tally:
     right: int = 0
     unparsable: int = 0
     errors: int = 0
+    kept: int = 0
     times: list[float] = field(default_factory=list)
 
     def add(self, other: Tally) -> None:
@@ -347,10 +348,14 @@ class Tally:
         self.right += other.right
         self.unparsable += other.unparsable
         self.errors += other.errors
+        self.kept += other.kept
         self.times += other.times
 
     def acc(self) -> str:
         return f"{self.right / self.cases:.3f}" if self.cases else "-"
+
+    def kept_frac(self) -> str:
+        return f"{self.kept / self.versions:.2f}" if self.versions else "-"
 
     def ms(self) -> str:
         return f"{1000 * statistics.median(self.times):.0f}" if self.times else "-"
@@ -384,6 +389,7 @@ def main() -> int:
     totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge")}
     rows = []
     flordb_jobs = []
+    flordb_jobs_src: dict[str, str] = {}
     flordb_meta: dict[str, tuple[str, list[Probe], list[Probe]]] = {}
     work = tempfile.mkdtemp(prefix="bench-propagate-")
     per_project: dict[str, dict[str, Tally]] = {}
@@ -414,18 +420,19 @@ def main() -> int:
                 continue
             out, dt = run_gitflor(prop, src)
             right, ok = score(out, probes, live)
-            _tally(tallies["gitflor"], len(live), right, ok, dt)
+            _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
             if args.show_misses and right < len(live):
                 print(f"miss {repo}:{path}@{commit[:10]} {right}/{len(live)}", file=sys.stderr)
             out, dt = run_merge(newest, today, src)
             right_m, ok = score(out, probes, live)
-            _tally(tallies["merge"], len(live), right_m, ok, dt)
+            _tally(tallies["merge"], len(live), right_m, ok, dt, layout_kept(out, src))
             if not args.no_flordb and commit in fl_versions:
-                _tally(tallies["gitflor@flordb"], len(live), right, True, 0.0)
+                _tally(tallies["gitflor@flordb"], len(live), right, True, 0.0, True)
                 for p in live:
                     key = f"{repo}|{path}|{commit}|{p.name}"
                     flordb_meta[key] = (repo, [p], [p])
                     flordb_jobs.append((key, today_path, lines[p.name], src, args.flordb_timeout))
+                    flordb_jobs_src[key] = src
         rows.append((repo, path, len(versions)))
 
     if flordb_jobs:
@@ -434,11 +441,16 @@ def main() -> int:
         os.chdir(work)
         subprocess.run(["git", "init", "-q", "."], check=True)
         with mp.Pool(args.workers, maxtasksperchild=20) as pool:
-            for key, out, dt, err in pool.imap_unordered(flordb_task, flordb_jobs):
+            for done, (key, out, dt, err) in enumerate(
+                    pool.imap_unordered(flordb_task, flordb_jobs), 1):
+                if done % 25 == 0 or done == len(flordb_jobs):
+                    print(f"flordb: {done}/{len(flordb_jobs)} calls", file=sys.stderr, flush=True)
                 repo, path, commit, _ = key.split("|")
                 p = flordb_meta[key][1][0]
                 right, ok = score(out, [p], [p])
-                fl_by_version.setdefault((repo, path, commit), []).append((1, right, ok, dt, err))
+                kept = layout_kept(out, flordb_jobs_src[key])
+                fl_by_version.setdefault((repo, path, commit), []).append(
+                    (int(kept), right, ok, dt, err))
         os.chdir(cwd)
         for (repo, _, _), results in fl_by_version.items():
             t = per_project[repo]["flordb"]
@@ -447,11 +459,12 @@ def main() -> int:
             t.right += sum(r[1] for r in results)
             t.unparsable += int(any(not r[2] for r in results))
             t.errors += sum(1 for r in results if r[4])
+            t.kept += int(all(r[0] for r in results))
             t.times.append(sum(r[3] for r in results))
 
-    head = (f"{'project':34} {'vers':>5} {'cases':>5} | {'git-flor':>8} {'unpars':>6} {'ms':>5} | "
-            f"{'merge-file':>10} {'unpars':>6} {'ms':>5} | {'flordb':>6} {'vers':>4} {'unpars':>6} "
-            f"{'errs':>4} {'ms':>6} {'git-flor same':>13}")
+    head = (f"{'project':32} {'vers':>5} {'cases':>5} | {'git-flor':>8} {'unpars':>6} {'kept':>4} "
+            f"{'ms':>4} | {'merge-file':>10} {'unpars':>6} {'kept':>4} {'ms':>3} | {'flordb':>6} "
+            f"{'vers':>4} {'unpars':>6} {'kept':>4} {'errs':>4} {'ms':>6} {'git-flor same':>13}")
     print(head)
     print("-" * len(head))
     for repo, tallies in per_project.items():
@@ -463,12 +476,27 @@ def main() -> int:
     files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)
     print(f"\nfiles: {files}\noriginal versions that do not parse as Python 3 (skipped): {skipped}")
     print("cases = (version, probe) pairs whose anchor occurs exactly once in that version; "
-          "'git-flor same' = git-flor on exactly FlorDB's sampled cases; ms = median per version")
+          "'git-flor same' = git-flor on exactly FlorDB's sampled cases; ms = median per version;\n"
+          "kept = share of versions whose output is the past file byte for byte plus the new "
+          "lines; errs = FlorDB exceptions and timeouts")
     return 0
 
 
-def _tally(t: Tally, cases: int, right: int, ok: bool, dt: float) -> None:
+def layout_kept(out: str | None, past: str) -> bool:
+    """Is the output the past file plus probe/import lines, every other byte as it was?"""
+    if out is None:
+        return False
+
+    def strip(text: str) -> list[str]:
+        return [line for line in text.split("\n")
+                if "probe_" not in line and line.strip() != "import git_flor as flor"]
+
+    return strip(out) == strip(past)
+
+
+def _tally(t: Tally, cases: int, right: int, ok: bool, dt: float, kept: bool) -> None:
     t.versions += 1
+    t.kept += int(kept)
     t.cases += cases
     t.right += right
     t.unparsable += 0 if ok else 1
@@ -477,9 +505,10 @@ def _tally(t: Tally, cases: int, right: int, ok: bool, dt: float) -> None:
 
 def _row(name: str, t: dict[str, Tally]) -> str:
     g, m, f, gs = t["gitflor"], t["merge"], t["flordb"], t["gitflor@flordb"]
-    return (f"{name:34} {g.versions:>5} {g.cases:>5} | {g.acc():>8} {g.unparsable:>6} {g.ms():>5} | "
-            f"{m.acc():>10} {m.unparsable:>6} {m.ms():>5} | {f.acc():>6} {f.versions:>4} "
-            f"{f.unparsable:>6} {f.errors:>4} {f.ms():>6} {gs.acc():>13}")
+    return (f"{name:32} {g.versions:>5} {g.cases:>5} | {g.acc():>8} {g.unparsable:>6} "
+            f"{g.kept_frac():>4} {g.ms():>4} | {m.acc():>10} {m.unparsable:>6} {m.kept_frac():>4} "
+            f"{m.ms():>3} | {f.acc():>6} {f.versions:>4} {f.unparsable:>6} {f.kept_frac():>4} "
+            f"{f.errors:>4} {f.ms():>6} {gs.acc():>13}")
 
 
 if __name__ == "__main__":

@@ -4,14 +4,8 @@ The only module of git-flor that imports tree-sitter; the replay engine and `git
 propagate` call `propagate_source` / `Propagator.apply` with blobs they read from git.
 """
 
-from .propagator import (
-    Failure,
-    Placement,
-    PropagationError,
-    PropagationResult,
-    Propagator,
-    propagate_source,
-)
+from .propagator import Propagator, propagate_source
+from .result import Failure, Placement, PropagationError, PropagationResult
 from .statements import Alias, flor_alias, flor_statement_names
 
 __all__ = [

@@ -12,6 +12,7 @@ This module is the project's only importer of tree-sitter.
 
 from __future__ import annotations
 
+import gc
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +24,7 @@ LANGUAGE = ts.Language(tsp.language())
 _PARSER = ts.Parser(LANGUAGE)
 
 BLOCKS = frozenset({"block", "module"})
-_STRING_RE = re.compile(r"([A-Za-z]*)('''|\"\"\"|'|\")(.*)\2\Z", re.S)
+STRING_RE = re.compile(r"([A-Za-z]*)('''|\"\"\"|'|\")(.*)\2\Z", re.S)
 
 TsNode = ts.Node
 
@@ -93,10 +94,11 @@ class Tree:
     src: bytes
 
 
-def _leaf_label(tsnode: TsNode) -> str:
-    text = tsnode.text.decode("utf-8", "replace")
+def _leaf_label(tsnode: TsNode, src: bytes) -> str:
+    # Sliced from `src`: `Node.text` costs far more per call on large files.
+    text = src[tsnode.start_byte : tsnode.end_byte].decode("utf-8", "replace")
     if tsnode.type == "string":
-        m = _STRING_RE.match(text)
+        m = STRING_RE.match(text)
         if m:
             return m.group(1).lower().replace("u", "") + "|" + m.group(3)
     return text
@@ -110,13 +112,21 @@ Substitute = Callable[[TsNode], "TsNode | str | None"]
 def build(tree: ts.Tree, src: bytes, substitute: Substitute | None = None) -> Tree:
     """Flatten a tree-sitter tree into `Node`s, dropping comments and applying `substitute`."""
     nodes: list[Node] = []
-    root = _build(tree.root_node, None, nodes, substitute)
+    # Tens of thousands of small objects with parent links: the cyclic collector would
+    # rescan them many times over while they are being made (it dominated the runtime).
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        root = _build(tree.root_node, None, nodes, substitute, src)
+    finally:
+        if enabled:
+            gc.enable()
     assert root is not None
     return Tree(root, nodes, src)
 
 
 def _build(tsnode: TsNode, parent: Node | None, nodes: list[Node],
-           substitute: Substitute | None) -> Node | None:
+           substitute: Substitute | None, src: bytes) -> Node | None:
     if substitute is not None:
         sub = substitute(tsnode)
         if sub == "skip":
@@ -127,8 +137,8 @@ def _build(tsnode: TsNode, parent: Node | None, nodes: list[Node],
     is_string = type_ == "string" or type_ == "concatenated_string"
     kids = tsnode.children
     if not kids or is_string:
-        node = Node(tsnode, type_, _leaf_label(tsnode) if type_ != "concatenated_string"
-                    else " ".join(_leaf_label(k) for k in kids if k.type == "string"), parent)
+        node = Node(tsnode, type_, _leaf_label(tsnode, src) if type_ != "concatenated_string"
+                    else " ".join(_leaf_label(k, src) for k in kids if k.type == "string"), parent)
         node.pre = node.last = len(nodes)
         nodes.append(node)
         node.hash = hash((type_, node.label))
@@ -143,7 +153,7 @@ def _build(tsnode: TsNode, parent: Node | None, nodes: list[Node],
     for kid in kids:
         if not kid.is_named or kid.type == "comment":
             continue
-        child = _build(kid, node, nodes, substitute)
+        child = _build(kid, node, nodes, substitute, src)
         if child is None:
             continue
         child.idx = len(node.children)

@@ -242,7 +242,17 @@ def _bottom_up(m: Mapping) -> None:
             dice = 2.0 * c / (a.size + b.size)
             if a.label != b.label:
                 dice *= 0.8
-            if _key(a, m.headers) == _key(b, m.headers):
+            if a.type in _CONTAINERS:
+                # A block is what its owner is: the body of `for epoch` is not the body of
+                # the `if` that later took over half of its statements.
+                # Unless nearly identical, blocks of different owners are left unmatched;
+                # their owners, once matched, pair them in recovery.
+                same = a.parent is not None and b.parent is not None \
+                    and _key(a.parent, m.headers) == _key(b.parent, m.headers)
+                if not same and dice < 0.8:
+                    continue
+                dice = dice + 0.3 if same else dice
+            elif _key(a, m.headers) == _key(b, m.headers):
                 # Same `def main` / same loop header: a rewritten body (large literals
                 # replaced, a docstring added) should not hide that it is the same statement.
                 dice += 0.3

@@ -15,53 +15,18 @@ The pipeline for one past version:
 
 from __future__ import annotations
 
+import gc
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from . import cst, edits, scope
 from .matcher import Mapping, match
+from .result import Failure, Placement, PropagationError, PropagationResult
 from .statements import Alias, FlorStatement, find_alias, flor_calls, flor_statements
 
 _UNWRAP = frozenset({"loop", "arg"})
 _DEFS = frozenset({"function_definition", "class_definition", "decorated_definition"})
-
-
-@dataclass(frozen=True)
-class Placement:
-    """Where one statement went: `from_line` in today's file, `to_line` in the result."""
-
-    name: str
-    from_line: int
-    to_line: int
-    anchor: str
-    confidence: float
-
-
-@dataclass(frozen=True)
-class Failure:
-    """A statement that was not placed, and why (phrased for the person who wrote it)."""
-
-    name: str
-    reason: str
-
-    def __str__(self) -> str:
-        return f"{self.name}: {self.reason}"
-
-
-@dataclass
-class PropagationResult:
-    source: str
-    placements: list[Placement] = field(default_factory=list)
-    failures: list[Failure] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures
-
-
-class PropagationError(ValueError):
-    """Today's source itself cannot be analysed (it does not parse)."""
 
 
 @dataclass
@@ -99,6 +64,7 @@ class Propagator:
         self.alias = find_alias(self.tree.root_node)
         self.statements = flor_statements(self.tree.root_node, self.alias)
         known = {n for s in self.statements for n in s.names}
+        self.statement_ids = {s.stmt.id for s in self.statements}
         self.names = list(names) if names is not None else None
         self.missing = [n for n in (self.names or []) if n not in known]
         self._cache: dict[tuple[int, ...], tuple[cst.Tree, dict[int, cst.Node],
@@ -108,6 +74,18 @@ class Propagator:
 
     def apply(self, past_src: str, force: bool = False) -> PropagationResult:
         """Propagate into one past version (pure: text in, text out)."""
+        # The trees are tens of thousands of short-lived objects with parent links; letting
+        # the cyclic collector rescan them while they are built and walked cost more than
+        # all the matching. They are freed by reference counting when the call returns.
+        enabled = gc.isenabled()
+        gc.disable()
+        try:
+            return self._apply(past_src, force)
+        finally:
+            if enabled:
+                gc.enable()
+
+    def _apply(self, past_src: str, force: bool) -> PropagationResult:
         failures = [Failure(n, "today's source has no flor.log statement with this name")
                     for n in self.missing]
         wanted = [s for s in self.statements
@@ -214,15 +192,15 @@ class _Run:
         both = self.both
 
         def substitute(n: cst.TsNode) -> cst.TsNode | None:
+            changed = False
             while n.type == "call":
                 inner = _unwrappable(n, both)
                 if inner is None:
                     break
-                n = inner
-            return n
+                n, changed = inner, True
+            return n if changed else None
 
         self.ptree_c = cst.build(self.ptree, self.past, substitute)
-        self.pindex = {n.ts.id: n for n in self.ptree_c.nodes}
         self.index = index
         self.m = match(tree, self.ptree_c)
         self.votes = _rename_votes(self.m)
@@ -261,15 +239,37 @@ class _Run:
                 owner = owner.parent
             if owner.type in _DEFS or not owner.is_stmt or self._touches_past(owner):
                 break
+            other = self._other_new_code(owner.ts)
+            if other is not None and not self.force:
+                # Carrying the block would also carry code that changes what the old run
+                # computes; only the user can decide that (--force).
+                raise _Skip(f"its enclosing `{_first_line(owner.ts)}` block is new and also "
+                            f"holds other new code (line {other.start_point[0] + 1}); "
+                            "use --force to carry the whole block")
             node = owner.ts
             assert owner.parent is not None
             parent, idx = owner.parent, owner.idx
-        inner = [c for c in flor_calls(node, self.p.alias)]
+        inner = flor_calls(node, self.p.alias)
         unit_names = names if node.id == s.stmt.id else list(dict.fromkeys(
-            n for c in inner for n in [c.name]
-            if self.p.names is None or n in self.p.names))
+            c.name for c in inner if self.p.names is None or c.name in self.p.names))
         bindings = {c.binding for c in inner}
         return _Unit(node, unit_names, parent, idx, bindings)
+
+    def _other_new_code(self, owner: cst.TsNode) -> cst.TsNode | None:
+        """The first simple statement in `owner` that is neither a flor statement nor `pass`."""
+        flor_ids = self.p.statement_ids
+        stack = [owner]
+        while stack:
+            n = stack.pop()
+            if n.id in flor_ids:
+                continue
+            if n.parent is not None and n.parent.type == "block" and n.type != "pass_statement" \
+                    and not any(c.type == "block" for c in n.named_children) \
+                    and n.type not in ("if_statement", "for_statement", "while_statement",
+                                       "with_statement", "try_statement", "match_statement"):
+                return n
+            stack.extend(reversed(n.named_children))
+        return None
 
     def _touches_past(self, owner: cst.Node) -> bool:
         """Does any statement inside `owner` (or `owner` itself) have a past image?"""
@@ -337,7 +337,7 @@ class _Run:
         note = "".join(f" (renamed `{a}` to `{b}`)" for a, b in renames.items())
         self.placed.append(_Placed([seq], unit.names, unit.node.start_point[0] + 1,
                                    f"{kind} line {line}: {first_line}{note}",
-                                   round(confidence, 3), unit.bindings))
+                                   round(min(confidence, 1.0), 3), unit.bindings))
 
     def _stmt_image(self, s: cst.Node) -> cst.Node | None:
         img = self.m.image(s)
@@ -429,7 +429,7 @@ class _Run:
             self.placed.append(_Placed([open_seq, close_seq], [c.name], c.call.start_point[0] + 1,
                                        f"wraps `{anchor_text}` at line "
                                        f"{cst.line_of(self.past, img.start)}",
-                                       round(self.m.score.get(vnode.pre, 0.5), 3),  # type: ignore[union-attr]
+                                       round(min(self.m.score.get(vnode.pre, 0.5), 1.0), 3),  # type: ignore[union-attr]
                                        {c.binding}))
         return True
 
@@ -521,6 +521,10 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
         if a.type == "identifier":
             counts[a.label][dst[j].label] += 1
     return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def _first_line(node: cst.TsNode) -> str:
+    return node.text.decode("utf-8", "replace").split("\n", 1)[0].rstrip(":").strip()
 
 
 def _first_stmt(block: cst.TsNode) -> cst.TsNode | None:

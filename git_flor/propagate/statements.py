@@ -133,7 +133,7 @@ def _key(call: cst.TsNode) -> tuple[str, cst.TsNode | None] | None:
     if name_node is None:
         return None
     if name_node.type == "string" and not any(c.type == "interpolation" for c in name_node.children):
-        m = cst._STRING_RE.match(name_node.text.decode())
+        m = cst.STRING_RE.match(name_node.text.decode())
         return (m.group(3) if m else name_node.text.decode()), value
     return name_node.text.decode(), value
 

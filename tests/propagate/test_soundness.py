@@ -204,3 +204,29 @@ def test_unplaceable_statement_when_its_function_is_new() -> None:
     res = propagate_source(today, "x = 1\n")
     assert res.failures == [Failure("v", "none of the code around it exists in the past version")]
     assert res.source == "x = 1\n"
+
+
+def test_new_block_with_other_new_code_is_refused_unless_forced() -> None:
+    today = dedent(
+        """\
+        import git_flor as flor
+        net = build()
+        if args.resume:
+            state = torch.load("ckpt.pth")
+            flor.log("resumed_from", state["epoch"])
+        train(net)
+        """
+    )
+    past = "net = build()\ntrain(net)\n"
+    res = propagate_source(today, past)
+    assert res.source == past
+    assert res.failures == [Failure(
+        "resumed_from",
+        "its enclosing `if args.resume` block is new and also holds other new code (line 4); "
+        "use --force to carry the whole block")]
+    forced = propagate_source(today, past, force=True)
+    assert forced.source == (
+        "import git_flor as flor\nnet = build()\nif args.resume:\n"
+        "    state = torch.load(\"ckpt.pth\")\n    flor.log(\"resumed_from\", state[\"epoch\"])\n"
+        "train(net)\n"
+    )

@@ -327,3 +327,95 @@ def test_first_statement_of_block_goes_before_following_sibling() -> None:
         """
     )
     assert res.placements[0].anchor == "before line 4: train(epoch)"
+
+
+def test_first_in_block_opens_the_same_block_even_if_next_statement_moved() -> None:
+    today = """\
+        import git_flor as flor
+        for epoch in range(n):
+            flor.log("epoch", epoch)
+            setup(epoch)
+            train(epoch)
+        """
+    past = """\
+        import git_flor as flor
+        for epoch in range(n):
+            shuffle(data)
+            train(epoch)
+        setup(epoch)
+        """
+    res = prop(today, past)
+    assert res.source == dedent(
+        """\
+        import git_flor as flor
+        for epoch in range(n):
+            flor.log("epoch", epoch)
+            shuffle(data)
+            train(epoch)
+        setup(epoch)
+        """
+    )
+
+
+def test_block_start_skips_the_docstring() -> None:
+    today = "import git_flor as flor\ndef f(x):\n    flor.log('x', x)\n    return g(x)\n"
+    past = 'import git_flor as flor\ndef f(x):\n    """Doc."""\n    y = 1\n    return g(x) + y\n'
+    res = propagate_source(today, past)
+    assert res.source == (
+        'import git_flor as flor\ndef f(x):\n    """Doc."""\n    flor.log(\'x\', x)\n'
+        "    y = 1\n    return g(x) + y\n"
+    )
+
+
+def test_rewritten_body_of_same_header_is_not_treated_as_new() -> None:
+    today = """\
+        import git_flor as flor
+        def main(opt):
+            check(opt)
+            if opt.bucket:
+                flor.log("bucket", opt.bucket)
+                subprocess.run(["gsutil", "cp", f"gs://{opt.bucket}/evolve.csv", str(path)])
+            run(opt)
+        """
+    past = """\
+        import git_flor as flor
+        def main(opt):
+            check(opt)
+            if opt.bucket:
+                os.system('gsutil cp gs://%s/evolve.txt .' % opt.bucket)
+            run(opt)
+        """
+    res = prop(today, past)
+    assert res.ok, res.failures
+    assert res.source == dedent(past).replace(
+        "    if opt.bucket:\n", "    if opt.bucket:\n        flor.log(\"bucket\", opt.bucket)\n")
+
+
+def test_body_block_follows_its_owner_not_the_code_that_moved_out() -> None:
+    today = """\
+        import git_flor as flor
+        try:
+            for epoch in range(start, end):
+                flor.log("epoch", epoch)
+                set_epoch(loader, epoch)
+                if loader_eval is not None:
+                    metrics = validate(model, loader_eval)
+                    best = update(best, metrics)
+                    save(model, metrics, best)
+        except KeyboardInterrupt:
+            pass
+        """
+    past = """\
+        try:
+            for epoch in range(start, end):
+                if hasattr(data, 'set_epoch'):
+                    data.set_epoch(epoch)
+                metrics = validate(model, loader_eval)
+                best = update(best, metrics)
+                save(model, metrics, best)
+        except KeyboardInterrupt:
+            pass
+        """
+    res = prop(today, past)
+    assert res.source == "import git_flor as flor\n" + dedent(past).replace(
+        "end):\n", "end):\n        flor.log(\"epoch\", epoch)\n")
