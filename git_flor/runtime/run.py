@@ -1,9 +1,11 @@
 """One training run, live: the in-memory record buffer, the journal flusher, the final write.
 
-The hot path (``flor.log``) only appends a tuple to ``records``; a daemon thread
-turns new records into journal lines at least once a second and at the end of
-every outer-loop iteration, so a killed process loses at most a second of
-records. At exit the run is written to git once, from memory.
+The hot path (``flor.log``) only appends a tuple to ``records``. New records
+become journal lines at least once a second (a daemon thread) and at the end of
+every outer-loop iteration (the training thread, which avoids handing the GIL
+back and forth), so a killed process loses at most a second of records. At exit
+the run is written to git once; its ``logs.jsonl`` is the journal's record lines,
+so each record is encoded exactly once.
 """
 
 from __future__ import annotations
