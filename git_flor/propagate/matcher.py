@@ -158,6 +158,9 @@ def _key(node: Node, cache: dict[int, int]) -> int:
     return _header(node, cache)
 
 
+statement_key = _key
+
+
 def _context_score(m: Mapping, a: Node, b: Node) -> tuple[float, float]:
     score = 0.0
     pa, pb = a.parent, b.parent

@@ -22,11 +22,14 @@ from dataclasses import dataclass
 
 from . import cst, edits, scope
 from .matcher import Mapping, match
+from .matcher import statement_key as matcher_key
 from .result import Failure, Placement, PropagationError, PropagationResult
 from .statements import Alias, FlorStatement, find_alias, flor_calls, flor_statements
 
 _UNWRAP = frozenset({"loop", "arg"})
 _DEFS = frozenset({"function_definition", "class_definition", "decorated_definition"})
+_COMPOUND = frozenset({"if_statement", "for_statement", "while_statement", "with_statement",
+                       "try_statement", "match_statement"})
 
 
 @dataclass
@@ -237,7 +240,8 @@ class _Run:
             owner = parent.parent
             while owner.parent is not None and not owner.is_stmt:
                 owner = owner.parent
-            if owner.type in _DEFS or not owner.is_stmt or self._touches_past(owner):
+            if owner.type in _DEFS or not owner.is_stmt or self._touches_past(owner) \
+                    or self._same_key_in_past(owner) is not None:
                 break
             other = self._other_new_code(owner.ts)
             if other is not None and not self.force:
@@ -270,6 +274,16 @@ class _Run:
                 return n
             stack.extend(reversed(n.named_children))
         return None
+
+    def _same_key_in_past(self, node: cst.Node) -> cst.Node | None:
+        """The one past statement with `node`'s header (`if args.evaluate:`), when the
+        matcher left `node` unmatched because everything inside it changed."""
+        if not node.is_stmt or node.type not in _COMPOUND:
+            return None
+        key = matcher_key(node, self.m.headers)
+        found = [n for n in self.ptree_c.nodes if n.type == node.type and n.is_stmt
+                 and matcher_key(n, self.m.headers) == key]
+        return found[0] if len(found) == 1 else None
 
     def _touches_past(self, owner: cst.Node) -> bool:
         """Does any statement inside `owner` (or `owner` itself) have a past image?"""
@@ -357,6 +371,8 @@ class _Run:
         if owner is None:
             return None
         oimg = self.m.image(owner)
+        if oimg is None:
+            oimg = self._same_key_in_past(owner)
         if oimg is None:
             return None
         same = [c for c in owner.children if c.type == block.type]

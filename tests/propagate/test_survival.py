@@ -419,3 +419,28 @@ def test_body_block_follows_its_owner_not_the_code_that_moved_out() -> None:
     res = prop(today, past)
     assert res.source == "import git_flor as flor\n" + dedent(past).replace(
         "end):\n", "end):\n        flor.log(\"epoch\", epoch)\n")
+
+
+def test_block_whose_whole_body_changed_is_found_by_its_header() -> None:
+    today = """\
+        import git_flor as flor
+        def main(args):
+            model = build(args)
+            if args.evaluate:
+                flor.log("evaluate", args.evaluate)
+                validate(val_loader, model, criterion, args)
+                return
+            train(model)
+        """
+    past = """\
+        def main(args):
+            model = build(args)
+            if args.evaluate:
+                validate(val_loader, model, criterion)
+            else:
+                train(model)
+        """
+    res = prop(today, past)
+    assert res.ok, res.failures
+    assert res.source == "import git_flor as flor\n" + dedent(past).replace(
+        "    if args.evaluate:\n", "    if args.evaluate:\n        flor.log(\"evaluate\", args.evaluate)\n")
