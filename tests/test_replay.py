@@ -410,3 +410,55 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     rows = json.loads(flor(repo, "log", "h", "--format", "json").stdout)
     assert {r["run"] for r in rows if r["h"] is not None}  # the fast run's values were kept
     assert subprocess.run(["pgrep", "-f", "slow.py"], capture_output=True).returncode != 0
+
+
+def test_a_statement_added_in_an_imported_module_is_replayed(tmp_path: Path) -> None:
+    repo = tmp_path / "multi"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "model.py").write_text(textwrap.dedent(
+        """\
+        import numpy as np
+        import git_flor as flor
+
+
+        def update(w, x, y, lr):
+            g = x.T @ (x @ w - y) / len(x)
+            w -= lr * g
+            return w
+        """
+    ))
+    (repo / "train.py").write_text(textwrap.dedent(
+        """\
+        import numpy as np
+        import git_flor as flor
+        import model
+
+        rng = np.random.default_rng(0)
+        X = rng.normal(size=(40, 3))
+        y = X @ np.array([1.0, -1.0, 2.0])
+        w = np.zeros(3)
+        with flor.checkpointing(w=w):
+            for epoch in flor.loop("epoch", range(3)):
+                for step in flor.loop("step", range(2)):
+                    model.update(w, X[step * 20:(step + 1) * 20], y[step * 20:(step + 1) * 20], 0.1)
+                flor.log("w0", float(w[0]))
+        """
+    ))
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "two files")
+    run_script(repo)
+    today = (repo / "model.py").read_text().replace(
+        "    w -= lr * g\n", "    w -= lr * g\n    flor.log(\"g_norm\", float(np.linalg.norm(g)))\n")
+    (repo / "model.py").write_text(today)
+    out = flor(repo, "replay", "--apply", "g_norm", "--yes")
+    assert out.returncode == 0, out.stderr
+    hand = tmp_path / "hand"
+    shutil.copytree(repo, hand, ignore=shutil.ignore_patterns(".git"))
+    git(hand, "init", "-q")
+    run_script(hand)
+    want = git_flor.dataframe("g_norm", repo=pygit2.Repository(str(hand)))
+    got = git_flor.dataframe("g_norm", repo=pygit2.Repository(str(repo)))
+    assert got[["epoch", "step", "g_norm"]].astype(object).values.tolist() == \
+        want[["epoch", "step", "g_norm"]].astype(object).values.tolist()
+    assert len(got) == 6

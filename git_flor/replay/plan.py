@@ -18,6 +18,7 @@ from typing import Any
 import pygit2
 
 from ..propagate import PropagationError, flor_statement_names, propagate_source
+from ..storage import files
 from ..storage.checkpoints import read_manifest
 from ..storage.index import HINDSIGHT, RECORDED, chunks
 from ..storage.records import LOOPS_FILE, SRC_DIR
@@ -56,6 +57,8 @@ class Target:
     source: str  # the propagated script
     names: list[str]
     loop: str | None
+    #: every file the statements were carried into (the script, modules it imports), by path
+    sources: dict[str, str] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # name → why it is not skipped
 
@@ -98,53 +101,84 @@ def plan(
     failed: list[tuple[str, str]] = []
     root = workdir(repo)
     store = store_url(repo)
-    today_cache: dict[str, str | None] = {}
+    today_cache: dict[str, str | None] = {}  # path → today's text
     for run_id in runs:
         row = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run_id,)).fetchone()
         shadow, meta = row[0], json.loads(row[1])
         script = meta.get("script") or ""
-        if script not in today_cache:
-            path = root / script
-            today_cache[script] = path.read_text() if script and path.is_file() else None
-        today = today_cache[script]
-        if today is None:
+        if not (root / script).is_file():
             skipped.append((run_id, f"its script {script!r} is not in today's working tree"))
             continue
-        wanted = [n for n in names if n in set(flor_statement_names(today))]
-        if not wanted:
-            skipped.append((run_id, f"today's {script} has no flor.log of {', '.join(names)}"))
-            continue
         commit = repo[shadow].peel(pygit2.Commit)
-        try:
-            past = repo[commit.tree[f"{SRC_DIR}/{script}"].id].data.decode()
-        except KeyError:
+        sources, wanted, problems = _carry(repo, commit, script, names, lambda p: _today(root, p, today_cache))
+        if problems:
+            failed.append((run_id, "; ".join(problems)))
+            continue
+        if not wanted:
+            skipped.append((run_id, f"today's code of {script} has no flor.log of {', '.join(names)}"))
+            continue
+        past_script = files.read(repo, repo[commit.tree[SRC_DIR].id], script)
+        if past_script is None:
             failed.append((run_id, f"{script} is not in the run's snapshot"))
             continue
-        try:
-            result = propagate_source(today, past, wanted)
-        except PropagationError as exc:
-            failed.append((run_id, f"today's {script} cannot be read: {exc}"))
-            continue
-        if not result.ok:
-            failed.append((run_id, "; ".join(f.reason for f in result.failures)))
-            continue
+        script_source = sources.get(script, past_script)
         manifest = _available(repo, read_manifest(repo, run_id), store)
         saved_vars = frozenset(
             k[len("var:"):] for e in manifest.values() for k, p in e["objects"].items() if p.kind == "var"
         )
         try:
-            shape = analyse(result.source, wanted, saved_vars, meta.get("checkpointing") or {})
+            shape = analyse(script_source, wanted, saved_vars, meta.get("checkpointing") or {})
         except SyntaxError as exc:
             failed.append((run_id, f"the propagated {script} does not parse: {exc}"))
             continue
         loops = json.loads(repo[commit.tree[LOOPS_FILE].id].data) if LOOPS_FILE in commit.tree else []
-        target = Target(run_id, meta, shadow, result.source, wanted, shape.outer_loop)
+        target = Target(run_id, meta, shadow, script_source, wanted, shape.outer_loop, sources)
         _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, workers)
         if target.jobs:
             targets.append(target)
         else:
             skipped.append((run_id, "already computed (use --force to recompute)"))
     return Plan(targets, skipped, failed)
+
+
+def _today(root: Path, path: str, cache: dict[str, str | None]) -> str | None:
+    if path not in cache:
+        full = root / path
+        cache[path] = full.read_text(errors="replace") if full.is_file() else None
+    return cache[path]
+
+
+def _carry(
+    repo: pygit2.Repository, commit: pygit2.Commit, script: str, names: list[str], today_of: Any
+) -> tuple[dict[str, str], list[str], list[str]]:
+    """Propagate today's statements into every file of the run's snapshot that has them today.
+
+    A statement added in a module the script imports (``model.py``) is carried there too.
+    Returns (propagated sources by path, the names found, problems).
+    """
+    src = repo[commit.tree[SRC_DIR].id]
+    sources: dict[str, str] = {}
+    wanted: list[str] = []
+    problems: list[str] = []
+    for path in [script] + [p for p in files.python_paths(repo, src) if p != script]:
+        today = today_of(path)
+        if today is None or not any(n in today for n in names):  # cheap before parsing
+            continue
+        here = [n for n in names if n in set(flor_statement_names(today))]
+        past = files.read(repo, src, path)
+        if not here or past is None:
+            continue
+        try:
+            result = propagate_source(today, past, here)
+        except PropagationError as exc:
+            problems.append(f"today's {path} cannot be read: {exc}")
+            continue
+        if not result.ok:
+            problems.extend(f"{path}: {f}" for f in result.failures)
+            continue
+        sources[path] = result.source
+        wanted.extend(n for n in here if n not in wanted)
+    return sources, wanted, problems
 
 
 def _available(

@@ -148,10 +148,11 @@ def _read(path: Path) -> list[Record]:
 
 
 def _propagated_tree(repo: pygit2.Repository, target: Target) -> pygit2.Oid:
-    """The run's ``src/`` tree with the propagated script in place of the old one."""
-    src = repo[target.shadow].peel(pygit2.Commit).tree[SRC_DIR].id
-    blob = repo.create_blob(target.source.encode())
-    return _replace(repo, repo[src], target.meta["script"].split("/"), blob)
+    """The run's ``src/`` tree with the propagated files in place of the old ones."""
+    tree = repo[target.shadow].peel(pygit2.Commit).tree[SRC_DIR].id
+    for path, text in (target.sources or {target.meta["script"]: target.source}).items():
+        tree = _replace(repo, repo[tree], path.split("/"), repo.create_blob(text.encode()))
+    return tree
 
 
 def _replace(repo: pygit2.Repository, tree: pygit2.Tree, path: list[str], blob: pygit2.Oid) -> pygit2.Oid:
