@@ -20,10 +20,10 @@ import sys
 from typing import Any
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
-from ..storage import index, links
+from ..query.runs import run_ids
+from ..storage import index
 from ..storage.records import SRC_DIR
 from ..storage.repo import workdir
-from ..storage.revs import commits_in
 from .common import open_session
 
 
@@ -36,11 +36,9 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
     repo = open_session()
     conn = index.connect(repo)
     try:
-        rows = conn.execute("SELECT run, commit_, shadow, script FROM runs ORDER BY tstamp, run").fetchall()
-        if rev is not None:
-            commits = commits_in(repo, rev)
-            linked = links.runs_at(conn, commits)
-            rows = [r for r in rows if r[1] in commits or r[0] in linked]
+        chosen = set(run_ids(repo, conn, rev=rev))
+        rows = [r for r in conn.execute("SELECT run, commit_, shadow, script FROM runs ORDER BY tstamp, run")
+                if r[0] in chosen]
     finally:
         conn.close()
     # One check per distinct (script, source blob): many runs share a version.
@@ -107,11 +105,9 @@ def check_metric(
     repo = open_session()
     conn = index.connect(repo)
     try:
-        rows = conn.execute("SELECT run, commit_ FROM runs ORDER BY tstamp DESC, run DESC").fetchall()
-        if rev is not None:
-            commits = commits_in(repo, rev)
-            linked = links.runs_at(conn, commits)
-            rows = [(r, c) for r, c in rows if c in commits or r in linked]
+        chosen = set(run_ids(repo, conn, rev=rev))
+        rows = [(r, c) for r, c in conn.execute("SELECT run, commit_ FROM runs ORDER BY tstamp DESC, run DESC")
+                if r in chosen]
         found = None
         for run, commit in rows:
             value = _last_value(conn, name, run)
