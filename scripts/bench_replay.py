@@ -731,11 +731,17 @@ def main() -> int:
         help="a python with flordb==4.0.1 installed (default: this one)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--n-train",
+        type=int,
+        help="training-set size in parts 1 and 2 (default 40,960): a longer original run, same shape",
+    )
     args = parser.parse_args()
     reps = args.reps or (1 if args.quick else 3)
     if reps < 1:
         parser.error("--reps must be at least 1")
     n1, h1 = (12_800, 256) if args.quick else (40_960, 512)
+    n1 = args.n_train or n1
     versions, runs_per = (3, 2) if args.quick else (10, 3)
     n3, h3 = 6_400, 128
 
