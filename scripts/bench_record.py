@@ -62,7 +62,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-from bench_workload import LOOP, MODEL  # the shared training workload (scripts/)
+from bench_workload import (  # the shared training workload (scripts/)
+    LOOP,
+    MODEL,
+    flordb_version,
+    snapshot_gitflor,
+)
 
 #: Per-call budget of ``flor.log`` (DESIGN/README promise: recording is free next to a step).
 LOG_TARGET_NS = 2000.0
@@ -320,42 +325,9 @@ def interleaved(
         print(f"  {label} done", file=sys.stderr, flush=True)
 
 
-def snapshot_gitflor(python: str, dest: Path) -> str:
-    """Copy the git_flor package ``python`` would import into ``dest``; say what it was.
-
-    Every child imports this copy (PYTHONPATH wins over an editable install's
-    finder), so edits made to the checkout while the benchmark runs cannot mix
-    two versions in one table.
-    """
-    code = "import importlib.util as u, os; print(os.path.dirname(u.find_spec('git_flor').origin))"
-    found = subprocess.run([python, "-c", code], capture_output=True, text=True)
-    if found.returncode != 0:
-        raise SystemExit(f"bench_record: git_flor is not importable by {python}")
-    pkg = Path(found.stdout.strip())
-    shutil.copytree(pkg, dest / "git_flor", ignore=shutil.ignore_patterns("__pycache__"))
-
-    def git(*cmd: str) -> str:
-        proc = subprocess.run(["git", "-C", str(pkg), *cmd], capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    head = git("rev-parse", "--short", "HEAD")
-    if not head:
-        return f"{pkg} (copied at start)"
-    edits = len(git("status", "--porcelain", "--", ".").splitlines())
-    dirty = f" + {edits} locally modified files" if edits else ""
-    return f"{pkg} at {head}{dirty} (copied at start)"
-
-
 def note(text: str) -> None:
     """Print a legend paragraph wrapped to the tables' width."""
     print(textwrap.fill(text, width=100))
-
-
-def flordb_version(python: str, cwd: Path) -> str | None:
-    """FlorDB's version in ``python``, found without importing it (its import writes .flor/)."""
-    code = "import importlib.metadata as m; print(m.version('flordb'))"
-    proc = subprocess.run([python, "-c", code], cwd=cwd, capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
 
 
 # -- part 1: flor.log per call -------------------------------------------------------------

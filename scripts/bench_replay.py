@@ -71,7 +71,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench_workload import LOOP, MODEL  # the shared training workload (scripts/)
+from bench_workload import (  # the shared training workload (scripts/)
+    LOOP,
+    MODEL,
+    flordb_version,
+    snapshot_gitflor,
+)
 
 #: Issue 9's targets.
 SPEED_TARGET = 15.0
@@ -689,33 +694,6 @@ def report3(r: dict, reps: int, versions: int, runs_per: int) -> None:
 
 
 # -- main ----------------------------------------------------------------------------------
-
-
-def flordb_version(python: str, cwd: Path) -> str | None:
-    """FlorDB's version in ``python``, found without importing it (its import writes .flor/)."""
-    code = "import importlib.metadata as m; print(m.version('flordb'))"
-    proc = subprocess.run([python, "-c", code], cwd=cwd, capture_output=True, text=True)
-    return proc.stdout.strip() if proc.returncode == 0 else None
-
-
-def snapshot_gitflor(python: str, dest: Path) -> str:
-    """Copy the git_flor package ``python`` would import into ``dest``; say what it was.
-
-    Every process of the benchmark (recorded runs, ``git flor``, replay jobs, which inherit
-    the environment) imports this copy through PYTHONPATH, so edits made to the checkout
-    while the benchmark runs cannot mix two versions in one table.
-    """
-    code = "import importlib.util as u, os; print(os.path.dirname(u.find_spec('git_flor').origin))"
-    pkg = Path(subprocess.run([python, "-c", code], capture_output=True, text=True).stdout.strip())
-    shutil.copytree(pkg, dest / "git_flor", ignore=shutil.ignore_patterns("__pycache__"))
-
-    def git(*cmd: str) -> str:
-        proc = subprocess.run(["git", "-C", str(pkg), *cmd], capture_output=True, text=True)
-        return proc.stdout.strip() if proc.returncode == 0 else ""
-
-    n = len(git("status", "--porcelain", "--", ".").splitlines())
-    dirty = f" + {n} locally modified files" if n else ""
-    return f"{pkg} at {git('rev-parse', '--short', 'HEAD') or '?'}{dirty} (copied at start)"
 
 
 def main() -> int:

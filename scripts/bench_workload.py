@@ -1,10 +1,17 @@
-"""The benchmarks' training workload: a small numpy MLP trained with minibatch SGD.
+"""What the benchmarks share: the training workload (a small numpy MLP trained with
+minibatch SGD) and the helpers that pin the measured git-flor and find FlorDB.
 
 Shared by scripts/bench_record.py and scripts/bench_replay.py so that both measure
 the same script. ``MODEL`` expects ``np``, ``flor`` and the args ``hidden``,
 ``n_train``, ``seed``; ``LOOP`` is the training loop (``{decay}``: the factor ``lr``
 is divided by when validation stalls, a plain loop-carried variable).
 """
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
 
 MODEL = '''\
 rng = np.random.default_rng(seed)
@@ -56,3 +63,36 @@ with flor.checkpointing(W1=W1, b1=b1, W2=W2, b2=b2):
         best_val = min(best_val, val_loss)
         flor.log("lr", lr)
 '''
+
+
+def flordb_version(python: str, cwd: Path) -> str | None:
+    """FlorDB's version in ``python``, found without importing it (its import writes .flor/)."""
+    code = "import importlib.metadata as m; print(m.version('flordb'))"
+    proc = subprocess.run([python, "-c", code], cwd=cwd, capture_output=True, text=True)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def snapshot_gitflor(python: str, dest: Path) -> str:
+    """Copy the git_flor package ``python`` would import into ``dest``; say what it was.
+
+    Every child imports this copy (PYTHONPATH wins over an editable install's
+    finder), so edits made to the checkout while the benchmark runs cannot mix
+    two versions in one table.
+    """
+    code = "import importlib.util as u, os; print(os.path.dirname(u.find_spec('git_flor').origin))"
+    found = subprocess.run([python, "-c", code], capture_output=True, text=True)
+    if found.returncode != 0:
+        raise SystemExit(f"benchmark: git_flor is not importable by {python}")
+    pkg = Path(found.stdout.strip())
+    shutil.copytree(pkg, dest / "git_flor", ignore=shutil.ignore_patterns("__pycache__"))
+
+    def git(*cmd: str) -> str:
+        proc = subprocess.run(["git", "-C", str(pkg), *cmd], capture_output=True, text=True)
+        return proc.stdout.strip() if proc.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD")
+    if not head:
+        return f"{pkg} (copied at start)"
+    edits = len(git("status", "--porcelain", "--", ".").splitlines())
+    dirty = f" + {edits} locally modified files" if edits else ""
+    return f"{pkg} at {head}{dirty} (copied at start)"
