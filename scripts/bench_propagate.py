@@ -192,15 +192,25 @@ def _candidates(src: str, tree: ast.AST, kind: str):  # type: ignore[no-untyped-
 
 def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Probe]:
     """Up to `k` anchors spread over the file, unique today, preferring those that occur
-    exactly once in most past versions (so most versions can be scored)."""
+    exactly once in most past versions (so most versions can be scored); with kind "fuzzy",
+    those that were *edited* in most past versions (see `fuzzy_case`)."""
     tree = ast.parse(src)
     counts = statement_counts(tree)
     past_counts = [statement_counts(t) for t in pasts]
     cands = []
-    for line, key, value, at, indent in _candidates(src, tree, kind):
+    if kind == "fuzzy":
+        today = Assigns(tree)
+        olds = [Assigns(t) for t in pasts]
+    for line, key, value, at, indent in _candidates(src, tree, "first" if kind == "first" else "after"):
         if counts.get(key) != 1:
             continue
-        cover = sum(1 for c in past_counts if c.get(key) == 1)
+        if kind == "fuzzy":
+            probe = Probe("probe", "after", key, at, indent, value)
+            cover = sum(1 for a in olds if fuzzy_case(today, a, probe) is not None)
+            if not cover:
+                continue
+        else:
+            cover = sum(1 for c in past_counts if c.get(key) == 1)
         cands.append((line, cover, key, value, at, indent))
     n_lines = src.count("\n") + 1
     chosen = []
@@ -213,7 +223,7 @@ def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Pro
             used.add(best[4])
             chosen.append(best)
     chosen.sort(key=lambda c: c[4])
-    return [Probe(f"probe_{i}", kind, key, at, indent, value)
+    return [Probe(f"probe_{i}", "first" if kind == "first" else "after", key, at, indent, value)
             for i, (_, _, key, value, at, indent) in enumerate(chosen)]
 
 
@@ -239,6 +249,111 @@ def add_probes(src: str, probes: list[Probe]) -> tuple[str, dict[str, int]]:
             if s.startswith(f'flor.log("{p.name}",'):
                 where[p.name] = i + 1
     return text, where
+
+
+def _binds(st: ast.stmt) -> str | None:
+    """The one plain name a simple assignment binds (`x = ...`, `x += ...`, `x: T = ...`)."""
+    if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+        return st.targets[0].id
+    if isinstance(st, (ast.AugAssign, ast.AnnAssign)) and isinstance(st.target, ast.Name):
+        return st.target.id
+    return None
+
+
+class Assigns:
+    """Per tree: statement counts and, per name, the assignments binding it with the header
+    of the body that holds each (for `fuzzy_case`, computed once per version)."""
+
+    def __init__(self, tree: ast.AST) -> None:
+        self.counts = statement_counts(tree)
+        self.by_name: dict[str, list[tuple[ast.stmt, str]]] = {}
+        for owner, _, body in owned_bodies(tree):
+            if isinstance(owner, ast.Module):
+                where = "module"
+            elif isinstance(owner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                where = type(owner).__name__ + owner.name
+            else:
+                where = header(owner) if isinstance(owner, _COMPOUND) else type(owner).__name__
+            for st in body:
+                if not isinstance(st, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                    continue
+                for tgt in (st.targets if isinstance(st, ast.Assign) else [st.target]):
+                    for t in ast.walk(tgt):
+                        if isinstance(t, ast.Name):
+                            self.by_name.setdefault(t.id, []).append((st, where))
+
+
+def fuzzy_case(today: Assigns, past: Assigns, p: Probe) -> Probe | None:
+    """The probe as a case whose anchor was *edited* in `past`, or None. The ground truth
+    does not depend on any propagation tool: the anchor is an assignment, the only one today
+    that binds its name `v` (which the probe logs); `past` has no copy of it but exactly one
+    assignment binding `v`, of the same kind, in a body with the same owner (same `def`, same
+    loop header) as today's. The probe belongs right after that edited assignment."""
+    if p.kind != "after" or past.counts.get(p.anchor, 0) != 0:
+        return None
+    now = today.by_name.get(p.value, [])
+    if len(now) != 1 or dump(now[0][0]) != p.anchor or _binds(now[0][0]) != p.value:
+        return None
+    olds = past.by_name.get(p.value, [])
+    if len(olds) != 1 or type(olds[0][0]) is not type(now[0][0]) \
+            or _binds(olds[0][0]) != p.value or olds[0][1] != now[0][1]:
+        return None
+    if past.counts.get(dump(olds[0][0])) != 1:
+        return None
+    return Probe(p.name, "after", dump(olds[0][0]), p.line, p.indent, p.value)
+
+
+def reads_before_definition(out: str | None, probes: list[Probe]) -> int:
+    """Probes in `out` that read their name where nothing earlier in the same function (or
+    module) binds it: the statement would raise NameError (or read a stale value) there.
+    Judged by text order with `ast`, independently of git-flor's own analysis."""
+    if out is None:
+        return 0
+    try:
+        tree = ast.parse(out)
+    except SyntaxError:
+        return 0
+    names = {p.name: p.value for p in probes}
+    bad = 0
+    scopes: list[ast.AST] = [tree] + [n for n in ast.walk(tree)
+                                      if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for sc in scopes:
+        own: list[ast.AST] = []
+        stack = list(ast.iter_child_nodes(sc))
+        while stack:  # nodes of this scope, not of scopes nested in it
+            n = stack.pop()
+            own.append(n)
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                stack.extend(ast.iter_child_nodes(n))
+        bound: dict[str, list[int]] = {}
+        params = set()
+        if not isinstance(sc, ast.Module):
+            a = sc.args  # type: ignore[attr-defined]
+            params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+            params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+        declared = set()
+        for n in own:
+            if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+                bound.setdefault(n.id, []).append(n.lineno)
+            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.setdefault(n.name, []).append(n.lineno)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                for al in n.names:
+                    bound.setdefault((al.asname or al.name).split(".")[0], []).append(n.lineno)
+            elif isinstance(n, (ast.Global, ast.Nonlocal)):
+                declared.update(n.names)
+            elif isinstance(n, ast.ExceptHandler) and n.name:
+                bound.setdefault(n.name, []).append(n.lineno)
+        for n in own:
+            if isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant) \
+                    and n.args[0].value in names and isinstance(n.func, ast.Attribute) \
+                    and n.func.attr == "log":
+                v = names[n.args[0].value]
+                if v in params or v in declared or v not in bound:
+                    continue  # a parameter, or not a name of this scope
+                if min(bound[v]) > n.lineno:
+                    bad += 1
+    return bad
 
 
 def score(out: str | None, probes: list[Probe], cases: list[Probe]) -> tuple[int, bool]:
@@ -373,9 +488,11 @@ def main() -> int:
     ap.add_argument("--mirror-root", default="/work/.mirror")
     ap.add_argument("--case", action="append", help="OWNER/NAME:PATH (repeatable; default: built-in list)")
     ap.add_argument("--probes", type=int, default=4)
-    ap.add_argument("--kind", choices=("after", "first"), default="after",
+    ap.add_argument("--kind", choices=("after", "first", "fuzzy"), default="after",
                     help="after: probe right after a simple statement (the headline number); "
-                         "first: probe as the first statement of a loop/if/with/def body")
+                         "first: probe as the first statement of a loop/if/with/def body; "
+                         "fuzzy: probe after assignments that were edited in most past "
+                         "versions (the edited-anchor score)")
     ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
     ap.add_argument("--flordb-sample", type=int, default=12,
                     help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
@@ -386,7 +503,9 @@ def main() -> int:
     args = ap.parse_args()
     cases = [tuple(c.split(":", 1)) for c in args.case] if args.case else CASES
 
-    totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge")}
+    totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge", "fuzzy",
+                                   "fuzzy-merge")}
+    read_before_def = 0
     rows = []
     flordb_jobs = []
     flordb_jobs_src: dict[str, str] = {}
@@ -413,19 +532,36 @@ def main() -> int:
         prop = Propagator(today)
         tallies = per_project.setdefault(repo, {k: Tally() for k in totals})
         fl_versions = {c for c, _, _ in sample(parsed, args.flordb_sample)}
+        today_assigns = Assigns(ast.parse(newest))
         for commit, src, tree in parsed:
             counts = statement_counts(tree)
             live = [p for p in probes if counts.get(p.anchor) == 1]
-            if not live:
+            past_assigns = Assigns(tree)
+            fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
+            if not live and not fuzzy:
                 continue
             out, dt = run_gitflor(prop, src)
+            read_before_def += reads_before_definition(out, probes)
             right, ok = score(out, probes, live)
-            _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
+            if live:
+                _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
+            if fuzzy:
+                right_f, ok_f = score(out, probes, fuzzy)
+                _tally(tallies["fuzzy"], len(fuzzy), right_f, ok_f, dt, layout_kept(out, src))
+                if args.show_misses and right_f < len(fuzzy):
+                    print(f"fuzzy miss {repo}:{path}@{commit[:10]} {right_f}/{len(fuzzy)}",
+                          file=sys.stderr)
             if args.show_misses and right < len(live):
                 print(f"miss {repo}:{path}@{commit[:10]} {right}/{len(live)}", file=sys.stderr)
-            out, dt = run_merge(newest, today, src)
-            right_m, ok = score(out, probes, live)
-            _tally(tallies["merge"], len(live), right_m, ok, dt, layout_kept(out, src))
+            out_m, dt = run_merge(newest, today, src)
+            if fuzzy:
+                right_fm, ok_fm = score(out_m, probes, fuzzy)
+                _tally(tallies["fuzzy-merge"], len(fuzzy), right_fm, ok_fm, dt,
+                       layout_kept(out_m, src))
+            if not live:
+                continue
+            right_m, ok = score(out_m, probes, live)
+            _tally(tallies["merge"], len(live), right_m, ok, dt, layout_kept(out_m, src))
             if not args.no_flordb and commit in fl_versions:
                 _tally(tallies["gitflor@flordb"], len(live), right, True, 0.0, True)
                 for p in live:
@@ -473,6 +609,10 @@ def main() -> int:
         print(_row(repo, tallies))
     print("-" * len(head))
     print(_row("TOTAL", totals))
+    fz, fm = totals["fuzzy"], totals["fuzzy-merge"]
+    print(f"\nedited anchors (fuzzy): git-flor {fz.acc()} of {fz.cases} cases in {fz.versions} "
+          f"versions ({fz.unparsable} unparsable, kept {fz.kept_frac()}); merge-file {fm.acc()}")
+    print(f"git-flor outputs reading a probed name before any definition of it: {read_before_def}")
     files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)
     print(f"\nfiles: {files}\noriginal versions that do not parse as Python 3 (skipped): {skipped}")
     print("cases = (version, probe) pairs whose anchor occurs exactly once in that version; "

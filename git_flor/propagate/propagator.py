@@ -8,9 +8,14 @@ The pipeline for one past version:
   4. place each statement after the image of its nearest matched preceding sibling, else
      before the nearest matched following one, else at the start of the image of its block;
      a wrapped call becomes a wrap of the image of its expression;
-  5. check every name it reads is bound at that spot (renaming through the mapping when the
-     past spelled the variable differently), add the git_flor import if missing;
-  6. insert bytes and re-parse: the output must parse, or the statement is reported instead.
+  5. follow the data: every name it reads must be bound on every path to that spot
+     (reaching definitions, `flow`; renaming through the mapping when the past spelled the
+     variable differently). If not, the nearest position in the same block where they are
+     is taken, then in the enclosing block -- never across a loop or a `def`, so the
+     statement keeps its loop depth; if there is none, it is reported with the reason;
+  6. warn when a name it reads is computed by a different expression there than today
+     (`drift`); add the git_flor import if missing;
+  7. insert bytes and re-parse: the output must parse, or the statement is reported instead.
 """
 
 from __future__ import annotations
@@ -20,10 +25,10 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import cst, edits, scope
+from . import cst, drift, edits, flow, scope
 from .matcher import Mapping, match
 from .matcher import statement_key as matcher_key
-from .result import Failure, Placement, PropagationError, PropagationResult
+from .result import Drift, Failure, Placement, PropagationError, PropagationResult
 from .statements import Alias, FlorStatement, find_alias, flor_calls, flor_statements
 
 _UNWRAP = frozenset({"loop", "arg"})
@@ -52,6 +57,7 @@ class _Placed:
     anchor: str
     confidence: float
     bindings: set[str]
+    warnings: list[Drift] | None = None
 
 
 class Propagator:
@@ -72,6 +78,7 @@ class Propagator:
         self.missing = [n for n in (self.names or []) if n not in known]
         self._cache: dict[tuple[int, ...], tuple[cst.Tree, dict[int, cst.Node],
                                                  dict[int, tuple[cst.Node, int]]]] = {}
+        self._flows: dict[tuple[int, str], flow.Flow] = {}
 
     # ------------------------------------------------------------ public
 
@@ -109,6 +116,15 @@ class Propagator:
         if not todo:
             return PropagationResult(past_src, [], failures)
         return _Run(self, todo, past, ptree, palias, both, force, failures).run()
+
+    def today_flow(self, scope_node: cst.TsNode, name: str) -> flow.Flow:
+        """Reaching definitions of `name` in one scope of today's file (cached: many past
+        versions ask the same)."""
+        k = (scope_node.id, name)
+        f = self._flows.get(k)
+        if f is None:
+            f = self._flows[k] = flow.Flow(scope_node, [name])
+        return f
 
     def _wanted_names(self, s: FlorStatement) -> list[str]:
         return [n for n in s.names if self.names is None or n in self.names]
@@ -186,6 +202,8 @@ class _Run:
         self.force = force
         self.failures = failures
         self.scopes = scope.ScopeIndex()
+        self.flows: dict[tuple[int, frozenset[str]], flow.Flow] = {}
+        self.locals: dict[int, tuple[set[str], set[str], bool]] = {}
         self.edits: list[edits.Edit] = []
         self.placed: list[_Placed] = []
         self.seq = 0
@@ -334,7 +352,9 @@ class _Run:
         if target is None:
             raise _Skip("none of the code around it exists in the past version")
         kind, anchor, confidence = target
-        renames = self._check_names(unit, anchor)
+        kind, anchor, renames, note = self._fit(unit, kind, anchor)
+        if note:
+            confidence *= 0.8
         lines, old_indent, keep = self._text(unit.node, renames)
         seq = self._next()
         try:
@@ -348,10 +368,164 @@ class _Run:
         line = anchor.start_point[0] + 1
         first_line = self.past[anchor.start_byte : anchor.end_byte].split(b"\n", 1)[0].decode(
             "utf-8", "replace").strip()
-        note = "".join(f" (renamed `{a}` to `{b}`)" for a, b in renames.items())
+        note += "".join(f" (renamed `{a}` to `{b}`)" for a, b in renames.items())
         self.placed.append(_Placed([seq], unit.names, unit.node.start_point[0] + 1,
                                    f"{kind} line {line}: {first_line}{note}",
-                                   round(min(confidence, 1.0), 3), unit.bindings))
+                                   round(min(confidence, 1.0), 3), unit.bindings,
+                                   self._drift(unit, kind, anchor, renames)))
+
+    # ------------------------------------------------------------ following the data
+
+    def _reads(self, unit: _Unit) -> list[str]:
+        spellings = self.p.alias.modules | self.p.alias.functions
+        return list(dict.fromkeys(n for n, _ in scope.reads(unit.node) if n not in spellings))
+
+    def _flow(self, scope_node: cst.TsNode, names: set[str]) -> flow.Flow:
+        k = (scope_node.id, frozenset(names))
+        f = self.flows.get(k)
+        if f is None:
+            f = self.flows[k] = flow.Flow(scope_node, names)
+        return f
+
+    def _locals(self, scope_node: cst.TsNode) -> tuple[set[str], set[str], bool]:
+        got = self.locals.get(scope_node.id)
+        if got is None:
+            got = self.locals[scope_node.id] = flow.local_names(scope_node)
+        return got
+
+    def _bound(self, name: str, block: cst.TsNode, slot: int, names: set[str]) -> bool:
+        """Is `name` bound on every path to slot `slot` of `block` in the past version?
+        Names of the block's own scope are judged in order (reaching definitions); others
+        (module globals read in a function, builtins) wherever the enclosing scopes bind them."""
+        sc = flow.scope_of(block) if block.type != "module" else block
+        mine, _, star = self._locals(sc)
+        if name in mine:
+            return self._flow(sc, names & mine | {name}).bound(name, block, slot)
+        if star or name in scope.BUILTINS:
+            return True
+        return self.scopes.bound(name, block)
+
+    def _names_at(self, unit: _Unit, reads: list[str], block: cst.TsNode,
+                  slot: int) -> tuple[dict[str, str] | None, str]:
+        """Renames that make every read bound at the slot, or None and the first name that
+        is not."""
+        renames: dict[str, str] = {}
+        wanted = set(reads) | {c for n in reads if (c := self.votes.get(n)) is not None}
+        for name in reads:
+            if self._bound(name, block, slot, wanted):
+                continue
+            choice = self.votes.get(name)
+            if choice is not None and choice != name and self._bound(choice, block, slot, wanted):
+                renames[name] = choice
+                continue
+            return None, name
+        return renames, ""
+
+    def _fit(self, unit: _Unit, kind: str, anchor: cst.TsNode) -> tuple[
+            str, cst.TsNode, dict[str, str], str]:
+        """Where the unit goes: the matched spot when what it reads is bound there, else the
+        nearest slot that has it bound in the same block, then in enclosing blocks up to the
+        first loop or definition (the statement keeps its loop depth). Returns (kind,
+        anchor, renames, a note for the placement when it was moved)."""
+        block = anchor.parent
+        assert block is not None
+        kids = flow.statements(block)
+        k = next(i for i, c in enumerate(kids) if c.id == anchor.id)
+        primary = k + 1 if kind == "after" else k
+        reads = self._reads(unit)
+        renames, missing = self._names_at(unit, reads, block, primary)
+        if renames is not None:
+            return kind, anchor, renames, ""
+        if self.force:
+            return kind, anchor, {}, ""
+        centre = float(primary)
+        crossed = ""
+        while True:
+            lo = _lowest_slot(block, kids)
+            for i in sorted(range(lo, len(kids) + 1), key=lambda i: (abs(i - centre), -i)):
+                if block.id == anchor.parent.id and i == primary:  # type: ignore[union-attr]
+                    continue
+                got, _ = self._names_at(unit, reads, block, i)
+                if got is None:
+                    continue
+                new_kind, new_anchor = ("after", kids[i - 1]) if i > 0 else ("before", kids[0])
+                return new_kind, new_anchor, got, (
+                    f" (moved from line {anchor.start_point[0] + 1}, where `{missing}` is not "
+                    "yet bound)")
+            owner = _enclosing_statement(block)
+            if owner is None:
+                break
+            if owner.type in ("for_statement", "while_statement"):
+                crossed = f" without moving it out of the loop at line {owner.start_point[0] + 1}"
+                break
+            if owner.type in _DEFS or owner.parent is None:
+                break
+            block = owner.parent
+            kids = flow.statements(block)
+            centre = next(i for i, c in enumerate(kids) if c.id == owner.id) + 0.5
+        raise _Skip(self._unbound_reason(missing, anchor, block, crossed))
+
+    def _unbound_reason(self, name: str, anchor: cst.TsNode, block: cst.TsNode,
+                        crossed: str) -> str:
+        line = anchor.start_point[0] + 1
+        sc = flow.scope_of(anchor)
+        mine, _, _ = self._locals(sc)
+        if name in mine:
+            f = self._flow(sc, {name})
+            where = sorted({f.definitions[d].start_point[0] + 1 for d in f.defs_of.get(name, ())})
+            at = (f" (assigned at line{'s' if len(where) > 1 else ''} "
+                  f"{', '.join(map(str, where[:4]))})") if where else ""
+            return (f"reads `{name}`, which is not bound on every path to line {line} of the "
+                    f"past version{at}, nor anywhere else in its block at the same loop "
+                    f"depth{crossed}")
+        if self.scopes.bound_anywhere(name, self.ptree.root_node):
+            return f"reads `{name}`, which is not defined in scope at line {line} of the past version"
+        return f"reads `{name}`, which the past version never defines"
+
+    def _drift(self, unit: _Unit, kind: str, anchor: cst.TsNode,
+               renames: dict[str, str]) -> list[Drift]:
+        """Names the unit reads that are computed by other expressions in the past version
+        at its new spot than today at its own."""
+        block = anchor.parent
+        if block is None or unit.node.parent is None:
+            return []
+        kids = flow.statements(block)
+        k = next(i for i, c in enumerate(kids) if c.id == anchor.id)
+        slot = k + 1 if kind == "after" else k
+        tblock = unit.node.parent
+        tslot = next((i for i, c in enumerate(flow.statements(tblock)) if c.id == unit.node.id),
+                     None)
+        if tslot is None:
+            return []
+        reads = self._reads(unit)
+        psc = flow.scope_of(block) if block.type != "module" else block
+        tsc = flow.scope_of(tblock) if tblock.type != "module" else tblock
+        pmine, tmine = self._locals(psc)[0], flow.local_names(tsc)[0]
+        votes = self.votes
+        modules = self.p.alias.modules | self.palias.modules
+        out = []
+        for name in reads:
+            past_name = renames.get(name, name)
+            if past_name not in pmine or name not in tmine:
+                continue
+            pf = self._flow(psc, {past_name})
+            tf = self.p.today_flow(tsc, name)
+            pstate, tstate = pf.at(block, slot), tf.at(tblock, tslot)
+            if pstate is None or tstate is None:
+                continue
+            pdefs, tdefs = drift.reaching(pstate[past_name]), drift.reaching(tstate[name])
+            if not pdefs or not tdefs:
+                continue
+            pkeys = {drift.key(d, pf.definitions.get(d), past_name, lambda x: x, modules)
+                     for d in pdefs}
+            tkeys = {drift.key(d, tf.definitions.get(d), name,
+                               lambda x: votes.get(x, x), modules) for d in tdefs}
+            if pkeys != tkeys:
+                out.append(Drift(
+                    ", ".join(unit.names), past_name,
+                    "; ".join(drift.show(d, pf.definitions.get(d), self.past) for d in pdefs[:3]),
+                    "; ".join(drift.show(d, tf.definitions.get(d), self.p.src) for d in tdefs[:3])))
+        return out
 
     def _stmt_image(self, s: cst.Node) -> cst.Node | None:
         img = self.m.image(s)
@@ -379,27 +553,6 @@ class _Run:
         cand = [c for c in oimg.children if c.type == block.type]
         pos = next(i for i, c in enumerate(same) if c is block)
         return cand[pos] if pos < len(cand) else None
-
-    def _check_names(self, unit: _Unit, anchor: cst.TsNode) -> dict[str, str]:
-        """Names the unit reads must be bound at the anchor; returns renames to apply."""
-        renames: dict[str, str] = {}
-        spellings = self.p.alias.modules | self.p.alias.functions
-        for name, _ in scope.reads(unit.node):
-            if name in spellings or name in renames:
-                continue
-            if self.scopes.bound(name, anchor):
-                continue
-            choice = self.votes.get(name)
-            if choice is not None and choice != name and self.scopes.bound(choice, anchor):
-                renames[name] = choice
-                continue
-            if self.force:
-                continue
-            if self.scopes.bound_anywhere(name, self.ptree.root_node):
-                raise _Skip(f"reads `{name}`, which is not defined in scope at line "
-                            f"{anchor.start_point[0] + 1} of the past version")
-            raise _Skip(f"reads `{name}`, which the past version never defines")
-        return renames
 
     def _text(self, node: cst.TsNode, renames: dict[str, str]) -> tuple[list[bytes], bytes, bool]:
         src = self.p.src
@@ -521,7 +674,8 @@ class _Run:
             for n in p.names:
                 placements.append(Placement(n, p.from_line, line, p.anchor, p.confidence))
         placements.sort(key=lambda pl: pl.from_line)
-        return PropagationResult(out.decode(), placements, self.failures)
+        warnings = [w for p in placed for w in (p.warnings or [])]
+        return PropagationResult(out.decode(), placements, self.failures, warnings)
 
 
 class _Skip(Exception):
@@ -537,6 +691,23 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
         if a.type == "identifier":
             counts[a.label][dst[j].label] += 1
     return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def _lowest_slot(block: cst.TsNode, kids: list[cst.TsNode]) -> int:
+    """The first slot a statement may take in `block`: after a docstring and `from
+    __future__` imports (see `_first_stmt`)."""
+    first = _first_stmt(block)
+    if first is None:
+        return len(kids)
+    return next((i for i, c in enumerate(kids) if c.id == first.id), 0)
+
+
+def _enclosing_statement(block: cst.TsNode) -> cst.TsNode | None:
+    """The statement that owns `block` (through an `else`/`except` clause), None for a module."""
+    n = block.parent
+    while n is not None and (n.parent is None or n.parent.type not in cst.BLOCKS):
+        n = n.parent
+    return n
 
 
 def _first_line(node: cst.TsNode) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 
 import pygit2
 
-from ..propagate import PropagationError, flor_statement_names, propagate_source
+from ..propagate import Carrier
 from ..storage import files
 from ..storage.checkpoints import read_manifest
 from ..storage.index import HINDSIGHT, RECORDED, chunks
@@ -153,32 +153,13 @@ def _carry(
 ) -> tuple[dict[str, str], list[str], list[str]]:
     """Propagate today's statements into every file of the run's snapshot that has them today.
 
-    A statement added in a module the script imports (``model.py``) is carried there too.
-    Returns (propagated sources by path, the names found, problems).
+    Which files, and how, is `propagate.Carrier`'s to decide (`git flor check propagate`
+    asks it the same). Returns (propagated sources by path, the names found, problems).
     """
     src = repo[commit.tree[SRC_DIR].id]
-    sources: dict[str, str] = {}
-    wanted: list[str] = []
-    problems: list[str] = []
-    for path in [script] + [p for p in files.python_paths(repo, src) if p != script]:
-        today = today_of(path)
-        if today is None or not any(n in today for n in names):  # cheap before parsing
-            continue
-        here = [n for n in names if n in set(flor_statement_names(today))]
-        past = files.read(repo, src, path)
-        if not here or past is None:
-            continue
-        try:
-            result = propagate_source(today, past, here)
-        except PropagationError as exc:
-            problems.append(f"today's {path} cannot be read: {exc}")
-            continue
-        if not result.ok:
-            problems.extend(f"{path}: {f}" for f in result.failures)
-            continue
-        sources[path] = result.source
-        wanted.extend(n for n in here if n not in wanted)
-    return sources, wanted, problems
+    carried = Carrier(today_of, names).carry(script, files.python_paths(repo, src),
+                                             lambda p: files.read(repo, src, p))
+    return carried.sources, carried.names, carried.problems
 
 
 def _available(
