@@ -318,11 +318,30 @@ class _Run:
         assert parent is not None
         siblings = parent.children
         exclude = unit.node.id
+        # Loop depth is part of what a statement means (once per step, once per epoch, once
+        # per run): an image in a different loop is no place for it, however well it matches.
+        depth = _loop_depth(unit.node)
+        wrong_depth: list[cst.TsNode] = []
+
+        def image(s: cst.Node) -> cst.Node | None:
+            img = self._stmt_image(s)
+            if img is not None and _loop_depth(img.ts) != depth:
+                wrong_depth.append(img.ts)
+                return None
+            return img
+
+        def opening(block: cst.Node | None) -> cst.TsNode | None:
+            first = _first_stmt(block.ts) if block is not None else None
+            if first is not None and _loop_depth(first) != depth:
+                wrong_depth.append(first)
+                return None
+            return first
+
         target: tuple[str, cst.TsNode, float] | None = None
         for s in reversed(siblings[:idx]):
             if s.ts.id == exclude:
                 continue
-            img = self._stmt_image(s)
+            img = image(s)
             if img is not None:
                 target = ("after", img.ts, self.m.score.get(s.pre, 0.5))
                 break
@@ -330,25 +349,26 @@ class _Run:
             # First in its block today: open the same block in the past. Its old first
             # statement may have been deleted since, and today's next statement may have
             # come from elsewhere, so the following sibling is the weaker clue here.
-            block = self._block_image(parent)
-            if block is not None:
-                first = _first_stmt(block.ts)
-                if first is not None:
-                    target = ("before", first, self.m.score.get(parent.pre, 0.5))
+            first = opening(self._block_image(parent))
+            if first is not None:
+                target = ("before", first, self.m.score.get(parent.pre, 0.5))
         if target is None:
             for s in siblings[idx:]:
                 if s.ts.id == exclude:
                     continue
-                img = self._stmt_image(s)
+                img = image(s)
                 if img is not None:
                     target = ("before", img.ts, 0.9 * self.m.score.get(s.pre, 0.5))
                     break
         if target is None:
-            block = self._block_image(parent)
-            if block is not None:
-                first = _first_stmt(block.ts)
-                if first is not None:
-                    target = ("before", first, 0.6 * self.m.score.get(parent.pre, 0.5))
+            first = opening(self._block_image(parent))
+            if first is not None:
+                target = ("before", first, 0.6 * self.m.score.get(parent.pre, 0.5))
+        if target is None and wrong_depth:
+            raise _Skip(f"the code around it is inside {_depth_words(depth)} today but inside "
+                        f"{_depth_words(_loop_depth(wrong_depth[0]))} in the past version "
+                        f"(line {wrong_depth[0].start_point[0] + 1}); it is not moved into or "
+                        "out of a loop")
         if target is None:
             raise _Skip("none of the code around it exists in the past version")
         kind, anchor, confidence = target
@@ -691,6 +711,21 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
         if a.type == "identifier":
             counts[a.label][dst[j].label] += 1
     return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def _loop_depth(node: cst.TsNode) -> int:
+    """How many `for`/`while` loops enclose `node` within its function (or module)."""
+    depth = 0
+    n = node.parent
+    while n is not None and n.type not in ("function_definition", "class_definition", "lambda"):
+        if n.type in ("for_statement", "while_statement"):
+            depth += 1
+        n = n.parent
+    return depth
+
+
+def _depth_words(depth: int) -> str:
+    return "no loop" if depth == 0 else "one loop" if depth == 1 else f"{depth} nested loops"
 
 
 def _lowest_slot(block: cst.TsNode, kids: list[cst.TsNode]) -> int:
