@@ -74,9 +74,11 @@ class Flow:
     def __init__(self, scope: TsNode, names: Iterable[str]) -> None:
         self.scope = scope
         self.names = sorted(set(names))
+        self._tracked = frozenset(self.names)
         self.slots: dict[int, list[State | None]] = {}
         self.definitions: dict[int, TsNode] = {}
         self.defs_of: dict[str, set[int]] = {}
+        self._binds: dict[tuple[int, bool], list[str]] = {}
         self._record = True
         entry: State = {n: frozenset((UNBOUND,)) for n in self.names}
         body = scope if scope.type == "module" else scope.child_by_field_name("body")
@@ -106,6 +108,16 @@ class Flow:
         return state is not None and UNBOUND not in state.get(name, frozenset((UNBOUND,)))
 
     # ------------------------------------------------------------ statements
+
+    def _own(self, node: TsNode, header: bool) -> list[str]:
+        """Tracked names `node` binds (only its header when `header`): cached, since loop
+        bodies are walked until their state settles."""
+        k = (node.id, header)
+        got = self._binds.get(k)
+        if got is None:
+            found = _header_binds(node) if header else _simple_binds(node)
+            got = self._binds[k] = [n for n in found if n in self._tracked]
+        return got
 
     def _block(self, block: TsNode, state: State | None) -> State | None:
         stmts = statements(block)
@@ -162,7 +174,7 @@ class Flow:
             return None
         if t == "delete_statement":
             out = dict(state)
-            for n in _simple_binds(st):
+            for n in self._own(st, False):
                 if n in out:
                     out[n] = frozenset((UNBOUND,))
             return out
@@ -171,24 +183,24 @@ class Flow:
         if t in _LOOPS:
             return self._loop(st, state)
         if t == "with_statement":
-            state = self._define(state, _header_binds(st), st)
+            state = self._define(state, self._own(st, True), st)
             body = st.child_by_field_name("body")
             return self._block(body, state) if body is not None else state
         if t == "try_statement":
             return self._try(st, state)
         if t == "match_statement":
             return self._match(st, state)
-        return self._define(state, _simple_binds(st), st)
+        return self._define(state, self._own(st, False), st)
 
     def _if(self, st: TsNode, state: State) -> State | None:
-        state = self._define(state, _header_binds(st), st)  # a walrus in the condition
+        state = self._define(state, self._own(st, True), st)  # a walrus in the condition
         out: State | None = None
         body = st.child_by_field_name("consequence")
         out = _join(out, self._block(body, state) if body is not None else state)
         has_else = False
         for clause in st.children_by_field_name("alternative"):
             if clause.type == "elif_clause":
-                state = self._define(state, _header_binds(clause), clause)
+                state = self._define(state, self._own(clause, True), clause)
                 b = clause.child_by_field_name("consequence")
                 out = _join(out, self._block(b, state) if b is not None else state)
             else:
@@ -198,7 +210,7 @@ class Flow:
         return out if has_else else _join(out, state)
 
     def _loop(self, st: TsNode, state: State) -> State | None:
-        header = self._define(state, _header_binds(st), st)
+        header = self._define(state, self._own(st, True), st)
         assert header is not None
         body = st.child_by_field_name("body")
         else_ = next((c for c in st.named_children if c.type == "else_clause"), None)
@@ -216,7 +228,7 @@ class Flow:
             for s in loop.back:
                 back = _join(back, s)
             # Re-entering the header (next iteration) re-binds the loop variable.
-            back = self._define(back, _header_binds(st), st) if back is not None else None
+            back = self._define(back, self._own(st, True), st) if back is not None else None
             new = _join(entry, back)
             assert new is not None
             if new == entry:
@@ -274,7 +286,7 @@ class Flow:
         return after
 
     def _match(self, st: TsNode, state: State) -> State | None:
-        state = self._define(state, _header_binds(st), st)  # type: ignore[assignment]
+        state = self._define(state, self._own(st, True), st)  # type: ignore[assignment]
         out: State | None = state  # no case matched
         body = st.child_by_field_name("body")
         cases = [c for c in (body.named_children if body is not None else [])

@@ -79,6 +79,7 @@ class Propagator:
         self._cache: dict[tuple[int, ...], tuple[cst.Tree, dict[int, cst.Node],
                                                  dict[int, tuple[cst.Node, int]]]] = {}
         self._flows: dict[tuple[int, str], flow.Flow] = {}
+        self._locals: dict[int, set[str]] = {}
 
     # ------------------------------------------------------------ public
 
@@ -125,6 +126,12 @@ class Propagator:
         if f is None:
             f = self._flows[k] = flow.Flow(scope_node, [name])
         return f
+
+    def today_locals(self, scope_node: cst.TsNode) -> set[str]:
+        got = self._locals.get(scope_node.id)
+        if got is None:
+            got = self._locals[scope_node.id] = flow.local_names(scope_node)[0]
+        return got
 
     def _wanted_names(self, s: FlorStatement) -> list[str]:
         return [n for n in s.names if self.names is None or n in self.names]
@@ -203,6 +210,7 @@ class _Run:
         self.failures = failures
         self.scopes = scope.ScopeIndex()
         self.flows: dict[tuple[int, frozenset[str]], flow.Flow] = {}
+        self.flow_names: set[str] | None = None
         self.locals: dict[int, tuple[set[str], set[str], bool]] = {}
         self.edits: list[edits.Edit] = []
         self.placed: list[_Placed] = []
@@ -401,10 +409,16 @@ class _Run:
         return list(dict.fromkeys(n for n, _ in scope.reads(unit.node) if n not in spellings))
 
     def _flow(self, scope_node: cst.TsNode, names: set[str]) -> flow.Flow:
-        k = (scope_node.id, frozenset(names))
+        """Reaching definitions in one past scope. One analysis per scope serves every
+        statement: it tracks every name any of them reads (and the past spellings of those)."""
+        if self.flow_names is None:
+            reads = {n for s in self.todo for n, _ in scope.reads(s.stmt)}
+            self.flow_names = reads | {c for n in reads if (c := self.votes.get(n)) is not None}
+        track = self.flow_names if names <= self.flow_names else self.flow_names | names
+        k = (scope_node.id, frozenset(track))
         f = self.flows.get(k)
         if f is None:
-            f = self.flows[k] = flow.Flow(scope_node, names)
+            f = self.flows[k] = flow.Flow(scope_node, track)
         return f
 
     def _locals(self, scope_node: cst.TsNode) -> tuple[set[str], set[str], bool]:
@@ -520,7 +534,7 @@ class _Run:
         reads = self._reads(unit)
         psc = flow.scope_of(block) if block.type != "module" else block
         tsc = flow.scope_of(tblock) if tblock.type != "module" else tblock
-        pmine, tmine = self._locals(psc)[0], flow.local_names(tsc)[0]
+        pmine, tmine = self._locals(psc)[0], self.p.today_locals(tsc)
         votes = self.votes
         modules = self.p.alias.modules | self.palias.modules
         out = []
