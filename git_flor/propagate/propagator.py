@@ -439,7 +439,7 @@ class _Run:
             return True
         return self.scopes.bound(name, block)
 
-    def _names_at(self, unit: _Unit, reads: list[str], block: cst.TsNode,
+    def _names_at(self, reads: list[str], block: cst.TsNode,
                   slot: int) -> tuple[dict[str, str] | None, str]:
         """Renames that make every read bound at the slot, or None and the first name that
         is not."""
@@ -467,7 +467,7 @@ class _Run:
         k = next(i for i, c in enumerate(kids) if c.id == anchor.id)
         primary = k + 1 if kind == "after" else k
         reads = self._reads(unit)
-        renames, missing = self._names_at(unit, reads, block, primary)
+        renames, missing = self._names_at(reads, block, primary)
         if renames is not None:
             return kind, anchor, renames, ""
         if self.force:
@@ -479,7 +479,7 @@ class _Run:
             for i in sorted(range(lo, len(kids) + 1), key=lambda i: (abs(i - centre), -i)):
                 if block.id == anchor.parent.id and i == primary:  # type: ignore[union-attr]
                     continue
-                got, _ = self._names_at(unit, reads, block, i)
+                got, _ = self._names_at(reads, block, i)
                 if got is None:
                     continue
                 new_kind, new_anchor = ("after", kids[i - 1]) if i > 0 else ("before", kids[0])

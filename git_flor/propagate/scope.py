@@ -1,11 +1,11 @@
-"""Which names a statement reads, and which names are bound where it would be inserted.
+"""Which names a statement reads, and which names the scopes around a position bind.
 
 The check exists so propagation never *injects* a NameError into a past version: if the past
 function never defines `total_norm`, inserting `flor.log("grad_norm", total_norm)` there would
-crash the replay after minutes of work. The analysis is deliberately flow-insensitive (a name
-assigned anywhere in an enclosing scope counts as bound): inside training loops a later
-assignment is usually visible from the previous iteration, and a false alarm costs a user
-more than the rare miss.
+crash the replay after minutes of work. Names of the position's own scope are judged in
+statement order by `flow` (reaching definitions); this module answers for the others -- a
+module global read inside a function is looked up when the function runs, so any binding in
+an enclosing scope counts -- and finds where else a name is bound, for messages.
 """
 
 from __future__ import annotations
