@@ -241,8 +241,10 @@ def check_metric_cmd(name: str, minimum: float | None, maximum: float | None, re
 def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
     """Dry-run propagation of today's flor statements into every recorded version's code.
 
-    Exit 0 when every statement fits every version, 3 (with a report) when one does not
-    or there is no recorded version. Nothing is written.
+    Checks every file replay would carry statements into (the script and the modules of
+    its snapshot that hold them). Exit 0 when every statement fits every version, 3 (with
+    a report) when one does not or there is no recorded version; a name computed
+    differently in a version than today is a warning. Nothing is written.
 
     \b
     Example:
@@ -268,7 +270,9 @@ def propagate_cmd(
     """Carry today's flor statements into PATHS as of REV (a revision or a run id).
 
     Prints the propagated file (one PATH) or a diff; exit 3 when a statement could
-    not be placed (reasons on stderr). PATHS default to every file with new statements.
+    not be placed (reasons on stderr). A statement goes where every name it reads is
+    bound, at its loop depth; drift (a name computed differently there) is a warning
+    on stderr and in --json. PATHS default to every file with new statements.
 
     \b
     Example:
