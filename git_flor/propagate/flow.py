@@ -369,6 +369,11 @@ def _walk_binds(root: TsNode, out: list[str], skip_blocks: bool) -> None:
         stack.extend(n.named_children)
 
 
+def simple_binds(st: TsNode) -> list[str]:
+    """Names a simple statement binds in its scope (`X, y = ...` → X, y)."""
+    return _simple_binds(st)
+
+
 def _simple_binds(st: TsNode) -> list[str]:
     out: list[str] = []
     _walk_binds(st, out, skip_blocks=False)

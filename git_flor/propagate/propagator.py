@@ -211,6 +211,7 @@ class _Run:
         self.scopes = scope.ScopeIndex()
         self.flows: dict[tuple[int, frozenset[str]], flow.Flow] = {}
         self.flow_names: set[str] | None = None
+        self.assigned: dict[tuple[int, str], list[cst.TsNode]] = {}
         self.locals: dict[int, tuple[set[str], set[str], bool]] = {}
         self.edits: list[edits.Edit] = []
         self.placed: list[_Placed] = []
@@ -380,7 +381,12 @@ class _Run:
         if target is None:
             raise _Skip("none of the code around it exists in the past version")
         kind, anchor, confidence = target
-        kind, anchor, renames, note = self._fit(unit, kind, anchor)
+        prev = next((x for x in reversed(siblings[:idx]) if x.ts.id != exclude), None)
+        follow = self._follow_definition(unit, prev, anchor, depth) if prev is not None else None
+        if follow is not None:
+            kind, anchor, note = "after", follow[0], follow[1]
+        kind, anchor, renames, note2 = self._fit(unit, kind, anchor)
+        note = (note if follow is not None else "") + note2
         if note:
             confidence *= 0.8
         lines, old_indent, keep = self._text(unit.node, renames)
@@ -498,6 +504,58 @@ class _Run:
             kids = flow.statements(block)
             centre = next(i for i, c in enumerate(kids) if c.id == owner.id) + 0.5
         raise _Skip(self._unbound_reason(missing, anchor, block, crossed))
+
+    def _follow_definition(self, unit: _Unit, prev: cst.Node, anchor: cst.TsNode,
+                           depth: int) -> tuple[cst.TsNode, str] | None:
+        """Today the statement logs what the statement just before it computes (`loss =
+        ...` then `flor.log("loss", loss)`). When the past image of that statement computes
+        something else -- or there is none, the computation having moved (inline code
+        today in a helper) -- the statement follows the name instead: right after the one
+        statement of the past scope that assigns it, at the same loop depth. None when
+        that does not apply or is ambiguous (the matched spot stands, `_fit` then checks it)."""
+        if prev.ts.type != "expression_statement":
+            return None
+        reads = set(self._reads(unit))
+        made = [n for n in flow.simple_binds(prev.ts) if n in reads]
+        if not made:
+            return None
+        img = self._stmt_image(prev)
+        spelled = {n: self.votes.get(n, n) for n in made}
+        if img is not None and set(spelled.values()) <= set(flow.simple_binds(img.ts)):
+            return None  # the past computes it right there: nothing to follow
+        sc = flow.scope_of(anchor) if anchor.parent is not None else anchor
+        defs: list[cst.TsNode] = []
+        for name in made:
+            found = self._assigned_in(sc, spelled[name]) or self._assigned_in(sc, name)
+            if len(found) != 1 or _loop_depth(found[0]) != depth:
+                return None
+            defs.append(found[0])
+        last = max(defs, key=lambda d: d.start_byte)
+        if last.id == anchor.id:
+            return None
+        names = ", ".join(f"`{spelled[n]}`" for n in made)
+        return last, f" (follows {names}, which the past computes at line {last.start_point[0] + 1})"
+
+    def _assigned_in(self, sc: cst.TsNode, name: str) -> list[cst.TsNode]:
+        """The simple statements of scope `sc` (not of scopes inside it) that bind `name`."""
+        k = (sc.id, name)
+        got = self.assigned.get(k)
+        if got is None:
+            got = []
+            body = sc if sc.type == "module" else sc.child_by_field_name("body")
+            stack = [body] if body is not None else []
+            while stack:
+                n = stack.pop()
+                for c in flow.statements(n) if n.type in cst.BLOCKS else n.named_children:
+                    if c.type in ("function_definition", "class_definition", "decorated_definition"):
+                        continue
+                    if c.type == "expression_statement":
+                        if name in flow.simple_binds(c):
+                            got.append(c)
+                    elif c.type in cst.BLOCKS or c.named_child_count:
+                        stack.append(c)
+            self.assigned[k] = got
+        return got
 
     def _unbound_reason(self, name: str, anchor: cst.TsNode, block: cst.TsNode,
                         crossed: str) -> str:

@@ -60,7 +60,7 @@ def test_inline_data_in_the_past_helper_today_lands_after_y_exists() -> None:
         "+ 0.1 * rng.normal(size=64)\n",
         "+ 0.1 * rng.normal(size=64)\nflor.log(\"data_mean\", float(y.mean()))\n")
     [p] = res.placements
-    assert p.to_line == 9 and "moved from line 5, where `y` is not yet bound" in p.anchor
+    assert p.to_line == 9 and "follows `y`, which the past computes at line 8" in p.anchor
     # `y` comes from the helper today and is computed inline there: said, not refused.
     assert res.warnings == [Drift(
         "data_mean", "y",
@@ -74,8 +74,8 @@ def test_a_name_bound_only_later_in_the_function_moves_the_statement_after_it() 
         import git_flor as flor
 
         def evaluate(model, data):
-            model.eval()
             acc = accuracy(model, data)
+            model.eval()
             flor.log("acc", acc)
             report(acc)
         """
@@ -90,8 +90,35 @@ def test_a_name_bound_only_later_in_the_function_moves_the_statement_after_it() 
     )
     res = propagate_source(today, past)
     assert res.ok, res.failures
+    # The matched spot, after `model.eval()`, is before `acc` exists: the nearest slot
+    # where it is bound is after its assignment.
     assert res.source == "import git_flor as flor\n" + past + '    flor.log("acc", acc)\n'
+    assert "moved from line 2, where `acc` is not yet bound" in res.placements[0].anchor
     assert res.warnings == []  # the same `acc = accuracy(model, data)` in both
+
+
+def test_the_statement_follows_the_name_its_previous_statement_computes() -> None:
+    today = dedent(
+        """\
+        import git_flor as flor
+
+        def main(args):
+            train_loader = loader(train_set, **train_kwargs)
+            flor.log("n_train", len(train_loader))
+            test_loader = loader(test_set, **test_kwargs)
+        """
+    )
+    past = dedent(
+        """\
+        def main(args):
+            train_loader = loader(MNIST("../data", train=True), batch_size=64)
+            test_loader = loader(MNIST("../data", train=False), batch_size=1000)
+        """
+    )
+    res = propagate_source(today, past)
+    assert res.ok, res.failures
+    assert res.source == "import git_flor as flor\n" + past.replace(
+        "batch_size=64)\n", "batch_size=64)\n    flor.log(\"n_train\", len(train_loader))\n")
 
 
 def test_loop_carried_names_count_only_when_bound_before_the_loop() -> None:
@@ -151,8 +178,9 @@ def test_widens_to_the_enclosing_block_at_the_same_loop_depth() -> None:
         """\
         import git_flor as flor
         for epoch in range(3):
+            acc = evaluate(model)
             with no_grad():
-                acc = evaluate(model)
+                out = model(x)
                 flor.log("acc", acc)
         """
     )
@@ -166,6 +194,8 @@ def test_widens_to_the_enclosing_block_at_the_same_loop_depth() -> None:
     )
     res = propagate_source(today, past)
     assert res.ok, res.failures
+    # Nowhere in the `with` block is `acc` bound; in the loop body around it, after its
+    # assignment -- still once per epoch.
     assert res.source == "import git_flor as flor\n" + past + '    flor.log("acc", acc)\n'
 
 
@@ -231,9 +261,10 @@ def test_bound_on_one_branch_only_is_not_bound() -> None:
 
 
 def test_force_keeps_the_matched_spot() -> None:
-    res = propagate_source(HELPER_TODAY, INLINE_PAST, ["data_mean"], force=True)
-    assert res.ok
-    assert 'steps = flor.arg("steps", 5)\nflor.log("data_mean"' in res.source
+    today = 'import git_flor as flor\nnoise = make_noise()\nfit()\nflor.log("noise", noise)\n'
+    past = "if args.noisy:\n    noise = make_noise()\nfit()\n"
+    res = propagate_source(today, past, force=True)
+    assert res.ok and res.source == "import git_flor as flor\n" + past + 'flor.log("noise", noise)\n'
 
 
 def test_drift_warning_when_a_name_is_computed_by_another_expression() -> None:
