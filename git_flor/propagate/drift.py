@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .cst import TsNode
+from .cst import STRING_RE, TsNode
 from .flow import PARAMETER, UNBOUND
 
 _UNWRAP = frozenset({"arg", "loop"})
@@ -97,7 +97,10 @@ def _tokens(node: TsNode, spell: Callable[[str], str], modules: frozenset[str]) 
                 continue
         if n.child_count == 0 or n.type == "string":
             text = n.text.decode("utf-8", "replace")
-            if n.type == "identifier":
+            if n.type == "string":
+                m = STRING_RE.match(text)  # 'a' and "a" are the same value
+                text = m.group(1).lower().replace("u", "") + "|" + m.group(3) if m else text
+            elif n.type == "identifier":
                 parent = n.parent
                 attr = parent is not None and parent.type == "attribute" \
                     and parent.child_by_field_name("attribute") == n

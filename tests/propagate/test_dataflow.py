@@ -304,3 +304,5 @@ def test_drift_warning_when_a_name_is_computed_by_another_expression() -> None:
     assert res.ok and res.warnings == [] and 'flor.log("total", tot)' in res.source
     args_today = 'import git_flor as flor\nlr = flor.arg("lr", 0.1)\nflor.log("lr2", lr * 2)\n'
     assert propagate_source(args_today, "lr = 0.1\n").warnings == []
+    quotes = 'import git_flor as flor\nr = int(getenv("RANK"))\nflor.log("r", r)\n'
+    assert propagate_source(quotes, "r = int(getenv('RANK'))  # comment\n").warnings == []
