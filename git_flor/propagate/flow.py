@@ -244,6 +244,9 @@ class Flow:
         normal = end
         for s in loop.back:
             normal = _join(normal, s)
+        cond = st.child_by_field_name("condition")
+        if st.type == "while_statement" and cond is not None and cond.type == "true":
+            normal = None  # `while True:` is left only through a `break`
         if else_ is not None:
             b = else_.child_by_field_name("body")
             normal = self._block(b, normal) if b is not None else normal
