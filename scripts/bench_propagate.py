@@ -161,6 +161,7 @@ class Probe:
     line: int
     indent: str
     value: str
+    anchor_line: int = 0
 
 
 def _candidates(src: str, tree: ast.AST, kind: str):  # type: ignore[no-untyped-def]
@@ -190,10 +191,12 @@ def _candidates(src: str, tree: ast.AST, kind: str):  # type: ignore[no-untyped-
                 yield st.lineno, header(st), value, first.lineno, lines[first.lineno - 1][: first.col_offset]
 
 
-def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Probe]:
+def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str,
+                  lineages: list[tuple[Lines, dict[int, int]]] | None = None) -> list[Probe]:
     """Up to `k` anchors spread over the file, unique today, preferring those that occur
     exactly once in most past versions (so most versions can be scored); with kind "fuzzy",
-    those that were *edited* in most past versions (see `fuzzy_case`)."""
+    those that were *edited* in most past versions (see `fuzzy_case`); with "lineage",
+    those whose line was edited in most past versions (see `lineage_case`)."""
     tree = ast.parse(src)
     counts = statement_counts(tree)
     past_counts = [statement_counts(t) for t in pasts]
@@ -207,6 +210,11 @@ def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Pro
         if kind == "fuzzy":
             probe = Probe("probe", "after", key, at, indent, value)
             cover = sum(1 for a in olds if fuzzy_case(today, a, probe) is not None)
+            if not cover:
+                continue
+        elif kind == "lineage":
+            probe = Probe("probe", "after", key, at, indent, value, line)
+            cover = sum(1 for lines, m in lineages or [] if lineage_case(lines, m, probe))
             if not cover:
                 continue
         else:
@@ -223,8 +231,8 @@ def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Pro
             used.add(best[4])
             chosen.append(best)
     chosen.sort(key=lambda c: c[4])
-    return [Probe(f"probe_{i}", "first" if kind == "first" else "after", key, at, indent, value)
-            for i, (_, _, key, value, at, indent) in enumerate(chosen)]
+    return [Probe(f"probe_{i}", "first" if kind == "first" else "after", key, at, indent, value,
+                  line) for i, (line, _, key, value, at, indent) in enumerate(chosen)]
 
 
 def add_probes(src: str, probes: list[Probe]) -> tuple[str, dict[str, int]]:
@@ -301,6 +309,55 @@ def fuzzy_case(today: Assigns, past: Assigns, p: Probe) -> Probe | None:
     if past.counts.get(dump(olds[0][0])) != 1:
         return None
     return Probe(p.name, "after", dump(olds[0][0]), p.line, p.indent, p.value)
+
+
+def line_lineage(srcs: list[str]) -> list[dict[int, int]]:
+    """For each version (newest first), where each line of the newest one went: a line
+    follows through `difflib` between neighbouring versions when it is kept or rewritten in
+    place (a changed hunk of as many lines on both sides); it is lost otherwise. This is how
+    a person reading `git log -p` follows an edited line, independent of any AST matcher."""
+    import difflib
+
+    maps = [{i: i for i in range(1, srcs[0].count("\n") + 2)}] if srcs else []
+    for newer, older in zip(srcs, srcs[1:]):
+        a, b = newer.split("\n"), older.split("\n")
+        step: dict[int, int] = {}
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+            if op == "equal" or (op == "replace" and i2 - i1 == j2 - j1):
+                for d in range(i2 - i1):
+                    step[i1 + d + 1] = j1 + d + 1
+        maps.append({t: step[x] for t, x in maps[-1].items() if x in step})
+    return maps
+
+
+class Lines:
+    """Per past version: its simple statements by first line, statement counts, bound names."""
+
+    def __init__(self, tree: ast.AST) -> None:
+        self.counts = statement_counts(tree)
+        self.at: dict[int, ast.stmt] = {}
+        for body in bodies(tree):
+            for st in body:
+                if isinstance(st, _SIMPLE):
+                    self.at.setdefault(st.lineno, st)
+        self.bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                      and isinstance(n.ctx, ast.Store)}
+        self.bound |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+        self.bound |= {(al.asname or al.name).split(".")[0] for n in ast.walk(tree)
+                       if isinstance(n, (ast.Import, ast.ImportFrom)) for al in n.names}
+
+
+def lineage_case(lines: Lines, lineage: dict[int, int], p: Probe) -> Probe | None:
+    """The probe as an edited-anchor case by line lineage, or None: its anchor's line
+    survives (edited) into this version as the first line of a simple statement that differs
+    from today's anchor, occurs once, and the version binds the name the probe logs
+    somewhere (else no tool could place it). The probe belongs right after that statement."""
+    at = lineage.get(p.anchor_line)
+    st = lines.at.get(at) if at is not None else None
+    if st is None or dump(st) == p.anchor or lines.counts.get(dump(st)) != 1 \
+            or p.value not in lines.bound:
+        return None
+    return Probe(p.name, "after", dump(st), p.line, p.indent, p.value, p.anchor_line)
 
 
 def reads_before_definition(out: str | None, probes: list[Probe]) -> int:
@@ -488,11 +545,13 @@ def main() -> int:
     ap.add_argument("--mirror-root", default="/work/.mirror")
     ap.add_argument("--case", action="append", help="OWNER/NAME:PATH (repeatable; default: built-in list)")
     ap.add_argument("--probes", type=int, default=4)
-    ap.add_argument("--kind", choices=("after", "first", "fuzzy"), default="after",
+    ap.add_argument("--kind", choices=("after", "first", "fuzzy", "lineage"), default="after",
                     help="after: probe right after a simple statement (the headline number); "
                          "first: probe as the first statement of a loop/if/with/def body; "
                          "fuzzy: probe after assignments that were edited in most past "
-                         "versions (the edited-anchor score)")
+                         "versions (the edited-anchor score, truth: the one assignment of the "
+                         "logged name); lineage: probe after statements whose line was edited "
+                         "in most past versions (truth: the line followed through diffs)")
     ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
     ap.add_argument("--flordb-sample", type=int, default=12,
                     help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
@@ -524,7 +583,10 @@ def main() -> int:
             except SyntaxError:
                 skipped += 1
         parsed = sample(parsed, args.max_versions)
-        probes = choose_probes(newest, [t for _, _, t in parsed], args.probes, args.kind)
+        lineage = dict(zip((c for c, _, _ in versions), line_lineage([v[2] for v in versions])))
+        lines_of = {c: Lines(t) for c, _, t in parsed} if args.kind == "lineage" else {}
+        probes = choose_probes(newest, [t for _, _, t in parsed], args.probes, args.kind,
+                               [(lines_of[c], lineage[c]) for c, _, _ in parsed] if lines_of else None)
         today, lines = add_probes(newest, probes)
         today_path = os.path.join(work, f"{repo.replace('/', '+')}+{path.replace('/', '+')}")
         with open(today_path, "w") as f:
@@ -537,7 +599,10 @@ def main() -> int:
             counts = statement_counts(tree)
             live = [p for p in probes if counts.get(p.anchor) == 1]
             past_assigns = Assigns(tree)
-            fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
+            if args.kind == "lineage":
+                fuzzy = [f for p in probes if (f := lineage_case(lines_of[commit], lineage[commit], p))]
+            else:
+                fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
             if not live and not fuzzy:
                 continue
             out, dt = run_gitflor(prop, src)
@@ -610,7 +675,7 @@ def main() -> int:
     print("-" * len(head))
     print(_row("TOTAL", totals))
     fz, fm = totals["fuzzy"], totals["fuzzy-merge"]
-    print(f"\nedited anchors (fuzzy): git-flor {fz.acc()} of {fz.cases} cases in {fz.versions} "
+    print(f"\nedited anchors ({args.kind if args.kind in ('fuzzy', 'lineage') else 'fuzzy'}): git-flor {fz.acc()} of {fz.cases} cases in {fz.versions} "
           f"versions ({fz.unparsable} unparsable, kept {fz.kept_frac()}); merge-file {fm.acc()}")
     print(f"git-flor outputs reading a probed name before any definition of it: {read_before_def}")
     files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .cst import STRING_RE, TsNode
-from .flow import PARAMETER, UNBOUND
+from .flow import PARAMETER, READ, UNBOUND
 
 _UNWRAP = frozenset({"arg", "loop"})
 
@@ -43,7 +43,7 @@ def show(defn: int, node: TsNode | None, src: bytes) -> str:
 
 def reaching(defs: frozenset[int]) -> list[int]:
     """The real definitions among reaching ones (not the unbound entry), in a stable order."""
-    return sorted(d for d in defs if d != UNBOUND)
+    return sorted(d for d in defs if d not in (UNBOUND, READ))
 
 
 def _defining_part(node: TsNode, name: str) -> TsNode:

@@ -16,6 +16,11 @@ Conventions, chosen for training scripts:
   first iteration unless the name was bound before the loop.
 - Any statement of a `try` body may raise: a handler starts from what reached any point of
   the body. `with` blocks are assumed not to swallow exceptions.
+- A read is evidence: once a statement has read `wandb` (unconditionally: not in a lambda,
+  the right side of `and`/`or`, a branch of `x if c else y`), any run that got past it had
+  `wandb` bound -- however it was bound (`import wandb` under `if wandb_log:`, whose
+  correlation with a later `if wandb_log: wandb.log(...)` no path analysis sees). A statement
+  placed after such a read cannot raise a NameError the original code did not raise first.
 - Only names local to the scope are tracked; a name the scope never binds (a module global
   read in a function, a builtin) is resolved elsewhere, flow-insensitively (see `scope`).
 """
@@ -29,6 +34,7 @@ from .cst import TsNode
 
 UNBOUND = -1
 PARAMETER = -2
+READ = -3  # bound by something the analysis cannot see, known only because the code read it
 
 _LOOPS = frozenset({"for_statement", "while_statement"})
 _DEFS = frozenset({"function_definition", "class_definition"})
@@ -79,6 +85,7 @@ class Flow:
         self.definitions: dict[int, TsNode] = {}
         self.defs_of: dict[str, set[int]] = {}
         self._binds: dict[tuple[int, bool], list[str]] = {}
+        self._reads: dict[tuple[int, bool], list[str]] = {}
         self._record = True
         entry: State = {n: frozenset((UNBOUND,)) for n in self.names}
         body = scope if scope.type == "module" else scope.child_by_field_name("body")
@@ -183,17 +190,36 @@ class Flow:
         if t in _LOOPS:
             return self._loop(st, state)
         if t == "with_statement":
-            state = self._define(state, self._own(st, True), st)
+            state = self._define(self._evidence(state, st, True), self._own(st, True), st)
             body = st.child_by_field_name("body")
             return self._block(body, state) if body is not None else state
         if t == "try_statement":
             return self._try(st, state)
         if t == "match_statement":
             return self._match(st, state)
-        return self._define(state, self._own(st, False), st)
+        return self._define(self._evidence(state, st, False), self._own(st, False), st)
+
+    def _evidence(self, state: State | None, node: TsNode, header: bool) -> State | None:
+        """`state` after `node` (only its header when `header`) read its sure reads."""
+        if state is None:
+            return None
+        k = (node.id, header)
+        names = self._reads.get(k)
+        if names is None:
+            found: list[str] = []
+            _sure_reads(node, found, header)
+            names = self._reads[k] = [n for n in dict.fromkeys(found) if n in self._tracked]
+        hit = [n for n in names if UNBOUND in state[n]]
+        if not hit:
+            return state
+        out = dict(state)
+        for n in hit:
+            rest = out[n] - {UNBOUND}
+            out[n] = rest or frozenset((READ,))
+        return out
 
     def _if(self, st: TsNode, state: State) -> State | None:
-        state = self._define(state, self._own(st, True), st)  # a walrus in the condition
+        state = self._define(self._evidence(state, st, True), self._own(st, True), st)  # type: ignore[assignment]
         out: State | None = None
         body = st.child_by_field_name("consequence")
         out = _join(out, self._block(body, state) if body is not None else state)
@@ -210,7 +236,7 @@ class Flow:
         return out if has_else else _join(out, state)
 
     def _loop(self, st: TsNode, state: State) -> State | None:
-        header = self._define(state, self._own(st, True), st)
+        header = self._define(self._evidence(state, st, True), self._own(st, True), st)
         assert header is not None
         body = st.child_by_field_name("body")
         else_ = next((c for c in st.named_children if c.type == "else_clause"), None)
@@ -300,6 +326,64 @@ class Flow:
                 (c for c in case.named_children if c.type == "block"), None)
             out = _join(out, self._block(b, cstate) if b is not None else cstate)
         return out
+
+
+def _sure_reads(node: TsNode, out: list[str], header: bool) -> None:
+    """Identifiers `node` certainly reads whenever it completes: not inside nested scopes,
+    the right operand of `and`/`or`, the branches of a conditional expression, nor (with
+    `header`) nested blocks; not assignment targets, attribute names or keyword names."""
+    stack = [node]
+    while stack:
+        n = stack.pop()
+        t = n.type
+        if n is not node and t in _SCOPE_NODES:
+            continue
+        if t in ("block", "else_clause", "elif_clause", "except_clause", "finally_clause",
+                 "case_clause", "except_group_clause") and (header or n is not node):
+            continue
+        if t == "identifier":
+            p = n.parent
+            if p is not None and p.type == "attribute" and p.child_by_field_name("attribute") == n:
+                continue
+            if p is not None and p.type == "keyword_argument" and p.child_by_field_name("name") == n:
+                continue
+            out.append(n.text.decode())
+            continue
+        if t == "boolean_operator":
+            left = n.child_by_field_name("left")
+            if left is not None:
+                stack.append(left)
+            continue
+        if t == "conditional_expression":
+            kids = n.named_children
+            if len(kids) > 1:
+                stack.append(kids[1])
+            continue
+        if t in ("assignment", "augmented_assignment"):
+            right = n.child_by_field_name("right")
+            if right is not None:
+                stack.append(right)
+            left = n.child_by_field_name("left")
+            if t == "augmented_assignment" and left is not None:
+                stack.append(left)
+            elif left is not None and left.type in ("subscript", "attribute"):
+                stack.append(left)  # `a[i] = x` reads `a` and `i`
+            continue
+        if t in ("for_statement", "for_in_clause"):
+            right = n.child_by_field_name("right")
+            if right is not None:
+                stack.append(right)
+            continue
+        if t == "named_expression":
+            value = n.child_by_field_name("value")
+            if value is not None:
+                stack.append(value)
+            continue
+        if t in ("as_pattern_target", "import_statement", "import_from_statement",
+                 "future_import_statement", "global_statement", "nonlocal_statement",
+                 "delete_statement"):
+            continue
+        stack.extend(n.named_children)
 
 
 def _blocks_of(st: TsNode) -> list[TsNode]:

@@ -78,3 +78,22 @@ def test_return_makes_the_rest_unreachable_and_parameters_are_bound() -> None:
     f = Flow(fn, ["a", "b", "c"])
     assert f.bound("a", body, 0) and f.bound("b", body, 0) and not f.bound("c", body, 1)
     assert f.bound("c", body, 2) and f.at(body, 3) is None
+
+
+def test_a_sure_read_is_evidence_that_the_name_is_bound() -> None:
+    # `import wandb` is conditional; the later `if wandb_log:` block reads it: any run that
+    # got past that read had it bound, so a statement after the read is as safe as the read.
+    root = cst.parse(dedent(
+        """\
+        if wandb_log:
+            import wandb
+        if wandb_log:
+            wandb.log(1)
+            done = 1
+        x = maybe and wandb.run
+        """).encode()).root_node
+    f = Flow(root, ["wandb"])
+    second = statements(root)[1].child_by_field_name("consequence")
+    assert not f.bound("wandb", second, 0) and f.bound("wandb", second, 1)
+    assert not f.bound("wandb", root, 2)  # the block may not have run
+    assert not f.bound("wandb", root, 3)  # `and` may not have evaluated its right side
