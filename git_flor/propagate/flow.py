@@ -31,6 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .cst import TsNode
+from .scope import Bindings, param_names
 
 UNBOUND = -1
 PARAMETER = -2
@@ -93,7 +94,7 @@ class Flow:
             params = scope.child_by_field_name("parameters")
             if params is not None:
                 bound: set[str] = set()
-                _param_names(params, bound)
+                param_names(params, bound)
                 for n in bound & set(self.names):
                     entry[n] = frozenset((PARAMETER,))
         self._loops: list[_Loop] = []
@@ -497,12 +498,6 @@ def _case_binds(case: TsNode) -> list[str]:
     return out
 
 
-def _param_names(params: TsNode, out: set[str]) -> None:
-    from .scope import _param_names as names
-
-    names(params, out)
-
-
 def scope_of(node: TsNode) -> TsNode:
     """The innermost function, class body or module holding `node` (a statement)."""
     n = node.parent
@@ -514,8 +509,6 @@ def scope_of(node: TsNode) -> TsNode:
 
 def local_names(scope: TsNode) -> tuple[set[str], set[str], bool]:
     """(names the scope binds, names it declares `global`/`nonlocal`, has `import *`)."""
-    from .scope import Bindings
-
     b = Bindings(scope)
     declared: set[str] = set()
     body = scope if scope.type == "module" else scope.child_by_field_name("body")

@@ -25,7 +25,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import cst, drift, edits, flow, scope
+from . import cst, edits, follow, scope
 from .matcher import Mapping, match
 from .matcher import statement_key as matcher_key
 from .result import Drift, Failure, Placement, PropagationError, PropagationResult
@@ -78,8 +78,7 @@ class Propagator:
         self.missing = [n for n in (self.names or []) if n not in known]
         self._cache: dict[tuple[int, ...], tuple[cst.Tree, dict[int, cst.Node],
                                                  dict[int, tuple[cst.Node, int]]]] = {}
-        self._flows: dict[tuple[int, str], flow.Flow] = {}
-        self._locals: dict[int, set[str]] = {}
+        self.today = follow.Today(self.src)
 
     # ------------------------------------------------------------ public
 
@@ -117,21 +116,6 @@ class Propagator:
         if not todo:
             return PropagationResult(past_src, [], failures)
         return _Run(self, todo, past, ptree, palias, both, force, failures).run()
-
-    def today_flow(self, scope_node: cst.TsNode, name: str) -> flow.Flow:
-        """Reaching definitions of `name` in one scope of today's file (cached: many past
-        versions ask the same)."""
-        k = (scope_node.id, name)
-        f = self._flows.get(k)
-        if f is None:
-            f = self._flows[k] = flow.Flow(scope_node, [name])
-        return f
-
-    def today_locals(self, scope_node: cst.TsNode) -> set[str]:
-        got = self._locals.get(scope_node.id)
-        if got is None:
-            got = self._locals[scope_node.id] = flow.local_names(scope_node)[0]
-        return got
 
     def _wanted_names(self, s: FlorStatement) -> list[str]:
         return [n for n in s.names if self.names is None or n in self.names]
@@ -208,11 +192,6 @@ class _Run:
         self.both = both
         self.force = force
         self.failures = failures
-        self.scopes = scope.ScopeIndex()
-        self.flows: dict[tuple[int, frozenset[str]], flow.Flow] = {}
-        self.flow_names: set[str] | None = None
-        self.assigned: dict[tuple[int, str], list[cst.TsNode]] = {}
-        self.locals: dict[int, tuple[set[str], set[str], bool]] = {}
         self.edits: list[edits.Edit] = []
         self.placed: list[_Placed] = []
         self.seq = 0
@@ -234,6 +213,9 @@ class _Run:
         self.index = index
         self.m = match(tree, self.ptree_c)
         self.votes = _rename_votes(self.m)
+        self.follower = follow.Follower(
+            self.past, self.ptree.root_node, self.votes, self.force, self.p.today,
+            self.p.alias, self.palias, [st.stmt for st in self.todo])
         done: set[int] = set()
         for s in self.todo:
             if s.stmt.id in done:
@@ -329,19 +311,19 @@ class _Run:
         exclude = unit.node.id
         # Loop depth is part of what a statement means (once per step, once per epoch, once
         # per run): an image in a different loop is no place for it, however well it matches.
-        depth = _loop_depth(unit.node)
+        depth = follow.loop_depth(unit.node)
         wrong_depth: list[cst.TsNode] = []
 
         def image(s: cst.Node) -> cst.Node | None:
             img = self._stmt_image(s)
-            if img is not None and _loop_depth(img.ts) != depth:
+            if img is not None and follow.loop_depth(img.ts) != depth:
                 wrong_depth.append(img.ts)
                 return None
             return img
 
         def opening(block: cst.Node | None) -> cst.TsNode | None:
-            first = _first_stmt(block.ts) if block is not None else None
-            if first is not None and _loop_depth(first) != depth:
+            first = edits.first_stmt(block.ts) if block is not None else None
+            if first is not None and follow.loop_depth(first) != depth:
                 wrong_depth.append(first)
                 return None
             return first
@@ -374,19 +356,25 @@ class _Run:
             if first is not None:
                 target = ("before", first, 0.6 * self.m.score.get(parent.pre, 0.5))
         if target is None and wrong_depth:
-            raise _Skip(f"the code around it is inside {_depth_words(depth)} today but inside "
-                        f"{_depth_words(_loop_depth(wrong_depth[0]))} in the past version "
+            raise _Skip(f"the code around it is inside {follow.depth_words(depth)} today but inside "
+                        f"{follow.depth_words(follow.loop_depth(wrong_depth[0]))} in the past version "
                         f"(line {wrong_depth[0].start_point[0] + 1}); it is not moved into or "
                         "out of a loop")
         if target is None:
             raise _Skip("none of the code around it exists in the past version")
         kind, anchor, confidence = target
+        fol = self.follower
         prev = next((x for x in reversed(siblings[:idx]) if x.ts.id != exclude), None)
-        follow = self._follow_definition(unit, prev, anchor, depth) if prev is not None else None
-        if follow is not None:
-            kind, anchor, note = "after", follow[0], follow[1]
-        kind, anchor, renames, note2 = self._fit(unit, kind, anchor)
-        note = (note if follow is not None else "") + note2
+        img = self._stmt_image(prev) if prev is not None else None
+        followed = fol.follow_definition(unit.node, prev.ts, img.ts if img is not None else None,
+                                         anchor, depth) if prev is not None else None
+        if followed is not None:
+            kind, anchor = "after", followed[0]
+        try:
+            kind, anchor, renames, note = fol.fit(unit.node, kind, anchor)
+        except follow.NoPlace as e:
+            raise _Skip(str(e)) from None
+        note = (followed[1] if followed is not None else "") + note
         if note:
             confidence *= 0.8
         lines, old_indent, keep = self._text(unit.node, renames)
@@ -406,218 +394,7 @@ class _Run:
         self.placed.append(_Placed([seq], unit.names, unit.node.start_point[0] + 1,
                                    f"{kind} line {line}: {first_line}{note}",
                                    round(min(confidence, 1.0), 3), unit.bindings,
-                                   self._drift(unit, kind, anchor, renames)))
-
-    # ------------------------------------------------------------ following the data
-
-    def _reads(self, unit: _Unit) -> list[str]:
-        spellings = self.p.alias.modules | self.p.alias.functions
-        return list(dict.fromkeys(n for n, _ in scope.reads(unit.node) if n not in spellings))
-
-    def _flow(self, scope_node: cst.TsNode, names: set[str]) -> flow.Flow:
-        """Reaching definitions in one past scope. One analysis per scope serves every
-        statement: it tracks every name any of them reads (and the past spellings of those)."""
-        if self.flow_names is None:
-            reads = {n for s in self.todo for n, _ in scope.reads(s.stmt)}
-            self.flow_names = reads | {c for n in reads if (c := self.votes.get(n)) is not None}
-        track = self.flow_names if names <= self.flow_names else self.flow_names | names
-        k = (scope_node.id, frozenset(track))
-        f = self.flows.get(k)
-        if f is None:
-            f = self.flows[k] = flow.Flow(scope_node, track)
-        return f
-
-    def _locals(self, scope_node: cst.TsNode) -> tuple[set[str], set[str], bool]:
-        got = self.locals.get(scope_node.id)
-        if got is None:
-            got = self.locals[scope_node.id] = flow.local_names(scope_node)
-        return got
-
-    def _bound(self, name: str, block: cst.TsNode, slot: int, names: set[str]) -> bool:
-        """Is `name` bound on every path to slot `slot` of `block` in the past version?
-        Names of the block's own scope are judged in order (reaching definitions); others
-        (module globals read in a function, builtins) wherever the enclosing scopes bind them."""
-        sc = flow.scope_of(block) if block.type != "module" else block
-        mine, _, star = self._locals(sc)
-        if name in mine:
-            return self._flow(sc, names & mine | {name}).bound(name, block, slot)
-        if star or name in scope.BUILTINS:
-            return True
-        return self.scopes.bound(name, block)
-
-    def _names_at(self, reads: list[str], block: cst.TsNode,
-                  slot: int) -> tuple[dict[str, str] | None, str]:
-        """Renames that make every read bound at the slot, or None and the first name that
-        is not."""
-        renames: dict[str, str] = {}
-        wanted = set(reads) | {c for n in reads if (c := self.votes.get(n)) is not None}
-        for name in reads:
-            if self._bound(name, block, slot, wanted):
-                continue
-            choice = self.votes.get(name)
-            if choice is not None and choice != name and self._bound(choice, block, slot, wanted):
-                renames[name] = choice
-                continue
-            return None, name
-        return renames, ""
-
-    def _fit(self, unit: _Unit, kind: str, anchor: cst.TsNode) -> tuple[
-            str, cst.TsNode, dict[str, str], str]:
-        """Where the unit goes: the matched spot when what it reads is bound there, else the
-        nearest slot that has it bound in the same block, then in enclosing blocks up to the
-        first loop or definition (the statement keeps its loop depth). Returns (kind,
-        anchor, renames, a note for the placement when it was moved)."""
-        block = anchor.parent
-        assert block is not None
-        kids = flow.statements(block)
-        k = next(i for i, c in enumerate(kids) if c.id == anchor.id)
-        primary = k + 1 if kind == "after" else k
-        reads = self._reads(unit)
-        renames, missing = self._names_at(reads, block, primary)
-        if renames is not None:
-            return kind, anchor, renames, ""
-        if self.force:
-            return kind, anchor, {}, ""
-        centre = float(primary)
-        crossed = ""
-        while True:
-            lo = _lowest_slot(block, kids)
-            for i in sorted(range(lo, len(kids) + 1), key=lambda i: (abs(i - centre), -i)):
-                if block.id == anchor.parent.id and i == primary:  # type: ignore[union-attr]
-                    continue
-                got, _ = self._names_at(reads, block, i)
-                if got is None:
-                    continue
-                new_kind, new_anchor = ("after", kids[i - 1]) if i > 0 else ("before", kids[0])
-                return new_kind, new_anchor, got, (
-                    f" (moved from line {anchor.start_point[0] + 1}, where `{missing}` is not "
-                    "yet bound)")
-            owner = _enclosing_statement(block)
-            if owner is None:
-                break
-            if owner.type in ("for_statement", "while_statement"):
-                crossed = f" without moving it out of the loop at line {owner.start_point[0] + 1}"
-                break
-            if owner.type in _DEFS or owner.parent is None:
-                break
-            block = owner.parent
-            kids = flow.statements(block)
-            centre = next(i for i, c in enumerate(kids) if c.id == owner.id) + 0.5
-        raise _Skip(self._unbound_reason(missing, anchor, block, crossed))
-
-    def _follow_definition(self, unit: _Unit, prev: cst.Node, anchor: cst.TsNode,
-                           depth: int) -> tuple[cst.TsNode, str] | None:
-        """Today the statement logs what the statement just before it computes (`loss =
-        ...` then `flor.log("loss", loss)`). When the past image of that statement computes
-        something else -- or there is none, the computation having moved (inline code
-        today in a helper) -- the statement follows the name instead: right after the one
-        statement of the past scope that assigns it, at the same loop depth. None when
-        that does not apply or is ambiguous (the matched spot stands, `_fit` then checks it)."""
-        if prev.ts.type != "expression_statement":
-            return None
-        reads = set(self._reads(unit))
-        made = [n for n in flow.simple_binds(prev.ts) if n in reads]
-        if not made:
-            return None
-        img = self._stmt_image(prev)
-        spelled = {n: self.votes.get(n, n) for n in made}
-        if img is not None and set(spelled.values()) <= set(flow.simple_binds(img.ts)):
-            return None  # the past computes it right there: nothing to follow
-        sc = flow.scope_of(anchor) if anchor.parent is not None else anchor
-        defs: list[cst.TsNode] = []
-        for name in made:
-            found = self._assigned_in(sc, spelled[name]) or self._assigned_in(sc, name)
-            if len(found) != 1 or _loop_depth(found[0]) != depth:
-                return None
-            defs.append(found[0])
-        last = max(defs, key=lambda d: d.start_byte)
-        if last.id == anchor.id:
-            return None
-        names = ", ".join(f"`{spelled[n]}`" for n in made)
-        return last, f" (follows {names}, which the past computes at line {last.start_point[0] + 1})"
-
-    def _assigned_in(self, sc: cst.TsNode, name: str) -> list[cst.TsNode]:
-        """The simple statements of scope `sc` (not of scopes inside it) that bind `name`."""
-        k = (sc.id, name)
-        got = self.assigned.get(k)
-        if got is None:
-            got = []
-            body = sc if sc.type == "module" else sc.child_by_field_name("body")
-            stack = [body] if body is not None else []
-            while stack:
-                n = stack.pop()
-                for c in flow.statements(n) if n.type in cst.BLOCKS else n.named_children:
-                    if c.type in ("function_definition", "class_definition", "decorated_definition"):
-                        continue
-                    if c.type == "expression_statement":
-                        if name in flow.simple_binds(c):
-                            got.append(c)
-                    elif c.type in cst.BLOCKS or c.named_child_count:
-                        stack.append(c)
-            self.assigned[k] = got
-        return got
-
-    def _unbound_reason(self, name: str, anchor: cst.TsNode, block: cst.TsNode,
-                        crossed: str) -> str:
-        line = anchor.start_point[0] + 1
-        sc = flow.scope_of(anchor)
-        mine, _, _ = self._locals(sc)
-        if name in mine:
-            f = self._flow(sc, {name})
-            where = sorted({f.definitions[d].start_point[0] + 1 for d in f.defs_of.get(name, ())})
-            at = (f" (assigned at line{'s' if len(where) > 1 else ''} "
-                  f"{', '.join(map(str, where[:4]))})") if where else ""
-            return (f"reads `{name}`, which is not bound on every path to line {line} of the "
-                    f"past version{at}, nor anywhere else in its block at the same loop "
-                    f"depth{crossed}")
-        if self.scopes.bound_anywhere(name, self.ptree.root_node):
-            return f"reads `{name}`, which is not defined in scope at line {line} of the past version"
-        return f"reads `{name}`, which the past version never defines"
-
-    def _drift(self, unit: _Unit, kind: str, anchor: cst.TsNode,
-               renames: dict[str, str]) -> list[Drift]:
-        """Names the unit reads that are computed by other expressions in the past version
-        at its new spot than today at its own."""
-        block = anchor.parent
-        if block is None or unit.node.parent is None:
-            return []
-        kids = flow.statements(block)
-        k = next(i for i, c in enumerate(kids) if c.id == anchor.id)
-        slot = k + 1 if kind == "after" else k
-        tblock = unit.node.parent
-        tslot = next((i for i, c in enumerate(flow.statements(tblock)) if c.id == unit.node.id),
-                     None)
-        if tslot is None:
-            return []
-        reads = self._reads(unit)
-        psc = flow.scope_of(block) if block.type != "module" else block
-        tsc = flow.scope_of(tblock) if tblock.type != "module" else tblock
-        pmine, tmine = self._locals(psc)[0], self.p.today_locals(tsc)
-        votes = self.votes
-        modules = self.p.alias.modules | self.palias.modules
-        out = []
-        for name in reads:
-            past_name = renames.get(name, name)
-            if past_name not in pmine or name not in tmine:
-                continue
-            pf = self._flow(psc, {past_name})
-            tf = self.p.today_flow(tsc, name)
-            pstate, tstate = pf.at(block, slot), tf.at(tblock, tslot)
-            if pstate is None or tstate is None:
-                continue
-            pdefs, tdefs = drift.reaching(pstate[past_name]), drift.reaching(tstate[name])
-            if not pdefs or not tdefs:
-                continue
-            pkeys = {drift.key(d, pf.definitions.get(d), past_name, lambda x: x, modules)
-                     for d in pdefs}
-            tkeys = {drift.key(d, tf.definitions.get(d), name,
-                               lambda x: votes.get(x, x), modules) for d in tdefs}
-            if pkeys != tkeys:
-                out.append(Drift(
-                    ", ".join(unit.names), past_name,
-                    "; ".join(drift.show(d, pf.definitions.get(d), self.past) for d in pdefs[:3]),
-                    "; ".join(drift.show(d, tf.definitions.get(d), self.p.src) for d in tdefs[:3])))
-        return out
+                                   fol.drift(unit.node, unit.names, kind, anchor, renames)))
 
     def _stmt_image(self, s: cst.Node) -> cst.Node | None:
         img = self.m.image(s)
@@ -712,7 +489,7 @@ class _Run:
         last = None
         for i, st in enumerate(stmts):
             if st.type in ("import_statement", "import_from_statement", "future_import_statement") \
-                    or (i == 0 and _is_docstring(st)):
+                    or (i == 0 and edits.is_docstring(st)):
                 last = st
                 continue
             break
@@ -785,61 +562,8 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
     return {k: c.most_common(1)[0][0] for k, c in counts.items()}
 
 
-def _loop_depth(node: cst.TsNode) -> int:
-    """How many `for`/`while` loops enclose `node` within its function (or module)."""
-    depth = 0
-    n = node.parent
-    while n is not None and n.type not in ("function_definition", "class_definition", "lambda"):
-        if n.type in ("for_statement", "while_statement"):
-            depth += 1
-        n = n.parent
-    return depth
-
-
-def _depth_words(depth: int) -> str:
-    return "no loop" if depth == 0 else "one loop" if depth == 1 else f"{depth} nested loops"
-
-
-def _lowest_slot(block: cst.TsNode, kids: list[cst.TsNode]) -> int:
-    """The first slot a statement may take in `block`: after a docstring and `from
-    __future__` imports (see `_first_stmt`)."""
-    first = _first_stmt(block)
-    if first is None:
-        return len(kids)
-    return next((i for i, c in enumerate(kids) if c.id == first.id), 0)
-
-
-def _enclosing_statement(block: cst.TsNode) -> cst.TsNode | None:
-    """The statement that owns `block` (through an `else`/`except` clause), None for a module."""
-    n = block.parent
-    while n is not None and (n.parent is None or n.parent.type not in cst.BLOCKS):
-        n = n.parent
-    return n
-
-
 def _first_line(node: cst.TsNode) -> str:
     return node.text.decode("utf-8", "replace").split("\n", 1)[0].rstrip(":").strip()
-
-
-def _first_stmt(block: cst.TsNode) -> cst.TsNode | None:
-    """The statement a new first statement goes before: after a docstring (which would
-    stop being one) and, in a module, after `from __future__` imports (which must be first)."""
-    kids = [c for c in block.named_children if c.type != "comment"]
-    owner = block.parent
-    has_doc = block.type == "module" or (owner is not None and owner.type in (
-        "function_definition", "class_definition"))
-    i = 0
-    while i < len(kids) and ((i == 0 and has_doc and _is_docstring(kids[i]))
-                             or kids[i].type == "future_import_statement"):
-        i += 1
-    if i == len(kids) and i > 0:
-        return None
-    return kids[i] if kids else None
-
-
-def _is_docstring(node: cst.TsNode) -> bool:
-    return node.type == "expression_statement" and node.named_child_count == 1 \
-        and node.named_children[0].type in ("string", "concatenated_string")
 
 
 def _has_multiline_string(node: cst.TsNode) -> bool:
