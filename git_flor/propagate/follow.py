@@ -164,12 +164,12 @@ class Follower:
         raise NoPlace(self._unbound_reason(missing, anchor, crossed))
 
     def follow_definition(self, node: TsNode, prev: TsNode, prev_image: TsNode | None,
-                          anchor: TsNode, depth: int) -> tuple[TsNode, str] | None:
+                          anchor: TsNode) -> tuple[TsNode, str] | None:
         """Today the statement logs what the statement just before it computes (`loss =
         ...` then `flor.log("loss", loss)`). When the past image of that statement computes
         something else -- or there is none, the computation having moved (inline code
         today in a helper) -- the statement follows the name instead: right after the one
-        statement of the past scope that assigns it, at the same loop depth. None when
+        statement of the past scope that assigns it (the caller checks its loops). None when
         that does not apply or is ambiguous (the matched spot stands, `fit` then checks it).
         `prev` is today's previous statement, `prev_image` its past image."""
         if prev.type != "expression_statement":
@@ -185,7 +185,7 @@ class Follower:
         defs: list[TsNode] = []
         for name in made:
             found = self._assigned_in(sc, spelled[name]) or self._assigned_in(sc, name)
-            if len(found) != 1 or loop_depth(found[0]) != depth:
+            if len(found) != 1:
                 return None
             defs.append(found[0])
         last = max(defs, key=lambda d: d.start_byte)
@@ -276,19 +276,20 @@ class Follower:
         return out
 
 
-def loop_depth(node: TsNode) -> int:
-    """How many `for`/`while` loops enclose `node` within its function (or module)."""
-    depth = 0
+def loops(node: TsNode) -> list[TsNode]:
+    """The `for`/`while` loops around `node` within its function (or module), innermost first."""
+    out = []
     n = node.parent
     while n is not None and n.type not in ("function_definition", "class_definition", "lambda"):
         if n.type in ("for_statement", "while_statement"):
-            depth += 1
+            out.append(n)
         n = n.parent
-    return depth
+    return out
 
 
-def depth_words(depth: int) -> str:
-    return "no loop" if depth == 0 else "one loop" if depth == 1 else f"{depth} nested loops"
+def scope_of_stmt(node: TsNode) -> TsNode:
+    """The function, class or module `node` belongs to."""
+    return flow.scope_of(node)
 
 
 def lowest_slot(block: TsNode, kids: list[TsNode]) -> int:

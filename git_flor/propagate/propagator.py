@@ -11,8 +11,9 @@ The pipeline for one past version:
   5. follow the data: every name it reads must be bound on every path to that spot
      (reaching definitions, `flow`; renaming through the mapping when the past spelled the
      variable differently). If not, the nearest position in the same block where they are
-     is taken, then in the enclosing block -- never across a loop or a `def`, so the
-     statement keeps its loop depth; if there is none, it is reported with the reason;
+     is taken, then in the enclosing block -- never across a loop or a `def`, and never
+     into or out of a loop the matching relates to today's; if there is none, it is
+     reported with the reason;
   6. warn when a name it reads is computed by a different expression there than today
      (`drift`); add the git_flor import if missing;
   7. insert bytes and re-parse: the output must parse, or the statement is reported instead.
@@ -210,6 +211,7 @@ class _Run:
             return n if changed else None
 
         self.ptree_c = cst.build(self.ptree, self.past, substitute)
+        self.pindex = {n.ts.id: n for n in self.ptree_c.nodes}
         self.index = index
         self.m = match(tree, self.ptree_c)
         self.votes = _rename_votes(self.m)
@@ -309,22 +311,24 @@ class _Run:
         assert parent is not None
         siblings = parent.children
         exclude = unit.node.id
-        # Loop depth is part of what a statement means (once per step, once per epoch, once
-        # per run): an image in a different loop is no place for it, however well it matches.
-        depth = follow.loop_depth(unit.node)
-        wrong_depth: list[cst.TsNode] = []
+        # The loops around it are part of what a statement means (once per step, once per
+        # epoch, once per run): an image in or out of a loop is no place for it, however well
+        # it matches.
+        wrong_loop: list[str] = []
 
         def image(s: cst.Node) -> cst.Node | None:
             img = self._stmt_image(s)
-            if img is not None and follow.loop_depth(img.ts) != depth:
-                wrong_depth.append(img.ts)
+            why = self._loops_differ(unit.node, img.ts) if img is not None else None
+            if why is not None:
+                wrong_loop.append(why)
                 return None
             return img
 
         def opening(block: cst.Node | None) -> cst.TsNode | None:
             first = edits.first_stmt(block.ts) if block is not None else None
-            if first is not None and follow.loop_depth(first) != depth:
-                wrong_depth.append(first)
+            why = self._loops_differ(unit.node, first) if first is not None else None
+            if why is not None:
+                wrong_loop.append(why)
                 return None
             return first
 
@@ -355,11 +359,9 @@ class _Run:
             first = opening(self._block_image(parent))
             if first is not None:
                 target = ("before", first, 0.6 * self.m.score.get(parent.pre, 0.5))
-        if target is None and wrong_depth:
-            raise _Skip(f"the code around it is inside {follow.depth_words(depth)} today but inside "
-                        f"{follow.depth_words(follow.loop_depth(wrong_depth[0]))} in the past version "
-                        f"(line {wrong_depth[0].start_point[0] + 1}); it is not moved into or "
-                        "out of a loop")
+        if target is None and wrong_loop:
+            raise _Skip(f"the code around it in the past version would move it {wrong_loop[0]}; "
+                        "a statement is not moved into or out of a loop")
         if target is None:
             raise _Skip("none of the code around it exists in the past version")
         kind, anchor, confidence = target
@@ -367,14 +369,14 @@ class _Run:
         prev = next((x for x in reversed(siblings[:idx]) if x.ts.id != exclude), None)
         img = self._stmt_image(prev) if prev is not None else None
         followed = fol.follow_definition(unit.node, prev.ts, img.ts if img is not None else None,
-                                         anchor, depth) if prev is not None else None
-        if followed is not None:
+                                         anchor) if prev is not None else None
+        if followed is not None and self._loops_differ(unit.node, followed[0]) is None:
             kind, anchor = "after", followed[0]
         try:
             kind, anchor, renames, note = fol.fit(unit.node, kind, anchor)
         except follow.NoPlace as e:
             raise _Skip(str(e)) from None
-        note = (followed[1] if followed is not None else "") + note
+        note = (followed[1] if followed is not None and anchor.id == followed[0].id else "") + note
         if note:
             confidence *= 0.8
         lines, old_indent, keep = self._text(unit.node, renames)
@@ -395,6 +397,32 @@ class _Run:
                                    f"{kind} line {line}: {first_line}{note}",
                                    round(min(confidence, 1.0), 3), unit.bindings,
                                    fol.drift(unit.node, unit.names, kind, anchor, renames)))
+
+    def _loops_differ(self, stmt: cst.TsNode, at: cst.TsNode) -> str | None:
+        """Would putting today's `stmt` next to the past statement `at` move it out of a loop
+        it is in today, or into one it is not in? Only loops the matching relates count, and
+        on the way in only those of `stmt`'s own function: a loop extracted since into a
+        helper called from a loop (`train()` in `for epoch`) is the same nesting."""
+        mine = follow.loops(stmt)
+        theirs = follow.loops(at)
+        theirs_ids = {n.id for n in theirs}
+        for loop in mine:
+            node = self.index.get(loop.id)
+            img = self.m.image(node) if node is not None else None
+            if img is not None and img.ts.type == loop.type and img.ts.id not in theirs_ids:
+                return f"out of the loop `{_first_line(loop)}`"
+        mine_ids = {n.id for n in mine}
+        home = follow.scope_of_stmt(stmt)
+        for loop in theirs:
+            pnode = self.pindex.get(loop.id)
+            j = self.m.bwd.get(pnode.pre) if pnode is not None else None
+            if j is None:
+                continue
+            twin = self.m.src.nodes[j].ts
+            if twin.type == loop.type and twin.id not in mine_ids \
+                    and follow.scope_of_stmt(twin).id == home.id:
+                return f"into the loop `{_first_line(loop)}` (line {loop.start_point[0] + 1})"
+        return None
 
     def _stmt_image(self, s: cst.Node) -> cst.Node | None:
         img = self.m.image(s)
