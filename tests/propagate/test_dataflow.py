@@ -306,3 +306,56 @@ def test_drift_warning_when_a_name_is_computed_by_another_expression() -> None:
     assert propagate_source(args_today, "lr = 0.1\n").warnings == []
     quotes = 'import git_flor as flor\nr = int(getenv("RANK"))\nflor.log("r", r)\n'
     assert propagate_source(quotes, "r = int(getenv('RANK'))  # comment\n").warnings == []
+
+
+def test_not_moved_into_a_loop_the_matching_relates_to_today() -> None:
+    today = dedent(
+        """\
+        import git_flor as flor
+        for epoch in range(3):
+            loss = step()
+        final = evaluate()
+        flor.log("final", final)
+        """
+    )
+    past = dedent(
+        """\
+        for epoch in range(3):
+            loss = step()
+            final = evaluate()
+        """
+    )
+    res = propagate_source(today, past)
+    assert res.ok, res.failures
+    # `final = evaluate()` is in the loop there: next to it the statement would log every
+    # epoch instead of once. After the loop it is still bound (the loop ran), once per run.
+    assert res.source == "import git_flor as flor\n" + past + 'flor.log("final", final)\n'
+
+
+def test_a_loop_body_extracted_into_a_helper_keeps_its_nesting() -> None:
+    today = dedent(
+        """\
+        import git_flor as flor
+
+        def train_step(batch):
+            loss = model(batch)
+            flor.log("loss", loss)
+            loss.backward()
+
+        for epoch in range(3):
+            for batch in loader:
+                train_step(batch)
+        """
+    )
+    past = dedent(
+        """\
+        for epoch in range(3):
+            for batch in loader:
+                loss = model(batch)
+                loss.backward()
+        """
+    )
+    res = propagate_source(today, past)
+    assert res.ok, res.failures
+    assert res.source == "import git_flor as flor\n" + past.replace(
+        "loss = model(batch)\n", "loss = model(batch)\n        flor.log(\"loss\", loss)\n")
