@@ -110,12 +110,14 @@ def _carry_report(carrier: Any, repo: Any, script: str, src: Any) -> dict[str, A
     if carried.unreadable:
         raise UsageError(f"{carried.unreadable[0]}; fix it, then check again")
     results = carried.results
+    unknown = [{"path": script, "name": n, "reason": "today's code has no flor.log statement with this name"}
+               for n in carrier.names or [] if n not in carried.found]
     return {
-        "ok": carried.ok,
+        "ok": carried.ok and not unknown,
         "files": list(results),
         "placed": [p.name for r in results.values() for p in r.placements],
         "failures": [{"path": path, "name": f.name, "reason": f.reason}
-                     for path, r in results.items() for f in r.failures],
+                     for path, r in results.items() for f in r.failures] + unknown,
         "warnings": [{"path": path, "name": w.name, "variable": w.variable, "past": w.past,
                       "today": w.today, "message": str(w)}
                      for path, r in results.items() for w in r.warnings],

@@ -28,7 +28,8 @@ class Carried:
 
     `results` has every file something was to be carried into (placed or not); `sources`
     only the files where every statement was placed (what replay materialises); `names`
-    the requested names found in those; `problems` one line per statement (or file) that
+    the requested names found in those; `found` the requested names today's files of the
+    snapshot hold at all (a name in neither is a typo or a statement since deleted); `problems` one line per statement (or file) that
     failed, prefixed with its path; `unreadable` the today's files among them that do not
     parse (the user's to fix before anything can be carried).
     """
@@ -36,6 +37,7 @@ class Carried:
     results: dict[str, PropagationResult] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
     names: list[str] = field(default_factory=list)
+    found: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     unreadable: list[str] = field(default_factory=list)
 
@@ -91,6 +93,7 @@ class Carrier:
                 out.problems.append(problem)
                 out.unreadable.append(problem)
                 continue
+            out.found.extend(n for n in here if n not in out.found)
             if prop is None:
                 continue
             past = past_of(path)
