@@ -400,28 +400,33 @@ class _Run:
 
     def _loops_differ(self, stmt: cst.TsNode, at: cst.TsNode) -> str | None:
         """Would putting today's `stmt` next to the past statement `at` move it out of a loop
-        it is in today, or into one it is not in? Only loops the matching relates count, and
-        on the way in only those of `stmt`'s own function: a loop extracted since into a
-        helper called from a loop (`train()` in `for epoch`) is the same nesting."""
+        it is in today, or into one it is not in? That takes two signs at once: a loop the
+        matching relates disagrees (today's loop's image does not hold `at`, or a loop around
+        `at` has a twin today that does not hold `stmt`), and the number of loops around
+        differs the same way. On the way in, only twins in `stmt`'s own function count: a
+        loop body extracted since into a helper (`train_step()` called in `for batch`) is
+        the same nesting, and so is code wrapped in a new outer loop since."""
         mine = follow.loops(stmt)
         theirs = follow.loops(at)
-        theirs_ids = {n.id for n in theirs}
-        for loop in mine:
-            node = self.index.get(loop.id)
-            img = self.m.image(node) if node is not None else None
-            if img is not None and img.ts.type == loop.type and img.ts.id not in theirs_ids:
-                return f"out of the loop `{_first_line(loop)}`"
-        mine_ids = {n.id for n in mine}
-        home = follow.scope_of_stmt(stmt)
-        for loop in theirs:
-            pnode = self.pindex.get(loop.id)
-            j = self.m.bwd.get(pnode.pre) if pnode is not None else None
-            if j is None:
-                continue
-            twin = self.m.src.nodes[j].ts
-            if twin.type == loop.type and twin.id not in mine_ids \
-                    and follow.scope_of_stmt(twin).id == home.id:
-                return f"into the loop `{_first_line(loop)}` (line {loop.start_point[0] + 1})"
+        if len(mine) > len(theirs):
+            theirs_ids = {n.id for n in theirs}
+            for loop in mine:
+                node = self.index.get(loop.id)
+                img = self.m.image(node) if node is not None else None
+                if img is not None and img.ts.type == loop.type and img.ts.id not in theirs_ids:
+                    return f"out of the loop `{_first_line(loop)}`"
+        elif len(mine) < len(theirs):
+            mine_ids = {n.id for n in mine}
+            home = follow.scope_of_stmt(stmt)
+            for loop in theirs:
+                pnode = self.pindex.get(loop.id)
+                j = self.m.bwd.get(pnode.pre) if pnode is not None else None
+                if j is None:
+                    continue
+                twin = self.m.src.nodes[j].ts
+                if twin.type == loop.type and twin.id not in mine_ids \
+                        and follow.scope_of_stmt(twin).id == home.id:
+                    return f"into the loop `{_first_line(loop)}` (line {loop.start_point[0] + 1})"
         return None
 
     def _stmt_image(self, s: cst.Node) -> cst.Node | None:
