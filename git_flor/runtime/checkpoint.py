@@ -26,6 +26,8 @@ from ..storage.checkpoints import PayloadStore, Pointer
 from ..storage.records import warn
 from . import serial
 from .carried import LoopScope
+from .fingerprint import fingerprint
+from .state_scope import StateScope
 
 DEFAULT_BOUND = 0.01
 RNG = "rng"
@@ -47,6 +49,9 @@ class Checkpointer:
         self.bound = default_bound() if bound is None else bound
         self.objects: dict[str, Any] = {}
         self.iterations: dict[int, dict[str, Any]] = {}
+        #: iteration → state fingerprint at its end: the witnesses verified replay checks against
+        self.fingerprints: dict[int, dict[str, str]] = {}
+        self._fp_cost = 0.0
         self._event = journal_event  # callable(kind, **fields): appends to the run's journal
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -87,17 +92,29 @@ class Checkpointer:
         dt: float,
         frame: FrameType | None,
         scope: LoopScope | None,
+        state: StateScope,
         last: bool,
         nested_rng: list[Any] | None = None,
     ) -> None:
-        """Called by the outer ``flor.loop`` between iterations, with the script's frame."""
+        """Called by the outer ``flor.loop`` between iterations, with the script's frame.
+
+        Takes the iteration's fingerprint when the overhead bound allows it (always
+        with a checkpoint, so every restore can be verified, and at the first and
+        last iteration), then maybe a checkpoint.
+        """
         self._compute += dt
-        if not self.iterations and self._writer is None:
-            # The first checkpoint waits (a few iterations at most) for its copy buffers:
-            # copying a large state into fresh memory costs page faults on this thread.
-            due = last or self.bound >= 1 or not self._prefaulting
-        else:
-            due = last or self.bound >= 1 or self._spent + self._last_cost <= self.bound * self._compute
+        due = self._checkpoint_due(last)
+        if i not in self.fingerprints and (
+            due or last or not self.fingerprints or self.bound >= 1
+            or self._spent + self._fp_cost <= self.bound * self._compute
+        ):
+            t0 = time.perf_counter()
+            fp = fingerprint(self.objects, frame, scope, state)
+            self._fp_cost = time.perf_counter() - t0
+            with self._lock:
+                self._spent += self._fp_cost
+                self.fingerprints[i] = fp
+            self._event("fp", i=i, loop=loop, fp=fp)
         if not due:
             return
         if self._writer is not None and self._writer.is_alive():
@@ -105,6 +122,13 @@ class Checkpointer:
                 return  # one pending write at most: skip rather than stall training
             self._writer.join()  # the last one, or a bound of 1 (100 %): every iteration
         self._take(loop, i, frame, scope, nested_rng or [])
+
+    def _checkpoint_due(self, last: bool) -> bool:
+        if not self.iterations and self._writer is None:
+            # The first checkpoint waits (a few iterations at most) for its copy buffers:
+            # copying a large state into fresh memory costs page faults on this thread.
+            return last or self.bound >= 1 or not self._prefaulting
+        return last or self.bound >= 1 or self._spent + self._last_cost <= self.bound * self._compute
 
     def _take(
         self, loop: str, i: int, frame: FrameType | None, scope: LoopScope | None, nested_rng: list[Any]
@@ -178,7 +202,7 @@ class Checkpointer:
         )
 
     def finish(self) -> dict[int, dict[str, Any]]:
-        """Wait for the pending write; the manifest entries, by iteration."""
+        """Wait for the pending write; the manifest entries, by iteration (see also ``fingerprints``)."""
         if self._writer is not None:
             self._writer.join()
         with self._lock:

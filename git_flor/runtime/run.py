@@ -226,8 +226,9 @@ class Run:
             seg["ckpts"] = sorted(i for i, e in checkpoints.items() if e["loop"] == seg["name"])
         with self._flush_lock:
             self._append_pending()
+            fingerprints = self.checkpointer.fingerprints if self.checkpointer is not None else {}
             data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops,
-                           checkpoints=checkpoints,
+                           checkpoints=checkpoints, fingerprints=dict(fingerprints),
                            logs=self._journal.logs() if self._journal_complete else None)
             try:
                 shadow = commit_run(self._repo, data)

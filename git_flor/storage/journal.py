@@ -103,6 +103,8 @@ def parse(path: Path) -> RunData | None:
             loops[obj["seq"]]["end"] = obj["end"]
         elif kind == "meta":
             data.meta.update(obj["fields"])
+        elif kind == "fp":
+            data.fingerprints.setdefault(obj["i"], obj["fp"])
         elif kind == "ckpt":
             data.checkpoints[obj["i"]] = {
                 "loop": obj["loop"],

@@ -17,6 +17,8 @@ from typing import Any
 RUN_FILE = "run.json"
 LOGS_FILE = "logs.jsonl"
 LOOPS_FILE = "loops.json"
+#: State fingerprints at outer-loop iteration ends: the witnesses verified replay checks.
+WITNESS_FILE = "witness.json"
 SRC_DIR = "src"
 
 #: One loop frame of a record's position: (loop name, 0-based index, iterated value or None).
@@ -36,6 +38,8 @@ class RunData:
     loops: list[dict[str, Any]] = field(default_factory=list)
     #: iteration → manifest entry ({"loop", "objects": {name: Pointer}, "unsaved", "seconds"})
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: outer-loop iteration → state fingerprint at its end (component → digest)
+    fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
     #: ``logs.jsonl`` already encoded (the journal's record lines), else encoded from ``records``
     logs: bytes | None = None
 

@@ -24,6 +24,7 @@ from .records import (
     LOOPS_FILE,
     RUN_FILE,
     SRC_DIR,
+    WITNESS_FILE,
     RunData,
     decode_records,
     dumps,
@@ -44,6 +45,9 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
     logs = data.logs if data.logs is not None else encode_records(data.records)
     builder.insert(LOGS_FILE, repo.create_blob(logs), FileMode.BLOB)
     builder.insert(LOOPS_FILE, repo.create_blob(dumps(data.loops).encode()), FileMode.BLOB)
+    if data.fingerprints:
+        witness = {"format": 1, "fingerprints": {str(i): fp for i, fp in sorted(data.fingerprints.items())}}
+        builder.insert(WITNESS_FILE, repo.create_blob(dumps(witness).encode()), FileMode.BLOB)
     tree = builder.write()
     head = pygit2.Oid(hex=meta["commit"]) if meta.get("commit") else None
     message = f"flor run {meta['id']}: {meta.get('script')} ({meta.get('status')})\n"
@@ -98,6 +102,16 @@ def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> byte
     tree = commit.tree
     return repo[tree[name].id].data if name in tree else b""
 
+
+
+def read_witness(repo: pygit2.Repository, commit: pygit2.Commit) -> dict[int, dict[str, str]]:
+    """The run's state fingerprints by outer-loop iteration (empty for runs recorded without them)."""
+    try:
+        raw = json.loads(read_blob(repo, commit, WITNESS_FILE) or b"{}")
+        fps = raw.get("fingerprints", {}) if raw.get("format", 1) == 1 else {}
+        return {int(i): {str(k): str(v) for k, v in fp.items()} for i, fp in fps.items()}
+    except (ValueError, TypeError, AttributeError):
+        return {}  # a damaged witness file only costs verification, never the run
 
 
 def find_run(repo: pygit2.Repository, run_id: str) -> pygit2.Commit | None:
