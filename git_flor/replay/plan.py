@@ -20,10 +20,12 @@ import pygit2
 from ..propagate import PropagationError, flor_statement_names, propagate_source
 from ..storage import files
 from ..storage.checkpoints import read_manifest
-from ..storage.index import HINDSIGHT, RECORDED, chunks
-from ..storage.records import LOOPS_FILE, SRC_DIR
+from ..storage.index import HINDSIGHT, RECORDED, UNVERIFIED, chunks
+from ..storage.records import LOGS_FILE, LOOPS_FILE, SRC_DIR, Record, decode_records
 from ..storage.remote_store import local_payload, store_url
 from ..storage.repo import workdir
+from ..storage.shadow import read_blob, read_witness
+from . import verify
 from .strategy import analyse
 
 #: Seconds to start Python and import a training script's libraries (a rough prior).
@@ -38,6 +40,14 @@ class Job:
     epochs: list[int] = field(default_factory=list)
     start_from: int = -1
     estimate: float = 0.0
+    #: how many of the original run's records and fingerprints the job is checked against
+    witnesses: int = 0
+    #: why earlier plans of this work were abandoned (a witness disagreed), oldest first
+    fallbacks: list[str] = field(default_factory=list)
+
+    @property
+    def strict(self) -> bool:
+        return verify.strict(self.mode, self.start_from)
 
     def describe(self) -> str:
         if self.mode in ("prefix", "suffix", "full"):
@@ -61,6 +71,17 @@ class Target:
     sources: dict[str, str] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # name → why it is not skipped
+    #: the original run's witnesses: its records, its fingerprints, its outer loop and length
+    recorded: list[Record] = field(default_factory=list)
+    fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
+    outer_name: str | None = None
+    iterations: int = 0
+    #: iterations with a checkpoint that is a safe resume point (fallbacks choose among them)
+    safe: list[int] = field(default_factory=list)
+
+    def witnesses(self, job: Job) -> verify.Witnesses:
+        return verify.witnesses(job.mode, job.epochs, job.start_from, self.iterations, self.outer_name,
+                                self.recorded, self.fingerprints)
 
 
 @dataclass
@@ -77,7 +98,8 @@ class Plan:
         return {
             "jobs": [
                 {"run": j.run, "mode": j.mode, "names": j.names, "epochs": j.epochs,
-                 "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe()}
+                 "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe(),
+                 "verified_by": j.witnesses, "strict": j.strict}
                 for j in self.jobs
             ],
             "skipped": [{"run": r, "why": w} for r, w in self.skipped],
@@ -95,6 +117,7 @@ def plan(
     iters: dict[str, set[int]] | None = None,
     force: bool = False,
     workers: int = 1,
+    trust_checkpoints: bool = False,
 ) -> Plan:
     targets: list[Target] = []
     skipped: list[tuple[str, str]] = []
@@ -133,12 +156,34 @@ def plan(
             continue
         loops = json.loads(repo[commit.tree[LOOPS_FILE].id].data) if LOOPS_FILE in commit.tree else []
         target = Target(run_id, meta, shadow, script_source, wanted, shape.outer_loop, sources)
+        target.recorded = decode_records(read_blob(repo, commit, LOGS_FILE), origin=f"run {run_id}")
+        target.fingerprints = read_witness(repo, commit)
+        target.outer_name = loops[0]["name"] if loops else shape.outer_loop
+        target.iterations = len(loops[0].get("iters", [])) if loops else 0
+        target.safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
         _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, workers)
+        _witness(target, trust_checkpoints)
         if target.jobs:
             targets.append(target)
         else:
             skipped.append((run_id, "already computed (use --force to recompute)"))
     return Plan(targets, skipped, failed)
+
+
+def _witness(target: Target, trust_checkpoints: bool) -> None:
+    """Count each job's witnesses; a strict job with none re-executes from the start instead.
+
+    Nothing could tell whether such a job's restored or skipped state is right (a run
+    recorded before fingerprints existed, with no recorded values in those iterations),
+    so unless the user trusts checkpoints explicitly it runs where it needs no trust.
+    """
+    for job in target.jobs:
+        w = target.witnesses(job)
+        if not trust_checkpoints and verify.without_witness(job.mode, job.start_from, w):
+            job.fallbacks.append("no witness: the original run recorded nothing to verify this segment by")
+            job.mode, job.start_from = ("full", -1) if job.mode == "suffix" else ("reexec", -1)
+            w = target.witnesses(job)
+        job.witnesses = w.count
 
 
 def _today(root: Path, path: str, cache: dict[str, str | None]) -> str | None:
@@ -201,7 +246,7 @@ def _existing(conn: Any, run_id: str, names: list[str]) -> dict[str, set[int] | 
     """Per name, the outer-loop iterations that already have a value (None: a value outside loops)."""
     out: dict[str, set[int] | None] = {}
     for ch in chunks(conn, names, [run_id]):
-        if ch.src not in (RECORDED, HINDSIGHT):
+        if ch.src not in (RECORDED, HINDSIGHT, UNVERIFIED):
             continue
         if not ch.dims:
             out[ch.name] = None

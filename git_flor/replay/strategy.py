@@ -101,6 +101,11 @@ def analyse(
     return Shape(positions, outer_name, registered)
 
 
+def flor_aliases(tree: ast.AST) -> tuple[set[str], dict[str, str]]:
+    """(names git_flor is imported as, ``from git_flor import X as Y`` → {Y: X})."""
+    return _aliases(tree)
+
+
 def _aliases(tree: ast.AST) -> tuple[set[str], dict[str, str]]:
     modules: set[str] = set()
     direct: dict[str, str] = {}

@@ -18,11 +18,11 @@ from typing import Any, TypeVar
 from ..errors import BadArgument, UnloggableValue
 from . import serial
 from .carried import LoopScope, analyse
-from .state_scope import EMPTY, StateScope
-from .state_scope import analyse as analyse_state
 from .kwargs import cast, split_argv
 from .run import Run
 from .sandbox import route_torch_save
+from .state_scope import EMPTY, StateScope
+from .state_scope import analyse as analyse_state
 from .values import PLAIN, to_json_value
 
 T = TypeVar("T")
@@ -112,6 +112,8 @@ def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
         return
     clock = time.perf_counter
     ckpt = run.checkpointer
+    if ckpt is not None:
+        ckpt.loop_begin(name, frame, scope, state)
     i = -1
     try:
         for i, item in enumerate(items):
@@ -145,6 +147,7 @@ def _replay_outer(
     assert replayer is not None
     replayer.frame, replayer.scope, replayer.state = frame, scope, state
     replayer.outer_name = name
+    replayer.loop_begin(run.objects)
     if run.sandbox is not None:
         route_torch_save(run.sandbox)  # torch may have been imported after git_flor
     try:

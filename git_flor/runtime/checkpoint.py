@@ -34,6 +34,8 @@ RNG = "rng"
 #: RNG states at the end of each nested loop of the iteration: replay's skip mode
 #: restores them so code after a skipped nested loop draws what it drew originally.
 NESTED_RNG = "rng@nested"
+#: The fingerprint key of the state where the outer loop begins (before iteration 0).
+BEGIN = -1
 
 
 def default_bound() -> float:
@@ -122,6 +124,14 @@ class Checkpointer:
                 return  # one pending write at most: skip rather than stall training
             self._writer.join()  # the last one, or a bound of 1 (100 %): every iteration
         self._take(loop, i, frame, scope, nested_rng or [])
+
+    def loop_begin(self, loop: str, frame: FrameType | None, scope: LoopScope | None, state: StateScope) -> None:
+        """The state where the outer loop begins: a replay from the start compares its own with it."""
+        if BEGIN in self.fingerprints:
+            return  # the outer loop entered again (a second phase): the first beginning counts
+        fp = fingerprint(self.objects, frame, scope, state)
+        self.fingerprints[BEGIN] = fp
+        self._event("fp", i=BEGIN, loop=loop, fp=fp)
 
     def _checkpoint_due(self, last: bool) -> bool:
         if not self.iterations and self._writer is None:

@@ -47,7 +47,7 @@ from ..storage.checkpoints import PayloadStore, Pointer
 from ..storage.records import dumps
 from . import serial
 from .carried import LoopScope, write_vars
-from .checkpoint import NESTED_RNG, RNG, restore
+from .checkpoint import BEGIN, NESTED_RNG, RNG, restore
 from .fingerprint import differences, fingerprint
 from .state_scope import EMPTY, StateScope
 
@@ -78,6 +78,8 @@ class ReplaySpec:
     #: stop at the first mismatch (a job that starts from a checkpoint or skips work)
     strict: bool = True
     status: str = ""  # where the child writes what it verified (JSON)
+    #: every name the original run logged: a statement of another name is hindsight, not a witness
+    recorded_names: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -128,6 +130,10 @@ class Replayer:
         for key in self.expected:
             if key[1]:
                 self.by_iteration.setdefault(key[1][0][1], []).append(key)
+        self.recorded_names = frozenset(spec.recorded_names)
+        #: components that differed already where the loop began in a job from the start: the
+        #: prefix does not reproduce them (an unseeded RNG nothing uses), so they witness nothing
+        self.ignored: frozenset[str] = frozenset()
         self.produced: dict[Key, int] = {}
         self.covered: set[int] = set()  # outer iterations this job has entered
         self.checked_values = 0
@@ -147,7 +153,8 @@ class Replayer:
         """Only requested names, at requested iterations; a recorded one is checked instead."""
         if name in self.names:
             return not ctx or ctx[0][1] in self.epochs or self.spec.mode == "full"
-        self._check_record(name, value, ctx)
+        if name in self.recorded_names:
+            self._check_record(name, value, ctx)
         return False
 
     # -- verification ----------------------------------------------------------------------
@@ -169,11 +176,20 @@ class Replayer:
         else:
             self.checked_values += 1
 
+    def loop_begin(self, objects: dict[str, Any]) -> None:
+        """Where the outer loop begins: note what the prefix did not reproduce (see ``ignored``)."""
+        expected = self.spec.expect_fps.get(BEGIN)
+        if expected is None or self.spec.strict:
+            return
+        begin = fingerprint(objects, self.frame, self.scope, self.state)
+        self.ignored = frozenset(differences(expected, begin))
+
     def _check_state(self, i: int, objects: dict[str, Any], where: str) -> None:
         expected = self.spec.expect_fps.get(i)
         if expected is None:
             return
-        diffs = differences(expected, fingerprint(objects, self.frame, self.scope, self.state))
+        diffs = [d for d in differences(expected, fingerprint(objects, self.frame, self.scope, self.state))
+                 if d not in self.ignored]
         if diffs:
             at = "after restoring the checkpoint of" if where == "restore" else "at the end of"
             self.diverge(where, f"state `{diffs[0]}` differs {at} {self.outer_name or 'iteration'} {i}")

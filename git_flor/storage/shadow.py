@@ -24,6 +24,7 @@ from .records import (
     LOOPS_FILE,
     RUN_FILE,
     SRC_DIR,
+    UNVERIFIED_FILE,
     WITNESS_FILE,
     RunData,
     decode_records,
@@ -45,6 +46,8 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
     logs = data.logs if data.logs is not None else encode_records(data.records)
     builder.insert(LOGS_FILE, repo.create_blob(logs), FileMode.BLOB)
     builder.insert(LOOPS_FILE, repo.create_blob(dumps(data.loops).encode()), FileMode.BLOB)
+    if data.unverified:
+        builder.insert(UNVERIFIED_FILE, repo.create_blob(encode_records(data.unverified)), FileMode.BLOB)
     if data.fingerprints:
         witness = {"format": 1, "fingerprints": {str(i): fp for i, fp in sorted(data.fingerprints.items())}}
         builder.insert(WITNESS_FILE, repo.create_blob(dumps(witness).encode()), FileMode.BLOB)
