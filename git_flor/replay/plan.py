@@ -44,6 +44,8 @@ class Job:
     witnesses: int = 0
     #: why earlier plans of this work were abandoned (a witness disagreed), oldest first
     fallbacks: list[str] = field(default_factory=list)
+    #: skip: variables whose early restore no requested statement can see (see strategy.Position)
+    skip_ignore: list[str] = field(default_factory=list)
 
     @property
     def strict(self) -> bool:
@@ -74,6 +76,7 @@ class Target:
     #: the original run's witnesses: its records, its fingerprints, its outer loop and length
     recorded: list[Record] = field(default_factory=list)
     fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
+    nested_fps: dict[int, list[dict[str, str]]] = field(default_factory=dict)
     outer_name: str | None = None
     iterations: int = 0
     #: iterations with a checkpoint that is a safe resume point (fallbacks choose among them)
@@ -81,7 +84,7 @@ class Target:
 
     def witnesses(self, job: Job) -> verify.Witnesses:
         return verify.witnesses(job.mode, job.epochs, job.start_from, self.iterations, self.outer_name,
-                                self.recorded, self.fingerprints)
+                                self.recorded, self.fingerprints, self.nested_fps)
 
 
 @dataclass
@@ -157,7 +160,7 @@ def plan(
         loops = json.loads(repo[commit.tree[LOOPS_FILE].id].data) if LOOPS_FILE in commit.tree else []
         target = Target(run_id, meta, shadow, script_source, wanted, shape.outer_loop, sources)
         target.recorded = decode_records(read_blob(repo, commit, LOGS_FILE), origin=f"run {run_id}")
-        target.fingerprints = read_witness(repo, commit)
+        target.fingerprints, target.nested_fps = read_witness(repo, commit)
         target.outer_name = loops[0]["name"] if loops else shape.outer_loop
         target.iterations = len(loops[0].get("iters", [])) if loops else 0
         target.safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
@@ -327,8 +330,10 @@ def _jobs(
         ] if skip_ok else []
         rest = [i for i in epochs if i not in set(skip_epochs)]
         names = loop_names + prefix_names
+        ignore = frozenset.intersection(*[p.ignore for k in loop_names for p in shape.positions.get(k) or []])
         for chunk in _split(skip_epochs, workers):
-            target.jobs.append(Job(target.run, "skip", names, chunk, -1, est("skip", chunk)))
+            target.jobs.append(Job(target.run, "skip", names, chunk, -1, est("skip", chunk),
+                                   skip_ignore=sorted(ignore)))
         for start, seg in _segments(rest, safe, times, restore_cost, workers):
             target.jobs.append(Job(target.run, "reexec", names, seg, start, est("reexec", seg, start)))
     elif prefix_names:

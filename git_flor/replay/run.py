@@ -151,6 +151,7 @@ def _prepare(
             scratch_root=str(scratch), checkpoints=needed, progress=str(scratch / PROGRESS),
             expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
             status=str(scratch / STATUS), recorded_names=sorted({r[0] for r in target.recorded}),
+            expect_nested=w.nested, skip_ignore=job.skip_ignore,
         )
         spec_path = scratch / SPEC
         spec_path.write_text(spec.to_json())

@@ -33,6 +33,9 @@ class Position:
     skip_safe: bool = False
     reason: str = ""
     line: int = 0
+    #: names the code after a skipped loop changes and the statement never reads: a skip
+    #: restores their end-of-iteration state early, which is harmless (verification ignores them)
+    ignore: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -178,7 +181,7 @@ def _position(
     stale = sorted(changed & reads)
     if stale:
         return Position(name, "epoch", reason=f"reads `{stale[0]}`, which code after the skipped loop changes", line=line)
-    return Position(name, "epoch", skip_safe=True, line=line)
+    return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads))
 
 
 class _Links:

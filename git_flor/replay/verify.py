@@ -26,10 +26,12 @@ class Witnesses:
 
     records: list[list[Any]] = field(default_factory=list)  # [name, [[loop, index], ...], JSON value]
     fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: skip jobs: per iteration, the state where each nested loop ended (what a skip restores)
+    nested: dict[int, list[dict[str, str]]] = field(default_factory=dict)
 
     @property
     def count(self) -> int:
-        return len(self.records) + len(self.fingerprints)
+        return len(self.records) + len(self.fingerprints) + sum(len(v) for v in self.nested.values())
 
 
 def strict(mode: str, start_from: int) -> bool:
@@ -56,6 +58,7 @@ def witnesses(
     outer: str | None,
     records: list[Record],
     fingerprints: dict[int, dict[str, str]],
+    nested: dict[int, list[dict[str, str]]] | None = None,
 ) -> Witnesses:
     """What a job is verified by: the records it passes and the fingerprints it reaches.
 
@@ -77,6 +80,8 @@ def witnesses(
     elif mode == "suffix" and n:
         reach.add(n - 1)
     out.fingerprints = {i: fingerprints[i] for i in sorted(reach) if i in fingerprints}
+    if mode == "skip" and nested:
+        out.nested = {i: nested[i] for i in epochs if i in nested}
     return out
 
 

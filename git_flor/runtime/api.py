@@ -96,6 +96,7 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
             run.ctx = parent
             if top and run.checkpointer is not None:
                 run.nested_rng.append(serial.capture_rng())
+                run.checkpointer.nested_end(parent[0][1], len(run.nested_rng) - 1)
         return
     yield from _outer(run, name, iterable)
 

@@ -53,7 +53,11 @@ class Checkpointer:
         self.iterations: dict[int, dict[str, Any]] = {}
         #: iteration → state fingerprint at its end: the witnesses verified replay checks against
         self.fingerprints: dict[int, dict[str, str]] = {}
+        #: iteration → fingerprints where each nested loop of its body ended: a replay that
+        #: skips that loop checks the state it restores there against them
+        self.nested: dict[int, list[dict[str, str]]] = {}
         self._fp_cost = 0.0
+        self._where: tuple[FrameType | None, LoopScope | None, StateScope] | None = None
         self._event = journal_event  # callable(kind, **fields): appends to the run's journal
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -129,9 +133,24 @@ class Checkpointer:
         """The state where the outer loop begins: a replay from the start compares its own with it."""
         if BEGIN in self.fingerprints:
             return  # the outer loop entered again (a second phase): the first beginning counts
+        self._where = (frame, scope, state)
         fp = fingerprint(self.objects, frame, scope, state)
         self.fingerprints[BEGIN] = fp
         self._event("fp", i=BEGIN, loop=loop, fp=fp)
+
+    def nested_end(self, i: int, k: int) -> None:
+        """Nested loop ``k`` of outer iteration ``i`` ended: its fingerprint, when affordable."""
+        if self._where is None or len(self.nested.get(i, [])) != k:
+            return
+        if self.bound < 1 and self._spent + self._fp_cost > self.bound * self._compute and self.fingerprints:
+            return
+        t0 = time.perf_counter()
+        fp = fingerprint(self.objects, *self._where)
+        cost = time.perf_counter() - t0
+        with self._lock:
+            self._spent += cost
+            self.nested.setdefault(i, []).append(fp)
+        self._event("nfp", i=i, k=k, fp=fp)
 
     def _checkpoint_due(self, last: bool) -> bool:
         if not self.iterations and self._writer is None:

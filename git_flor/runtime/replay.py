@@ -80,6 +80,10 @@ class ReplaySpec:
     status: str = ""  # where the child writes what it verified (JSON)
     #: every name the original run logged: a statement of another name is hindsight, not a witness
     recorded_names: list[str] = field(default_factory=list)
+    #: skip: per iteration, the original's state where each nested loop ended
+    expect_nested: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    #: skip: variables no requested statement reads, changed after the skipped loop (not compared there)
+    skip_ignore: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -89,6 +93,7 @@ class ReplaySpec:
             for i, e in raw.get("checkpoints", {}).items()
         }
         raw["expect_fps"] = {int(i): fp for i, fp in raw.get("expect_fps", {}).items()}
+        raw["expect_nested"] = {int(i): fps for i, fps in raw.get("expect_nested", {}).items()}
         return cls(**raw)
 
     def to_json(self) -> str:
@@ -117,6 +122,7 @@ class Replayer:
         self.store = PayloadStore(Path(spec.store))
         self.skip_entry: dict[str, Any] | None = None  # the end-of-iteration checkpoint (skip mode)
         self.nested_seen = 0
+        self.current = -1  # skip: the outer iteration running
         self.frame: FrameType | None = None
         self.scope: LoopScope | None = None
         self.state: StateScope = EMPTY
@@ -151,10 +157,10 @@ class Replayer:
 
     def keep(self, name: str, value: Any, ctx: tuple[Any, ...]) -> bool:
         """Only requested names, at requested iterations; a recorded one is checked instead."""
+        if name in self.recorded_names:  # also a requested one recomputed with --force: a witness too
+            self._check_record(name, value, ctx)
         if name in self.names:
             return not ctx or ctx[0][1] in self.epochs or self.spec.mode == "full"
-        if name in self.recorded_names:
-            self._check_record(name, value, ctx)
         return False
 
     # -- verification ----------------------------------------------------------------------
@@ -271,6 +277,7 @@ class Replayer:
                 self.restore(i - 1, objects)
             self.skip_entry = spec.checkpoints.get(i)
             self.nested_seen = 0
+            self.current = i
             yield i, item
             self.skip_entry = None
             if i >= todo[-1]:
@@ -295,7 +302,33 @@ class Replayer:
                 f"{k}; replay it with re-execution (--force after removing its checkpoints)"
             )
         serial.restore_rng(rngs[k])
+        self._check_skip(k, objects)
         return True
+
+    def _check_skip(self, k: int, objects: dict[str, Any]) -> None:
+        """The state a skip restored must be the state the original had where that loop ended.
+
+        Code after the loop (``np.clip(w, out=w)``, ``sched.step()``) may have changed it
+        before the checkpoint was taken; a statement placed before that code would then
+        read the wrong state. Variables the planner proved no requested statement reads
+        are not compared (``lr /= 4`` after the loop does not spoil ``flor.log("w", w)``).
+        """
+        fps = self.spec.expect_nested.get(self.current, [])
+        if k >= len(fps):
+            return
+        names = set(self.spec.skip_ignore)
+        ignored = {f"var:{n}" for n in names} | {f"mod:{n}" for n in names}
+        if self.frame is not None and names:
+            scope = self.frame.f_globals if self.scope is None or self.scope.module_level else self.frame.f_locals
+            ids = {id(scope[n]) for n in names if n in scope}
+            ignored |= {f"obj:{key}" for key, obj in objects.items() if id(obj) in ids}
+        actual = fingerprint(objects, self.frame, self.scope, self.state)
+        diffs = [d for d in differences(fps[k], actual) if d not in ignored and d not in self.ignored]
+        if diffs:
+            self.diverge("run", f"state `{diffs[0]}` restored for skipped nested loop {k} of "
+                                f"{self.outer_name or 'iteration'} {self.current} is not the state that loop left")
+        else:
+            self.checked_fps += 1
 
     def write(self, records: list[Any], meta: dict[str, Any]) -> None:
         """Append this run's records to the spec's file (a script may ``flor.commit()`` twice)."""

@@ -226,9 +226,11 @@ class Run:
             seg["ckpts"] = sorted(i for i, e in checkpoints.items() if e["loop"] == seg["name"])
         with self._flush_lock:
             self._append_pending()
-            fingerprints = self.checkpointer.fingerprints if self.checkpointer is not None else {}
+            ck = self.checkpointer
             data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops,
-                           checkpoints=checkpoints, fingerprints=dict(fingerprints),
+                           checkpoints=checkpoints,
+                           fingerprints=dict(ck.fingerprints) if ck is not None else {},
+                           nested_fps=dict(ck.nested) if ck is not None else {},
                            logs=self._journal.logs() if self._journal_complete else None)
             try:
                 shadow = commit_run(self._repo, data)

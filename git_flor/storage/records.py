@@ -44,6 +44,8 @@ class RunData:
     unverified: list[Record] = field(default_factory=list)
     #: outer-loop iteration → state fingerprint at its end (component → digest)
     fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: outer-loop iteration → fingerprints where each nested loop of its body ended
+    nested_fps: dict[int, list[dict[str, str]]] = field(default_factory=dict)
     #: ``logs.jsonl`` already encoded (the journal's record lines), else encoded from ``records``
     logs: bytes | None = None
 

@@ -49,7 +49,8 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
     if data.unverified:
         builder.insert(UNVERIFIED_FILE, repo.create_blob(encode_records(data.unverified)), FileMode.BLOB)
     if data.fingerprints:
-        witness = {"format": 1, "fingerprints": {str(i): fp for i, fp in sorted(data.fingerprints.items())}}
+        witness = {"format": 1, "fingerprints": {str(i): fp for i, fp in sorted(data.fingerprints.items())},
+                   "nested": {str(i): fps for i, fps in sorted(data.nested_fps.items())}}
         builder.insert(WITNESS_FILE, repo.create_blob(dumps(witness).encode()), FileMode.BLOB)
     tree = builder.write()
     head = pygit2.Oid(hex=meta["commit"]) if meta.get("commit") else None
@@ -107,14 +108,23 @@ def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> byte
 
 
 
-def read_witness(repo: pygit2.Repository, commit: pygit2.Commit) -> dict[int, dict[str, str]]:
-    """The run's state fingerprints by outer-loop iteration (empty for runs recorded without them)."""
+def read_witness(
+    repo: pygit2.Repository, commit: pygit2.Commit
+) -> tuple[dict[int, dict[str, str]], dict[int, list[dict[str, str]]]]:
+    """The run's state fingerprints by outer-loop iteration, and where its nested loops ended.
+
+    Empty for runs recorded without them; a damaged file costs verification, never the run.
+    """
     try:
         raw = json.loads(read_blob(repo, commit, WITNESS_FILE) or b"{}")
-        fps = raw.get("fingerprints", {}) if raw.get("format", 1) == 1 else {}
-        return {int(i): {str(k): str(v) for k, v in fp.items()} for i, fp in fps.items()}
+        if raw.get("format", 1) != 1:
+            return {}, {}
+        fps = {int(i): {str(k): str(v) for k, v in fp.items()} for i, fp in raw.get("fingerprints", {}).items()}
+        nested = {int(i): [{str(k): str(v) for k, v in fp.items()} for fp in lst]
+                  for i, lst in raw.get("nested", {}).items()}
+        return fps, nested
     except (ValueError, TypeError, AttributeError):
-        return {}  # a damaged witness file only costs verification, never the run
+        return {}, {}
 
 
 def find_run(repo: pygit2.Repository, run_id: str) -> pygit2.Commit | None:
