@@ -138,8 +138,11 @@ def plan(
         commit = repo[shadow].peel(pygit2.Commit)
         sources, wanted, problems = _carry(repo, commit, script, names, lambda p: _today(root, p, today_cache))
         if problems:
-            failed.append((run_id, "; ".join(problems)))
-            continue
+            # One statement's failure is its own: the others of this run are still replayed.
+            rest = f" (replaying {', '.join(wanted)})" if wanted else ""
+            failed.append((run_id, "; ".join(problems) + rest))
+            if not wanted:
+                continue
         if not wanted:
             skipped.append((run_id, f"today's code of {script} has no flor.log of {', '.join(names)}"))
             continue
@@ -221,11 +224,12 @@ def _carry(
         except PropagationError as exc:
             problems.append(f"today's {path} cannot be read: {exc}")
             continue
-        if not result.ok:
-            problems.extend(f"{path}: {f}" for f in result.failures)
+        problems.extend(f"{path}: {f}" for f in result.failures)
+        placed = [n for n in here if n not in {f.name for f in result.failures}]
+        if not placed:
             continue
         sources[path] = result.source
-        wanted.extend(n for n in here if n not in wanted)
+        wanted.extend(n for n in placed if n not in wanted)
     return sources, wanted, problems
 
 

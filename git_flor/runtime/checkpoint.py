@@ -58,6 +58,7 @@ class Checkpointer:
         self.nested: dict[int, list[dict[str, str]]] = {}
         self._fp_cost = 0.0
         self._where: tuple[FrameType | None, LoopScope | None, StateScope] | None = None
+        self._rng_begin: dict[str, str] = {}
         self._event = journal_event  # callable(kind, **fields): appends to the run's journal
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -115,7 +116,7 @@ class Checkpointer:
             or self._spent + self._fp_cost <= self.bound * self._compute
         ):
             t0 = time.perf_counter()
-            fp = fingerprint(self.objects, frame, scope, state)
+            fp = self._moved(fingerprint(self.objects, frame, scope, state))
             self._fp_cost = time.perf_counter() - t0
             with self._lock:
                 self._spent += self._fp_cost
@@ -135,6 +136,10 @@ class Checkpointer:
             return  # the outer loop entered again (a second phase): the first beginning counts
         self._where = (frame, scope, state)
         fp = fingerprint(self.objects, frame, scope, state)
+        # A global RNG nobody seeded differs from process to process; it witnesses something
+        # only once the loop draws from it, so it enters a fingerprint only when it moved.
+        self._rng_begin = {k: v for k, v in fp.items() if k.startswith("rng:")}
+        fp = {k: v for k, v in fp.items() if not k.startswith("rng:")}
         self.fingerprints[BEGIN] = fp
         self._event("fp", i=BEGIN, loop=loop, fp=fp)
 
@@ -145,12 +150,16 @@ class Checkpointer:
         if self.bound < 1 and self._spent + self._fp_cost > self.bound * self._compute and self.fingerprints:
             return
         t0 = time.perf_counter()
-        fp = fingerprint(self.objects, *self._where)
+        fp = self._moved(fingerprint(self.objects, *self._where))
         cost = time.perf_counter() - t0
         with self._lock:
             self._spent += cost
             self.nested.setdefault(i, []).append(fp)
         self._event("nfp", i=i, k=k, fp=fp)
+
+    def _moved(self, fp: dict[str, str]) -> dict[str, str]:
+        """``fp`` without the global RNGs that have not moved since the loop began (see loop_begin)."""
+        return {k: v for k, v in fp.items() if not (k.startswith("rng:") and self._rng_begin.get(k) == v)}
 
     def _checkpoint_due(self, last: bool) -> bool:
         if not self.iterations and self._writer is None:
