@@ -165,6 +165,9 @@ def _position(
     before = [lp for lp in nested if lp.end_lineno is not None and lp.end_lineno < line]  # type: ignore[attr-defined]
     if not before:
         return Position(name, "epoch", skip_safe=True, line=line)
+    if _reads_gradients(body_stmt):
+        return Position(name, "epoch", reason="reads gradients (`.grad`), which a skipped loop leaves and no "
+                                              "checkpoint holds", line=line)
     skipped_writes: set[str] = set()
     for lp in before:
         skipped_writes |= _writes(lp) - imported
@@ -177,7 +180,8 @@ def _position(
     # The restore gives the state at the *end* of the iteration: anything the code after
     # the skipped loop changes (before or after the statement) must not be read by it.
     after = [s for s in outer.body if s.lineno > first_end and s not in before]
-    changed = links.closure(set().union(*(_changes(s, checkpointed) for s in after)) if after else set())
+    aliases = _aliases_of(outer, checkpointed)
+    changed = links.closure(set().union(*(_changes(s, checkpointed, aliases) for s in after)) if after else set())
     stale = sorted(changed & reads)
     if stale:
         return Position(name, "epoch", reason=f"reads `{stale[0]}`, which code after the skipped loop changes", line=line)
@@ -237,9 +241,48 @@ def _root(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _changes(stmt: ast.AST, checkpointed: frozenset[str]) -> set[str]:
-    """Checkpointed names this statement changes in a way a second run would not repeat."""
+def _reads_gradients(stmt: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr in ("grad", "grads") for n in ast.walk(stmt))
+
+
+def _aliases_of(outer: ast.AST, checkpointed: frozenset[str]) -> dict[str, str]:
+    """Names that refer into a checkpointed object: ``for g in opt.param_groups``, ``p = w[0:2]``."""
+    out: dict[str, str] = {}
+    for n in ast.walk(outer):
+        if isinstance(n, (ast.For, ast.comprehension)) and isinstance(n.target, ast.Name):
+            root = _root(n.iter)
+            if root in checkpointed:
+                out[n.target.id] = root
+        elif isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
+            root = _root(n.value)
+            if root in checkpointed and not isinstance(n.value, ast.Call):
+                out[n.targets[0].id] = root
+    return out
+
+
+def _changes(stmt: ast.AST, checkpointed: frozenset[str], aliases: dict[str, str] | None = None) -> set[str]:
+    """Checkpointed names this statement changes in a way a second run would not repeat.
+
+    Also through an alias (``for g in opt.param_groups: g["lr"] *= 0.5``) and an ``out=``
+    argument (``np.clip(w, -1, 1, out=w)``).
+    """
+    aliases = aliases or {}
     out: set[str] = set()
+
+    def root_of(node: ast.AST) -> str | None:
+        root = _root(node)
+        return aliases.get(root, root) if root is not None else None
+
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.Call):
+            for kw in n.keywords:
+                if kw.arg == "out" and root_of(kw.value) in checkpointed:
+                    out.add(root_of(kw.value))  # type: ignore[arg-type]
+        if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, ast.Store) \
+                and root_of(n) in checkpointed:
+            out.add(root_of(n))  # type: ignore[arg-type]
+        elif isinstance(n, ast.AugAssign) and root_of(n.target) in checkpointed and not isinstance(n.target, ast.Name):
+            out.add(root_of(n.target))  # type: ignore[arg-type]
     for n in ast.walk(stmt):
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in checkpointed:
             out.add(n.id)
