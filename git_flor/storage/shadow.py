@@ -109,12 +109,15 @@ def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> byte
 
 
 def read_witness(
-    repo: pygit2.Repository, commit: pygit2.Commit
+    repo: pygit2.Repository, commit: pygit2.Commit | str
 ) -> tuple[dict[int, dict[str, str]], dict[int, list[dict[str, str]]]]:
     """The run's state fingerprints by outer-loop iteration, and where its nested loops ended.
 
-    Empty for runs recorded without them; a damaged file costs verification, never the run.
+    ``commit``: the run's shadow commit (or its id). Empty for runs recorded without
+    them; a damaged file costs verification, never the run.
     """
+    if isinstance(commit, str):
+        commit = repo[commit].peel(pygit2.Commit)
     try:
         raw = json.loads(read_blob(repo, commit, WITNESS_FILE) or b"{}")
         if raw.get("format", 1) != 1:
