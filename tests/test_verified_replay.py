@@ -56,8 +56,12 @@ def hand_rerun(tmp: Path, source: str, args: dict[str, object], name: str) -> li
 
 
 def scenario(tmp: Path, versions: list[str], stmt: str, name: str, *, runs: int = 1, expect_exit: int = 0,
-             extra_env: dict[str, str] | None = None) -> tuple[Path, str]:
-    """Record every version, add ``stmt`` today, replay, and compare each run with its hand re-run."""
+             extra_env: dict[str, str] | None = None, first_time: bool = True) -> tuple[Path, str]:
+    """Record every version, add ``stmt`` today, replay, and compare each run with its hand re-run.
+
+    ``first_time``: the plan and the checkpoints are right without any fallback (speed);
+    exactness is asserted either way.
+    """
     repo = tmp / "project"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -72,6 +76,7 @@ def scenario(tmp: Path, versions: list[str], stmt: str, name: str, *, runs: int 
     out = flor(repo, "replay", "--apply", name, "--yes")
     assert out.returncode == expect_exit, out.stderr
     assert user_state(repo) == before
+    assert not first_time or "fell back" not in out.stderr, out.stderr
     for k, run in enumerate(json.loads(flor(repo, "runs", "--format", "json").stdout)):
         shadow = json.loads(flor(repo, "show", run["run"], "--format", "json").stdout)["shadow"]
         old = git(repo, "show", f"{shadow}:src/train.py")

@@ -96,7 +96,8 @@ def analyse(
         if name not in positions:
             continue
         positions[name].append(
-            _position(name, node, outer, nested, parents, checkpointed, imported, _Links(registered, kinds))
+            _position(name, node, outer, nested, parents, checkpointed, imported,
+                      _Links(registered, kinds, _constructed_with(tree)))
         )
     outer_name = None
     if outer is not None and outer.iter.args and isinstance(outer.iter.args[0], ast.Constant):  # type: ignore[attr-defined]
@@ -191,12 +192,24 @@ def _position(
 class _Links:
     """Registered objects that change each other: a scheduler its optimizer, an optimizer its model."""
 
-    def __init__(self, registered: frozenset[str], kinds: dict[str, str]) -> None:
+    def __init__(
+        self, registered: frozenset[str], kinds: dict[str, str], built_from: dict[str, set[str]] | None = None
+    ) -> None:
         self.registered = registered
         self.kinds = kinds
+        #: variable → the names passed when it was built (``sched = StepLR(opt, ...)``)
+        self.built_from = built_from or {}
 
     def closure(self, changed: set[str]) -> set[str]:
         out = set(changed)
+        # An object built from another changes it when stepped (an unregistered scheduler
+        # sets its optimizer's lr), transitively.
+        todo = list(changed)
+        while todo:
+            for dep in self.built_from.get(todo.pop(), set()) - out:
+                out.add(dep)
+                todo.append(dep)
+        changed = out
         optimizers = {v for v, t in self.kinds.items() if ".optim." in t and "lr_scheduler" not in t}
         unknown = self.registered - set(self.kinds)
         for name in changed & self.registered:
@@ -239,6 +252,20 @@ def _root(node: ast.AST) -> str | None:
     while isinstance(node, (ast.Attribute, ast.Subscript, ast.Call)):
         node = node.func if isinstance(node, ast.Call) else node.value
     return node.id if isinstance(node, ast.Name) else None
+
+
+def _constructed_with(tree: ast.AST) -> dict[str, set[str]]:
+    """``x = Something(a, b.c, k=d)`` → {"x": {"a", "b", "d"}} (object-building calls only)."""
+    out: dict[str, set[str]] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
+            args = [*n.value.args, *(k.value for k in n.value.keywords)]
+            roots = {r for r in (_root(a) for a in args) if r}
+            for t in n.targets:
+                key = t.id if isinstance(t, ast.Name) else _root(t)
+                if key and roots:
+                    out.setdefault(key, set()).update(roots - {key})
+    return out
 
 
 def _reads_gradients(stmt: ast.AST) -> bool:
