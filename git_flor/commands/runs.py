@@ -9,7 +9,7 @@ from typing import Any
 from ..errors import EXIT_OK
 from ..query.output import emit, short_time
 from ..query.runs import resolve_run, select_runs
-from ..storage import links
+from ..storage import index_links as links
 from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
 from .common import open_session

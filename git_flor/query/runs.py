@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pygit2
 
 from ..errors import UsageError
-from ..storage import links
+from ..storage import index_links as links
 from ..storage.revs import commits_in
 
 if TYPE_CHECKING:

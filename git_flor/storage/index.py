@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import pygit2
 
-from . import links
+from . import index_links
 from .records import LOGS_FILE, decode_lines, warn
 from .refs import shadow_refs
 from .repo import flor_dir
@@ -80,7 +80,7 @@ def connect(repo: pygit2.Repository) -> sqlite3.Connection:
         path.unlink(missing_ok=True)
         conn = _open(path)
     sync(repo, conn)
-    links.sync(repo, conn)  # which commits each run belongs to, from the notes
+    index_links.sync(repo, conn)  # which commits each run belongs to, from the notes
     return conn
 
 

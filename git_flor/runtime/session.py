@@ -27,7 +27,7 @@ from ..storage.journal import Journal, event_line
 from ..storage.records import Frame, Record, RunData, encode_record, warn
 from .checkpoint import Checkpointer
 from .packages import imported_versions
-from .replay import Replayer
+from .replay_mode import Replayer
 from .sandbox import Sandbox, route_torch_save
 
 
@@ -117,8 +117,8 @@ class Run:
         _chain_excepthook(self)
 
     def _attach_replay(self, path: str) -> None:
-        """Replay mode: no repository, no journal; results to the spec's file (see .replay)."""
-        from .replay import ReplaySpec
+        """Replay mode: no repository, no journal; results to the spec's file (see .replay_mode)."""
+        from .replay_mode import ReplaySpec
 
         spec = ReplaySpec.load(path)
         self.replayer = Replayer(spec)

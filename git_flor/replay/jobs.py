@@ -24,13 +24,13 @@ from typing import Any, Protocol
 import pygit2
 from pygit2.enums import FileMode
 
-from ..runtime.replay import ReplaySpec
+from ..runtime.replay_mode import ReplaySpec
 from ..storage.checkpoints import read_manifest, store_for
 from ..storage.records import SRC_DIR, Record, RunData, decode_records
 from ..storage.remote_store import ensure_payloads
 from ..storage.repo import common_dir, workdir
 from ..storage.shadow import commit_run
-from .execute import Executor, Outcome, Task
+from .executors import Executor, Outcome, Task
 from .materialise import materialise
 from .plan import Job, Plan, Target
 

@@ -3,7 +3,7 @@
 Both only *add* note lines to ``refs/notes/flor`` (one notes commit per hook,
 compare-and-swap), so they merge as a union with every other writer and the
 run's own record never changes: a run keeps the commit it ran at, and the
-notes say which other commits it belongs to (see :mod:`.links`).
+notes say which other commits it belongs to (see :mod:`.index_links`).
 
 Line shapes (JSON, keys sorted so identical facts dedupe):
 
