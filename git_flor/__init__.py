@@ -6,7 +6,7 @@
         flor.log("loss", train_one_epoch(lr))
 
 Importing this module is light on purpose (it sits on every training script's
-import path): pygit2 loads at the first call, pandas only for ``dataframe``.
+import path): the git bindings load at the first call, pandas only for ``dataframe``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ __version__ = "0.1.0"
 
 
 def dataframe(*names: str, **filters: Any) -> Any:
-    """All runs of all versions as one pandas DataFrame (DESIGN §5); see ``git flor log``."""
+    """All runs of all versions as one pandas DataFrame (docs/design.md §5); see ``git flor log``."""
     from .query.table import dataframe as build
 
     return build(*names, **filters)

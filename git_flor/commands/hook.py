@@ -34,10 +34,9 @@ def hook(name: str, args: list[str], stdin: str = "") -> int:
 
         repo = open_repo()
         if name == "post-commit":
-            from ..storage.hook_notes import link_commit
+            from ..storage.hook_notes import link_head
 
-            if not repo.head_is_unborn:
-                link_commit(repo, repo.head.target)
+            link_head(repo)
         elif name == "post-rewrite":
             from ..storage.hook_notes import follow_rewrites
 

@@ -13,8 +13,9 @@ from typing import Any
 from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
 from ..query.runs import resolve_run, run_ids
 from ..replay.executors import LocalExecutor, Outcome
-from ..replay.jobs import describe_failures, execute
+from ..replay.jobs import execute
 from ..replay.plan import Job, Plan, plan
+from ..replay.writeback import describe_failures
 from ..storage.index import connect
 from .common import open_session
 

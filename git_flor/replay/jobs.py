@@ -1,12 +1,11 @@
-"""Carrying out a replay plan: scratch copies, child processes, and one shadow commit per run.
+"""Carrying out a replay plan: a scratch copy and a child process per job, results written per run.
 
 Each job runs the propagated old version in its own scratch directory (never
 the user's tree) with ``FLOR_REPLAY`` pointing at its spec; the child writes
-its hindsight records to a file there. When all jobs of a run have finished,
-their records are merged and written as one shadow commit whose ``src/`` is
-the propagated code that produced them — every hindsight value keeps its
-provenance — and the run's note is updated. A run with a failed job is
-reported and written as far as it got; other runs are unaffected.
+its hindsight records to a file there (:mod:`git_flor.runtime.replay_mode` is
+the child's side). :mod:`.writeback` turns each run's records into one shadow
+commit when its last job finishes; Ctrl-C stops the children and keeps what
+finished.
 """
 
 from __future__ import annotations
@@ -15,32 +14,27 @@ import os
 import shutil
 import sys
 import tempfile
-import time
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
-
-import pygit2
-from pygit2.enums import FileMode
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..runtime.replay_mode import ReplaySpec
-from ..storage.checkpoints import read_manifest, store_for
-from ..storage.records import SRC_DIR, Record, RunData, decode_records
+from ..storage.checkpoints import Manifest, read_manifest, store_for
+from ..storage.files import SourceTree, run_snapshot
 from ..storage.remote_store import ensure_payloads
 from ..storage.repo import common_dir, workdir
-from ..storage.shadow import commit_run
 from .executors import Executor, Outcome, Task
 from .materialise import materialise
 from .plan import Job, Plan, Target
+from .writeback import Result, WriteBack
 
+if TYPE_CHECKING:
+    from ..storage.repo import Repository
 
-@dataclass
-class Result:
-    run: str
-    shadow: str | None = None
-    values: int = 0
-    failures: list[str] = field(default_factory=list)
+#: Files of the parent ↔ child protocol, in the job's scratch directory.
+SPEC_FILE = ".git-flor-replay.json"
+OUT_FILE = ".git-flor-replay.out"
+PROGRESS_FILE = ".git-flor-replay.progress"
 
 
 class Monitor(Protocol):
@@ -53,75 +47,93 @@ class Monitor(Protocol):
         """Job ``key`` (its index in ``begin``'s list) finished."""
 
 
-def execute(
-    repo: pygit2.Repository,
-    plan: Plan,
-    executor: Executor,
-    monitor: Monitor | None = None,
-) -> list[Result]:
+@dataclass(frozen=True)
+class Prepared:
+    """One job ready to start: its scratch copy is written and its command line made."""
+
+    target: Target
+    job: Job
+    scratch: Path
+    task: Task
+
+    @property
+    def out(self) -> Path:
+        return self.scratch / OUT_FILE
+
+    @property
+    def progress(self) -> Path:
+        return self.scratch / PROGRESS_FILE
+
+
+def execute(repo: Repository, plan: Plan, executor: Executor, monitor: Monitor | None = None) -> list[Result]:
+    """Run every job of ``plan`` on ``executor`` and write each run's values back as it completes."""
     base = Path(tempfile.mkdtemp(prefix="git-flor-replay-"))
-    user_root = workdir(repo)
-    store = store_for(common_dir(repo))
-    tasks: list[Task] = []
-    where: dict[int, tuple[Target, Job, Path]] = {}
     try:
-        for target in plan.targets:
-            tree = _propagated_tree(repo, target)
-            manifest = read_manifest(repo, target.run)
-            for job in target.jobs:
-                needed = _needed(manifest, job)
-                # With a shared payload store (git config flor.store), bring them here first.
-                ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
-                key = len(tasks)
-                scratch = base / target.run / str(key)
-                materialise(repo, repo[tree].peel(pygit2.Tree), {}, user_root, scratch)
-                spec = ReplaySpec(
-                    run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
-                    start_from=job.start_from, args=target.meta.get("args", {}), store=str(store.root),
-                    out=str(scratch / ".git-flor-replay.out"), user_root=str(user_root),
-                    scratch_root=str(scratch), checkpoints=needed,
-                    progress=str(scratch / ".git-flor-replay.progress"),
-                )
-                spec_path = scratch / ".git-flor-replay.json"
-                spec_path.write_text(spec.to_json())
-                env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-                env.update(FLOR_REPLAY=str(spec_path), FLOR_QUIET="1")
-                argv = target.meta.get("argv") or [target.meta["script"]]
-                cwd = scratch / (target.meta.get("cwd") or ".")
-                tasks.append(Task(key, [sys.executable, *argv], str(cwd), env))
-                where[key] = (target, job, scratch)
+        trees = {t.run: propagated_tree(repo, t) for t in plan.targets}
+        prepared = prepare(repo, plan, trees, base)
         if monitor is not None:
-            monitor.begin([(where[k][1], where[k][2] / ".git-flor-replay.progress", _length(where[k][1]))
-                           for k in range(len(tasks))])
-        collected: dict[str, list[Record]] = {t.run: [] for t in plan.targets}
-        results = {t.run: Result(t.run) for t in plan.targets}
-        started = {t.run: time.time() for t in plan.targets}
-        remaining = {t.run: len(t.jobs) for t in plan.targets}
+            monitor.begin([(p.job, p.progress, _length(p.job)) for p in prepared])
+        writeback = WriteBack(repo, plan.targets, {run: tree.id for run, tree in trees.items()})
         try:
-            for outcome in executor.run(tasks):
-                target, job, scratch = where[outcome.key]
-                out = scratch / ".git-flor-replay.out"
-                if outcome.returncode == 0:
-                    if out.is_file():  # absent when the script never reached a flor call
-                        collected[target.run].extend(_read(out))
-                else:
-                    last = (outcome.stderr.strip().splitlines() or ["no output"])[-1]
-                    results[target.run].failures.append(f"{job.describe()}: exit {outcome.returncode}: {last}")
+            for outcome in executor.run([p.task for p in prepared]):
+                done = prepared[outcome.key]
+                writeback.collect(done.target, done.job, outcome, done.out)
                 if monitor is not None:
-                    monitor.end(outcome.key, job, outcome)
-                remaining[target.run] -= 1
-                if remaining[target.run] == 0:
-                    _write_back(repo, target, collected[target.run], results[target.run], started[target.run])
+                    monitor.end(outcome.key, done.job, outcome)
+                writeback.job_done(done.target)
         except KeyboardInterrupt:
             executor.cancel()
-            for target in plan.targets:  # keep what finished
-                if 0 < remaining[target.run] < len(target.jobs) and collected[target.run]:
-                    results[target.run].failures.append("interrupted")
-                    _write_back(repo, target, collected[target.run], results[target.run], started[target.run])
+            writeback.interrupted()  # keep what finished
             raise
-        return list(results.values())
+        return writeback.all_results()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+def propagated_tree(repo: Repository, target: Target) -> SourceTree:
+    """The run's snapshot with the propagated files in place of the old ones (stored in git)."""
+    return run_snapshot(repo, target.shadow).with_texts(target.sources or {target.meta["script"]: target.source})
+
+
+def prepare(repo: Repository, plan: Plan, trees: dict[str, SourceTree], base: Path) -> list[Prepared]:
+    """Per job, in plan order: its payloads here, its scratch copy written, its spec and command line."""
+    user_root = workdir(repo)
+    store = store_for(common_dir(repo))
+    prepared: list[Prepared] = []
+    for target in plan.targets:
+        manifest = read_manifest(repo, target.run)
+        for job in target.jobs:
+            needed = _needed(manifest, job)
+            # With a shared payload store (git config flor.store), bring them here first.
+            ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
+            key = len(prepared)
+            scratch = base / target.run / str(key)
+            materialise(trees[target.run], user_root, scratch)
+            spec = ReplaySpec(
+                run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
+                start_from=job.start_from, args=target.meta.get("args", {}), store=str(store.root),
+                out=str(scratch / OUT_FILE), user_root=str(user_root),
+                scratch_root=str(scratch), checkpoints=needed,
+                progress=str(scratch / PROGRESS_FILE),
+            )
+            spec_path = scratch / SPEC_FILE
+            spec_path.write_text(spec.to_json())
+            task = Task(key, child_argv(target.meta), str(scratch / (target.meta.get("cwd") or ".")),
+                        child_env(spec_path))
+            prepared.append(Prepared(target, job, scratch, task))
+    return prepared
+
+
+def child_argv(meta: dict[str, Any]) -> list[str]:
+    """The run's own command line (``sys.argv`` as it was), run by this interpreter."""
+    return [sys.executable, *(meta.get("argv") or [meta["script"]])]
+
+
+def child_env(spec_path: Path) -> dict[str, str]:
+    """Our environment minus git's repository-pinning variables, plus the replay spec."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    env.update(FLOR_REPLAY=str(spec_path), FLOR_QUIET="1")
+    return env
 
 
 def _length(job: Job) -> int:
@@ -131,7 +143,8 @@ def _length(job: Job) -> int:
     return len(job.epochs) if job.mode in ("skip", "full") else 0
 
 
-def _needed(manifest: dict[int, dict[str, Any]], job: Job) -> dict[int, dict[str, Any]]:
+def _needed(manifest: Manifest, job: Job) -> Manifest:
+    """The checkpoints the job's child restores from."""
     if job.mode == "reexec":
         keys = {job.start_from}
     elif job.mode == "skip":
@@ -141,59 +154,3 @@ def _needed(manifest: dict[int, dict[str, Any]], job: Job) -> dict[int, dict[str
     else:
         keys = set()
     return {i: manifest[i] for i in keys if i in manifest}
-
-
-def _read(path: Path) -> list[Record]:
-    return decode_records(path.read_bytes(), origin=str(path))
-
-
-def _propagated_tree(repo: pygit2.Repository, target: Target) -> pygit2.Oid:
-    """The run's ``src/`` tree with the propagated files in place of the old ones."""
-    tree = repo[target.shadow].peel(pygit2.Commit).tree[SRC_DIR].id
-    for path, text in (target.sources or {target.meta["script"]: target.source}).items():
-        tree = _replace(repo, repo[tree], path.split("/"), repo.create_blob(text.encode()))
-    return tree
-
-
-def _replace(repo: pygit2.Repository, tree: pygit2.Tree, path: list[str], blob: pygit2.Oid) -> pygit2.Oid:
-    builder = repo.TreeBuilder(tree)
-    head, rest = path[0], path[1:]
-    if rest:
-        builder.insert(head, _replace(repo, repo[tree[head].id], rest, blob), FileMode.TREE)
-    else:
-        mode = tree[head].filemode if head in tree else FileMode.BLOB
-        builder.insert(head, blob, mode)
-    return builder.write()
-
-
-def _write_back(repo: pygit2.Repository, target: Target, records: list[Record], result: Result, started: float) -> None:
-    seen: set[tuple[str, tuple[Any, ...]]] = set()
-    merged: list[Record] = []
-    for name, value, pos in sorted(records, key=lambda r: tuple(f[1] for f in r[2])):
-        key = (name, tuple((f[0], f[1]) for f in pos))
-        if key not in seen:
-            seen.add(key)
-            merged.append((name, value, pos))
-    result.values = len(merged)
-    if not merged:
-        return
-    meta = target.meta
-    end = time.time()
-    data = RunData(
-        meta={
-            "id": uuid.uuid4().hex[:12], "replay_of": target.run, "commit": meta.get("commit"),
-            "branch": meta.get("branch"), "dirty": meta.get("dirty"),
-            "tree": str(_propagated_tree(repo, target)), "script": meta.get("script"), "cwd": meta.get("cwd"),
-            "argv": meta.get("argv"), "args": meta.get("args", {}), "names": target.names,
-            "jobs": [{"mode": j.mode, "epochs": j.epochs, "start_from": j.start_from} for j in target.jobs],
-            "start": started, "end": end, "duration": end - started,
-            "status": "partial" if result.failures else "ok", "errors": result.failures,
-        },
-        records=merged,
-    )
-    result.shadow = str(commit_run(repo, data))
-
-
-def describe_failures(results: list[Result]) -> list[str]:
-    return [f"run {r.run}: {f}" for r in results for f in r.failures]
-

@@ -90,6 +90,11 @@ def _unborn_runs(repo: pygit2.Repository) -> Iterable[dict[str, Any]]:
                     yield json.loads(note_line(RunData(meta=meta, records=records), shadow.id))
 
 
+def link_head(repo: pygit2.Repository) -> list[str]:
+    """:func:`link_commit` for the commit just made (HEAD); nothing on an unborn branch."""
+    return [] if repo.head_is_unborn else link_commit(repo, repo.head.target)
+
+
 def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
     """Link dirty runs whose snapshot equals ``target``'s tree to it; record the environment.
 

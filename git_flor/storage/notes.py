@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import pygit2
-from pygit2.enums import FileMode
 
 from .refs import NOTES_REF, cas_update
 from .repo import signature
+from .trees import put_blobs
 
 
 def read_note(repo: pygit2.Repository, target: pygit2.Oid, ref: str = NOTES_REF) -> str | None:
@@ -42,8 +42,8 @@ def add_lines(
         existing = repo[found[1]].data.decode("utf-8", "replace").splitlines() if found else []
         merged = sorted({line for line in existing + lines if line.strip()})
         blob = repo.create_blob(("\n".join(merged) + "\n").encode())
-        path = found[0] if found else [hexid]
-        new_tree = _put(repo, tree, path, blob)
+        path = tuple(found[0]) if found else (hexid,)
+        new_tree = put_blobs(repo, tree, {path: blob})
         parents = [old] if old is not None else []
         return repo.create_commit(None, sig, sig, "Notes added by 'git flor'", new_tree, parents)
 
@@ -77,7 +77,7 @@ def add_many(
             puts[path] = repo.create_blob(("\n".join(merged) + "\n").encode())
         if not puts:
             return old  # type: ignore[return-value]  # nothing new: leave the ref as it is
-        new_tree = _put_many(repo, tree, puts)
+        new_tree = put_blobs(repo, tree, puts)
         parents = [old] if old is not None else []
         return repo.create_commit(None, sig, sig, message, new_tree, parents)
 
@@ -117,7 +117,7 @@ def union_trees(repo: pygit2.Repository, ours: pygit2.Tree, theirs: pygit2.Tree)
             lines += repo[blob].data.decode("utf-8", "replace").splitlines()
             merged = sorted({line for line in lines if line.strip()})
             puts[have[0]] = repo.create_blob(("\n".join(merged) + "\n").encode())
-    return _put_many(repo, ours, puts) if puts else ours.id
+    return put_blobs(repo, ours, puts) if puts else ours.id
 
 
 def _find(tree: pygit2.Tree, hexid: str) -> tuple[list[str], pygit2.Oid] | None:
@@ -135,34 +135,3 @@ def _find(tree: pygit2.Tree, hexid: str) -> tuple[list[str], pygit2.Oid] | None:
         if split >= 3:
             break
     return None
-
-
-def _put(
-    repo: pygit2.Repository, tree: pygit2.Tree | None, path: list[str], blob: pygit2.Oid
-) -> pygit2.Oid:
-    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    head, rest = path[0], path[1:]
-    if not rest:
-        builder.insert(head, blob, FileMode.BLOB)
-    else:
-        sub = tree[head] if tree is not None and head in tree else None
-        builder.insert(head, _put(repo, sub, rest, blob), FileMode.TREE)
-    return builder.write()
-
-
-def _put_many(
-    repo: pygit2.Repository, tree: pygit2.Tree | None, puts: Mapping[tuple[str, ...], pygit2.Oid]
-) -> pygit2.Oid:
-    """Insert many blobs at once, rewriting each touched subtree once."""
-    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    nested: dict[str, dict[tuple[str, ...], pygit2.Oid]] = {}
-    for path, blob in puts.items():
-        if len(path) == 1:
-            builder.insert(path[0], blob, FileMode.BLOB)
-        else:
-            nested.setdefault(path[0], {})[path[1:]] = blob
-    for head, sub_puts in nested.items():
-        sub = tree[head] if tree is not None and head in tree else None
-        sub_tree = repo[sub.id] if sub is not None and sub.type_str == "tree" else None
-        builder.insert(head, _put_many(repo, sub_tree, sub_puts), FileMode.TREE)
-    return builder.write()

@@ -12,7 +12,7 @@ import json
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 RUN_FILE = "run.json"
 LOGS_FILE = "logs.jsonl"
@@ -27,14 +27,24 @@ Record = tuple[str, Any, tuple[Frame, ...]]
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
+class LoopTiming(TypedDict, total=False):
+    """One ``flor.loop`` of a run, as ``loops.json`` holds it (replay's cost model reads these)."""
+
+    name: str
+    start: float  # wall clock when the loop began
+    iters: list[float]  # seconds of each iteration, in order
+    end: float | None  # wall clock when it ended (None while running)
+    ckpts: list[int]  # iterations with a checkpoint (outermost loop)
+
+
 @dataclass
 class RunData:
     """Everything a run writes; built live by the runtime or rebuilt from a journal."""
 
     meta: dict[str, Any]
     records: list[Record] = field(default_factory=list)
-    loops: list[dict[str, Any]] = field(default_factory=list)
-    #: iteration → manifest entry ({"loop", "objects": {name: Pointer}, "unsaved", "seconds"})
+    loops: list[LoopTiming] = field(default_factory=list)
+    #: iteration → its checkpoint (a :class:`.checkpoints.IterationCheckpoint`)
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: ``logs.jsonl`` already encoded (the journal's record lines), else encoded from ``records``
     logs: bytes | None = None
