@@ -24,6 +24,11 @@ Frame = tuple[str, int, Any]
 #: One ``flor.log`` call: (name, value, position).
 Record = tuple[str, Any, tuple[Frame, ...]]
 
+#: The ``kind`` of a record line (journal events say theirs under ``"t"``).
+REC = "rec"
+
+#: Every JSON line git-flor writes: the standard library's encoder with fixed separators,
+#: non-ASCII kept as UTF-8, NaN/Infinity spelled as Python's json module reads them back.
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
 
@@ -62,33 +67,18 @@ class RunData:
 
 
 def encode_record(record: Record) -> str:
-    """One ``logs.jsonl`` line: ``{"name":…,"value":…,"pos":[[loop,index,value],…]}``.
-
-    Built by hand rather than through a dict and ``json.dumps``: this runs once per
-    ``flor.log`` call, and the common values (floats, ints, None) need no encoder.
-    """
+    """One ``logs.jsonl`` line: ``{"name":…,"value":…,"pos":[[loop,index,value],…],"kind":"rec"}``."""
     name, value, pos = record
-    frames = ",".join([f"[{_string(f[0])},{f[1]},{_value(f[2])}]" for f in pos])
-    return f'{{"name":{_string(name)},"value":{_value(value)},"pos":[{frames}]}}'
+    return _dumps({"name": name, "value": value, "pos": pos, "kind": REC})
+
+
+def encode_lines(records: Iterable[Record]) -> str:
+    """Records as ``logs.jsonl`` text, a line each (what the journal appends and the run keeps)."""
+    return "".join([_dumps({"name": n, "value": v, "pos": p, "kind": REC}) + "\n" for n, v, p in records])
 
 
 def encode_records(records: Iterable[Record]) -> bytes:
-    return "".join([encode_record(r) + "\n" for r in records]).encode()
-
-
-def _value(value: Any) -> str:
-    kind = type(value)
-    if kind is float and -_INF < value < _INF:  # NaN and infinities: the encoder's spelling
-        return float.__repr__(value)
-    if kind is int:
-        return int.__repr__(value)
-    if value is None:
-        return "null"
-    return _dumps(value)
-
-
-_INF = float("inf")
-_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+    return encode_lines(records).encode()
 
 
 def decode_records(data: bytes, *, origin: str = "") -> list[Record]:
@@ -105,7 +95,7 @@ def decode_lines(data: bytes, *, origin: str = "") -> list[dict[str, Any]]:
     lines = [line for line in data.splitlines() if line.strip()]
     try:
         objs = json.loads(b"[" + b",".join(lines) + b"]")
-        if all(_well_formed(o) for o in objs):
+        if all(is_record(o) for o in objs):
             return objs
     except ValueError:
         pass
@@ -115,11 +105,16 @@ def decode_lines(data: bytes, *, origin: str = "") -> list[dict[str, Any]]:
             obj = json.loads(line)
         except ValueError:
             obj = None
-        if _well_formed(obj):
+        if is_record(obj):
             out.append(obj)
         else:
             warn(f"skipping corrupt log record {origin}:{lineno}")
     return out
+
+
+def is_record(obj: Any) -> bool:
+    """A record line's object: kind ``rec`` (or no kind: lines written before records said it)."""
+    return type(obj) is dict and obj.get("kind", REC) == REC and "t" not in obj and _well_formed(obj)
 
 
 def _well_formed(obj: Any) -> bool:
