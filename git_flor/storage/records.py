@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypedDict
 
@@ -30,6 +30,9 @@ REC = "rec"
 #: Every JSON line git-flor writes: the standard library's encoder with fixed separators,
 #: non-ASCII kept as UTF-8, NaN/Infinity spelled as Python's json module reads them back.
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: The same, for records: their values are fresh JSON trees (``runtime.values`` copies
+#: every list and dict), never cyclic, so the encoder's cycle bookkeeping is skipped.
+_dumps_records = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
 
 
 class LoopTiming(TypedDict, total=False):
@@ -67,18 +70,35 @@ class RunData:
 
 
 def encode_record(record: Record) -> str:
-    """One ``logs.jsonl`` line: ``{"name":…,"value":…,"pos":[[loop,index,value],…],"kind":"rec"}``."""
+    """One ``logs.jsonl`` line: ``{"kind":"rec","name":…,"value":…,"pos":[[loop,index,value],…]}``."""
     name, value, pos = record
-    return _dumps({"name": name, "value": value, "pos": pos, "kind": REC})
+    return _dumps_records({"kind": REC, "name": name, "value": value, "pos": pos})
 
 
-def encode_lines(records: Iterable[Record]) -> str:
-    """Records as ``logs.jsonl`` text, a line each (what the journal appends and the run keeps)."""
-    return "".join([_dumps({"name": n, "value": v, "pos": p, "kind": REC}) + "\n" for n, v, p in records])
+#: Where one record ends and the next begins when a batch is encoded as one JSON array.
+_BETWEEN = '},{"kind":"rec",'
+
+
+def encode_lines(records: Sequence[Record]) -> str:
+    """Records as ``logs.jsonl`` text, a line each (what the journal appends and the run keeps).
+
+    One encoder call for the whole batch (a call per record would cost the encoder's
+    set-up each time, on the training path): the array is cut into lines where one
+    record object ends and the next begins. Every boundary looks like ``_BETWEEN``;
+    a value can contain that text only as structure (a string escapes its quotes),
+    so when it occurs more often than there are boundaries, the batch is encoded
+    record by record instead.
+    """
+    if not records:
+        return ""
+    text = _dumps_records([{"kind": REC, "name": n, "value": v, "pos": p} for n, v, p in records])[1:-1]
+    if text.count(_BETWEEN) == len(records) - 1:
+        return text.replace(_BETWEEN, '}\n{"kind":"rec",') + "\n"
+    return "".join([encode_record(r) + "\n" for r in records])
 
 
 def encode_records(records: Iterable[Record]) -> bytes:
-    return encode_lines(records).encode()
+    return encode_lines(list(records)).encode()
 
 
 def decode_records(data: bytes, *, origin: str = "") -> list[Record]:
