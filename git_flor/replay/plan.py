@@ -223,7 +223,7 @@ class CostModel:
 
     times: list[float]  # seconds of each outer-loop iteration of the original run
     pre: float  # seconds from the run's start to its outer loop
-    duration: float  # the original run's total seconds
+    duration: Any  # the original run's total seconds, as run.json has it (read only for ``full``)
     restore_cost: dict[int, float]  # iteration → seconds to restore its checkpoint
 
     @classmethod
@@ -232,7 +232,7 @@ class CostModel:
         return cls(
             times=list(outer.get("iters", [])),
             pre=max(0.0, float(outer.get("start", 0)) - float(meta.get("start", 0))),
-            duration=float(meta.get("duration", 0)),
+            duration=meta.get("duration", 0),
             restore_cost={i: float(e.get("seconds", 0.0)) for i, e in manifest.items()},
         )
 
@@ -242,7 +242,7 @@ class CostModel:
         if mode == "prefix":
             return base
         if mode == "full":
-            return base + sum(times) + self.duration * 0.05
+            return base + sum(times) + float(self.duration) * 0.05
         if mode == "suffix":
             return base + self.restore_cost.get(n - 1, 0.0)
         if mode == "reexec":
