@@ -12,10 +12,11 @@ from typing import Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, Unverified, UsageError
 from ..query.runs import resolve_run, run_ids
-from ..replay.execute import LocalExecutor, Outcome
+from ..replay.executors import LocalExecutor, Outcome
+from ..replay.jobs import execute
 from ..replay.plan import Job, Plan, plan
-from ..replay.run import describe_failures, execute
-from ..runtime.replay import DIVERGED
+from ..replay.writeback import describe_failures
+from ..runtime.replay_mode import DIVERGED
 from ..storage.index import connect
 from .common import open_session
 

@@ -4,7 +4,7 @@ Static analysis plans; the original run judges (docs/design.md §4). A job is
 *strict* when it starts from a checkpoint or skips work: its child compares
 every recorded value it recomputes and the state fingerprint at every restore
 and iteration end it reaches against the original run's, and stops at the first
-difference (``runtime.replay.DIVERGED``). Its values are then discarded and the
+difference (``runtime.replay_mode.DIVERGED``). Its values are then discarded and the
 job is re-planned more conservatively — a skip becomes a re-execution from a
 checkpoint, a re-execution from a checkpoint becomes one from the start — so a
 wrong value is never published. A job from the start cannot fall back further:

@@ -26,6 +26,8 @@ from .records import (
     SRC_DIR,
     UNVERIFIED_FILE,
     WITNESS_FILE,
+    LoopTiming,
+    Record,
     RunData,
     decode_records,
     dumps,
@@ -106,6 +108,17 @@ def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> byte
     tree = commit.tree
     return repo[tree[name].id].data if name in tree else b""
 
+
+def loop_timings(repo: pygit2.Repository, shadow: str) -> list[LoopTiming]:
+    """The ``flor.loop`` timings of the run at shadow commit ``shadow`` (empty for a run without any)."""
+    data = read_blob(repo, repo[pygit2.Oid(hex=shadow)].peel(pygit2.Commit), LOOPS_FILE)
+    return json.loads(data) if data else []
+
+
+def read_records(repo: pygit2.Repository, shadow: str) -> list[Record]:
+    """The values the run at shadow commit ``shadow`` logged (a replay's witnesses)."""
+    data = read_blob(repo, repo[pygit2.Oid(hex=shadow)].peel(pygit2.Commit), LOGS_FILE)
+    return decode_records(data, origin=f"{shadow[:10]}:{LOGS_FILE}")
 
 
 def read_witness(
