@@ -202,14 +202,11 @@ class _Links:
 
     def closure(self, changed: set[str]) -> set[str]:
         out = set(changed)
-        # An object built from another changes it when stepped (an unregistered scheduler
-        # sets its optimizer's lr), transitively.
-        todo = list(changed)
-        while todo:
-            for dep in self.built_from.get(todo.pop(), set()) - out:
-                out.add(dep)
-                todo.append(dep)
-        changed = out
+        # An object built from another changes that one when stepped (an unregistered
+        # scheduler sets its optimizer's lr). One level: the optimizer's lr changing does
+        # not change the model.
+        for name in changed - self.registered:
+            out |= self.built_from.get(name, set())
         optimizers = {v for v, t in self.kinds.items() if ".optim." in t and "lr_scheduler" not in t}
         unknown = self.registered - set(self.kinds)
         for name in changed & self.registered:
