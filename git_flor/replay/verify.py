@@ -1,6 +1,6 @@
 """Verified replay, the parent's half: what witnesses each job is checked by, and what to do on a mismatch.
 
-Static analysis plans; the original run judges (docs/design.md §4). A job is
+Static analysis plans; the original run judges (docs/design.md §7). A job is
 *strict* when it starts from a checkpoint or skips work: its child compares
 every recorded value it recomputes and the state fingerprint at every restore
 and iteration end it reaches against the original run's, and stops at the first

@@ -1,4 +1,4 @@
-"""State fingerprints: the witnesses a recorded run leaves for verified replay (docs/design.md §4).
+"""State fingerprints: the witnesses a recorded run leaves for verified replay (docs/design.md §7).
 
 At the end of an outer-loop iteration the run hashes, per component, the state
 a later iteration can depend on:

@@ -19,7 +19,7 @@ the runtime:
   ``full``    run everything (a statement whose position could not be placed).
   The process exits as soon as the last needed iteration is done.
 
-Verification (docs/design.md §4, *Verified replay*): the spec carries the
+Verification (docs/design.md §7): the spec carries the
 original run's witnesses for what this job covers — its recorded values and its
 state fingerprints. Every recorded statement the job passes is compared bit for
 bit (as its JSON encoding), every fingerprinted iteration end it reaches, and

@@ -1,6 +1,6 @@
 """Which variables of a training script are *state* worth a fingerprint, read with :mod:`ast`.
 
-Verified replay (docs/design.md §4) compares, at the end of outer-loop
+Verified replay (docs/design.md §7) compares, at the end of outer-loop
 iterations, a fingerprint of the state the original run had with the state the
 replay has. That only works if the fingerprint leaves out what legitimately
 differs between two recordings of the same deterministic code — otherwise every

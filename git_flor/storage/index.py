@@ -29,7 +29,7 @@ SCHEMA = 5
 INDEX_FILE = "index.sqlite"
 
 #: Provenance of a value in the table (UNVERIFIED: hindsight that a non-deterministic script
-#: did not reproduce its own recorded values for, see docs/design.md §4).
+#: did not reproduce its own recorded values for, see docs/design.md §7).
 RECORDED, HINDSIGHT, ARG, UNVERIFIED = 0, 1, 2, 3
 #: Separator of loop names in a chunk's ``dims``.
 DIM_SEP = "\x1f"
