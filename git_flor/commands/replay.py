@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
+from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, UsageError
 from ..query.runs import resolve_run, run_ids
 from ..replay.execute import LocalExecutor, Outcome
+from ..replay.isolation import Isolation, choose, output_dirs
 from ..replay.plan import Job, Plan, plan
 from ..replay.run import describe_failures, execute
 from ..storage.index import connect
@@ -60,18 +61,27 @@ def replay(
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers)
     finally:
         conn.close()
-    _show(the_plan, fmt)
+    isolation = _isolation(repo, the_plan) if the_plan.jobs else None
+    _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
     total = sum(j.estimate for j in the_plan.jobs)
     if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
+    violations: list[str] = []
     with _Progress() as progress:
-        results = execute(repo, the_plan, LocalExecutor(workers), progress)
+        results = execute(repo, the_plan, LocalExecutor(workers), progress, isolation, violations)
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
     values = sum(r.values for r in results)
     print(f"replayed {len(results)} run(s): {values} hindsight value(s) written", file=sys.stderr)
+    if violations:
+        for path in violations:
+            print(f"git flor replay: ISOLATION VIOLATED: {path} changed while the replay ran", file=sys.stderr)
+        raise CheckFailed(
+            f"{len(violations)} of your files changed during the replay ({isolation.mode if isolation else '?'} "
+            "isolation); restore them from your backups or VCS and report this"
+        )
     if failures:
         raise Partial("; ".join(failures) + " (the other runs' values were kept)")
     return EXIT_OK
@@ -95,9 +105,22 @@ def _select(repo: object, conn: object, selectors: Sequence[str], where: str | N
     return ids
 
 
-def _show(the_plan: Plan, fmt: str) -> None:
+def _isolation(repo: Any, the_plan: Plan) -> Isolation:
+    """How the jobs' children will be kept away from the user's files (a probe in a throwaway child)."""
+    from ..storage.repo import workdir
+
+    root = workdir(repo)
+    return choose(root, sorted({d for t in the_plan.targets for d in output_dirs(t.meta, root)}))
+
+
+def _show(the_plan: Plan, fmt: str, isolation: Isolation | None = None) -> None:
+    if isolation is not None:
+        print(isolation.describe(), file=sys.stderr)
     if fmt == "json":
-        sys.stdout.write(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        data = the_plan.to_json()
+        if isolation is not None:
+            data["isolation"] = isolation.to_json()
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s") for j in the_plan.jobs]
     if rows:

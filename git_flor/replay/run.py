@@ -11,9 +11,8 @@ reported and written as far as it got; other runs are unaffected.
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import sys
 import tempfile
 import time
 import uuid
@@ -31,6 +30,10 @@ from ..storage.remote_store import ensure_payloads
 from ..storage.repo import common_dir, workdir
 from ..storage.shadow import commit_run
 from .execute import Executor, Outcome, Task
+from .expect import shortfall
+from .isolation import Isolation, changed, choose, created_files, fingerprint, output_dirs, rmtree
+from .isolation import launch_spec as isolation_spec
+from .launcher import command, launch_spec
 from .materialise import materialise
 from .plan import Job, Plan, Target
 
@@ -58,23 +61,33 @@ def execute(
     plan: Plan,
     executor: Executor,
     monitor: Monitor | None = None,
+    isolation: Isolation | None = None,
+    violations: list[str] | None = None,
 ) -> list[Result]:
+    """Run the plan's jobs; ``violations`` receives the user's files that changed meanwhile (should be none)."""
     base = Path(tempfile.mkdtemp(prefix="git-flor-replay-"))
     user_root = workdir(repo)
     store = store_for(common_dir(repo))
     tasks: list[Task] = []
     where: dict[int, tuple[Target, Job, Path]] = {}
+    outside = sorted({d for t in plan.targets for d in output_dirs(t.meta, user_root)})
+    iso = isolation or choose(user_root, outside)
+    watched = sorted({p for t in plan.targets for p in _absolute_outputs(t.meta)})
+    before = fingerprint(user_root, watched, exclude=base)
     try:
         for target in plan.targets:
             tree = _propagated_tree(repo, target)
             manifest = read_manifest(repo, target.run)
+            created = created_files(target.meta)
+            hidden_rel = {p for p in created if not os.path.isabs(p)}
+            hide = sorted({p for p in created if os.path.isabs(p)} | {str(user_root / p) for p in hidden_rel})
             for job in target.jobs:
                 needed = _needed(manifest, job)
                 # With a shared payload store (git config flor.store), bring them here first.
                 ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
                 key = len(tasks)
                 scratch = base / target.run / str(key)
-                materialise(repo, repo[tree].peel(pygit2.Tree), {}, user_root, scratch)
+                materialise(repo, repo[tree].peel(pygit2.Tree), {}, user_root, scratch, hidden=hidden_rel)
                 spec = ReplaySpec(
                     run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
                     start_from=job.start_from, args=target.meta.get("args", {}), store=str(store.root),
@@ -86,9 +99,13 @@ def execute(
                 spec_path.write_text(spec.to_json())
                 env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
                 env.update(FLOR_REPLAY=str(spec_path), FLOR_QUIET="1")
-                argv = target.meta.get("argv") or [target.meta["script"]]
-                cwd = scratch / (target.meta.get("cwd") or ".")
-                tasks.append(Task(key, [sys.executable, *argv], str(cwd), env))
+                launch = launch_spec(target.meta, scratch, user_root,
+                                     isolation_spec(iso, scratch, base, hide, outside))
+                launch_path = scratch / ".git-flor-launch.json"
+                launch_path.write_text(json.dumps(launch))
+                cwd = Path(launch["cwd"])
+                cwd.mkdir(parents=True, exist_ok=True)
+                tasks.append(Task(key, command(launch_path, launch["script"]), str(cwd), env))
                 where[key] = (target, job, scratch)
         if monitor is not None:
             monitor.begin([(where[k][1], where[k][2] / ".git-flor-replay.progress", _length(where[k][1]))
@@ -102,8 +119,11 @@ def execute(
                 target, job, scratch = where[outcome.key]
                 out = scratch / ".git-flor-replay.out"
                 if outcome.returncode == 0:
-                    if out.is_file():  # absent when the script never reached a flor call
-                        collected[target.run].extend(_read(out))
+                    got = _read(out) if out.is_file() else []  # absent: the script never reached a flor call
+                    collected[target.run].extend(got)
+                    short = shortfall(target, job, got)
+                    if short:
+                        results[target.run].failures.append(f"{job.describe()}: {short}")
                 else:
                     last = (outcome.stderr.strip().splitlines() or ["no output"])[-1]
                     results[target.run].failures.append(f"{job.describe()}: exit {outcome.returncode}: {last}")
@@ -121,7 +141,14 @@ def execute(
             raise
         return list(results.values())
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if violations is not None:
+            violations.extend(changed(before, fingerprint(user_root, watched, exclude=base)))
+        rmtree(base)
+
+
+def _absolute_outputs(meta: dict[str, Any]) -> list[str]:
+    files = (meta.get("outputs") or {}).get("files") or {}
+    return [p for p in files if os.path.isabs(p)]
 
 
 def _length(job: Job) -> int:
