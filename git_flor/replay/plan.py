@@ -308,7 +308,7 @@ def _own_outputs(target: Target, manifest: dict[int, dict[str, Any]], loops: lis
     It must start from before the write so that it reads the one it writes itself:
     a re-execution from the latest safe checkpoint before it (or from the start);
     a suffix job becomes a full re-execution. Positions: -1 before the outer loop,
-    ``i`` in iteration ``i``, ``n`` after the loop (see ``runtime.outputs``).
+    ``i`` in iteration ``i``, ``n`` after the loop, -2 unknown (see ``runtime.outputs``).
     """
     pairs = _reads_of_own_writes(target.meta)
     if not pairs or not target.jobs:
@@ -321,7 +321,7 @@ def _own_outputs(target: Target, manifest: dict[int, dict[str, Any]], loops: lis
             ran = set(range(job.start_from + 1, max(job.epochs) + 1)) | {-1}
             bad = [w for r, w in pairs if r in ran and w not in ran]
         elif job.mode == "skip":  # a write in this iteration may be inside a skipped loop
-            bad = [w for r, w in pairs if r in set(job.epochs) and w >= 0]
+            bad = [w for r, w in pairs if r in set(job.epochs) and w != -1]
         elif job.mode == "suffix":
             bad = [w for r, w in pairs if r >= n and w not in (-1, n)]
         else:

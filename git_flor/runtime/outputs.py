@@ -7,8 +7,10 @@ of the user's reach, including absolute paths outside the repository. Both need
 to know, at record time, what the run wrote. An audit hook (PEP 578) sees every
 Python-level open, ``os.open``, rename and ``sqlite3.connect``; ``torch.save``
 and ``torch.jit.save`` open their files in C++ and are noted by thin wrappers;
-other C writers are caught at the end by scanning the absolute directories the
-run was given as ``flor.arg`` values for files modified since it started.
+other C writers (h5py, a C extension's ``fopen``) are caught at the end by
+scanning the repository (within a time budget) and the absolute directories the
+run was given as ``flor.arg`` values for files modified since it started; their
+position is unknown (``UNKNOWN``), which replay treats as "before anything".
 
 Positions are outer-loop positions: ``-1`` before the outer loop, ``i`` during
 iteration ``i``, ``n`` (the number of iterations) after it. The summary keeps,
@@ -31,6 +33,11 @@ MAX_PATHS = 2000
 MAX_EVENTS = 400
 _WRITE_FLAGS = os.O_WRONLY | os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_TRUNC
 _SKIP_PREFIXES = ("/proc/", "/dev/", "/sys/")
+_PYCACHE = os.sep + "__pycache__" + os.sep
+#: The position of a write only the final scan saw.
+UNKNOWN = -2
+#: Seconds the final scan of the repository may take (a huge data folder is cut short).
+SCAN_BUDGET = 1.0
 
 
 class Outputs:
@@ -83,7 +90,8 @@ class Outputs:
         if seq is None:
             if kind == "r":
                 return
-            if full.startswith(_SKIP_PREFIXES) or any(full.startswith(p) for p in self.ignore):
+            if (full.startswith(_SKIP_PREFIXES) or any(full.startswith(p) for p in self.ignore)
+                    or _PYCACHE in full):
                 return
             if len(self.events) >= MAX_PATHS:
                 self.complete = False
@@ -99,21 +107,39 @@ class Outputs:
 
     # -- the summary -----------------------------------------------------------------------
 
-    def scan_dirs(self, dirs: list[str], since: float) -> None:
-        """Files under ``dirs`` modified since ``since`` that no hook saw (C writers): position -1."""
+    def scan_dirs(self, dirs: list[str], since: float, budget: float = SCAN_BUDGET) -> None:
+        """Files under ``dirs`` modified since ``since`` that no hook saw (C writers), position UNKNOWN.
+
+        Links are not followed and ignored folders (``.git``) skipped; the walk stops
+        after ``budget`` seconds (the summary is then marked incomplete).
+        """
+        import time
+
+        deadline = time.monotonic() + budget
+        known = {os.path.realpath(p) for p in self.events}
         for top in dirs:
-            count = 0
-            for base, subdirs, names in os.walk(top):
-                subdirs.sort()
-                for name in sorted(names):
-                    full = os.path.join(base, name)
-                    count += 1
-                    if count > MAX_PATHS:
-                        self.complete = False
-                        break
+            stack = [top]
+            while stack:
+                if time.monotonic() > deadline:
+                    self.complete = False
+                    return
+                try:
+                    entries = list(os.scandir(stack.pop()))
+                except OSError:
+                    continue
+                for entry in entries:
+                    full = entry.path
+                    if entry.name == "__pycache__" or any((full + os.sep).startswith(p) for p in self.ignore):
+                        continue
                     try:
-                        if full not in self.events and os.lstat(full).st_mtime >= since:
-                            self.events[full] = [[-1, "w"]]
+                        if entry.is_dir(follow_symlinks=False):
+                            stack.append(full)
+                        elif (entry.is_file(follow_symlinks=False) and entry.stat(follow_symlinks=False).st_mtime >= since
+                              and os.path.realpath(full) not in known):
+                            if len(self.events) >= MAX_PATHS:
+                                self.complete = False
+                                return
+                            self.events[full] = [[UNKNOWN, "w"]]
                     except OSError:
                         continue
 

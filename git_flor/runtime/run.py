@@ -236,7 +236,8 @@ class Run:
         from ..storage.shadow import commit_run
 
         if self.outputs is not None:
-            self.outputs.scan_dirs(absolute_dirs(self.meta["args"], self.outputs.root), self.meta["start"])
+            self.outputs.scan_dirs([self.outputs.root, *absolute_dirs(self.meta["args"], self.outputs.root)],
+                                   self.meta["start"])
             self.outputs.active = False  # a later run of this process (flor.commit()) has its own
             self.meta["outputs"] = self.outputs.summary()
 
