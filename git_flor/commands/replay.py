@@ -13,7 +13,7 @@ from typing import Any
 from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, UsageError
 from ..query.runs import resolve_run, run_ids
 from ..replay.execute import LocalExecutor, Outcome
-from ..replay.isolation import Isolation, choose, output_dirs
+from ..replay.isolation import Isolation, choose, outside_dirs
 from ..replay.plan import Job, Plan, plan
 from ..replay.run import describe_failures, execute
 from ..storage.index import connect
@@ -110,7 +110,7 @@ def _isolation(repo: Any, the_plan: Plan) -> Isolation:
     from ..storage.repo import workdir
 
     root = workdir(repo)
-    return choose(root, sorted({d for t in the_plan.targets for d in output_dirs(t.meta, root)}))
+    return choose(root, outside_dirs(root, [t.meta for t in the_plan.targets]))
 
 
 def _show(the_plan: Plan, fmt: str, isolation: Isolation | None = None) -> None:

@@ -60,12 +60,40 @@ def output_dirs(meta: dict[str, Any], user_root: Path) -> list[str]:
     files = (meta.get("outputs") or {}).get("files") or {}
     dirs = set()
     for path in files:
-        if not os.path.isabs(path):
-            continue
+        if not os.path.isabs(path) or not os.path.lexists(path):
+            continue  # a temporary file, gone since (its folder, /tmp, is not the run's output)
         parent = os.path.dirname(path)
         if os.path.isdir(parent) and not _under(os.path.realpath(parent), str(user_root)):
             dirs.add(os.path.realpath(parent))
     return sorted(dirs)
+
+
+def linked_dirs(user_root: Path) -> list[str]:
+    """Directories outside the tree that links inside it lead to (``data -> /mnt/datasets``).
+
+    Replay reaches the user's untracked files through links, so a write through such a
+    link would land there: they are overlaid (or guarded) and checked like the tree.
+    """
+    out = set()
+    root = str(user_root)
+    for base, dirs, names in os.walk(user_root):
+        if base == root:
+            dirs[:] = [d for d in dirs if d != ".git"]
+        for name in dirs + names:
+            path = os.path.join(base, name)
+            if os.path.islink(path) and os.path.isdir(path):
+                real = os.path.realpath(path)
+                if not _under(real, root) and real != os.sep:
+                    out.add(real)
+    return sorted(out)
+
+
+def outside_dirs(user_root: Path, metas: list[dict[str, Any]]) -> list[str]:
+    """Everything outside the user's tree a replay of these runs could write to: to overlay and check."""
+    dirs = set(linked_dirs(user_root))
+    for meta in metas:
+        dirs.update(output_dirs(meta, user_root))
+    return top_dirs(sorted(dirs))
 
 
 def created_files(meta: dict[str, Any]) -> list[str]:
@@ -159,17 +187,19 @@ def launch_spec(iso: Isolation, scratch: Path, base: Path, hide_abs: list[str], 
 State = dict[str, tuple[Any, ...]]
 
 
-def fingerprint(user_root: Path, files: list[str], exclude: Path | None = None) -> State:
-    """Every file reachable in the user's tree (not following links, ``.git`` aside) + ``files``.
+def fingerprint(user_root: Path, outside: list[str], files: list[str], exclude: Path | None = None) -> State:
+    """Every file of the user's tree (``.git`` aside), of the ``outside`` folders, and ``files``.
 
-    ``exclude``: the replay's own scratch, should a temporary folder lie inside the tree.
+    Links are recorded as links (their targets are among ``outside`` when they lead to
+    folders). ``exclude``: the replay's own scratch, should a temporary folder lie inside.
     """
     out: State = {}
     skip = {os.path.join(str(user_root), ".git"), str(exclude) if exclude else ""}
-    for base, dirs, names in os.walk(user_root):
-        dirs[:] = [d for d in dirs if os.path.join(base, d) not in skip]
-        for name in names + [d for d in dirs if os.path.islink(os.path.join(base, d))]:
-            _stat(os.path.join(base, name), out)
+    for top in [str(user_root), *outside]:
+        for base, dirs, names in os.walk(top):
+            dirs[:] = [d for d in dirs if os.path.join(base, d) not in skip]
+            for name in names + [d for d in dirs if os.path.islink(os.path.join(base, d))]:
+                _stat(os.path.join(base, name), out)
     for path in files:
         _stat(path, out)
     return out

@@ -61,7 +61,7 @@ class Sandbox:
     def copy_up(self, path: Any, append: bool) -> None:
         """Make ``path`` (inside the scratch) a real, private place to write."""
         full = os.path.abspath(os.fspath(path))
-        if not full.startswith(self.scratch + os.sep) or not self.in_user_tree(full):
+        if not full.startswith(self.scratch + os.sep) or not self.is_protected(full):
             return
         parts = Path(full).relative_to(self.scratch).parts
         cur = self.scratch
