@@ -13,7 +13,6 @@ byte-identical, and the hindsight values equal hand-edited full re-runs exactly.
 from __future__ import annotations
 
 import json
-import shutil
 import textwrap
 from pathlib import Path
 

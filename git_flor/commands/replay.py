@@ -76,6 +76,8 @@ def replay(
     values = sum(r.values for r in results)
     print(f"replayed {len(results)} run(s): {values} hindsight value(s) written", file=sys.stderr)
     if violations:
+        for failure in failures:
+            print(f"git flor replay: {failure}", file=sys.stderr)
         for path in violations:
             print(f"git flor replay: ISOLATION VIOLATED: {path} changed while the replay ran", file=sys.stderr)
         raise CheckFailed(

@@ -1,8 +1,8 @@
 """How many values a replay job must bring back: never "0 values, exit 0".
 
-A statement that runs unconditionally in the outer loop's body (or in a nested
-``flor.loop`` of it) logs at least one value in every iteration it runs; one
-before or after the loop logs at least once per process. A job that covered
+A statement that runs unconditionally in the outer loop's body logs at least one
+value in every iteration it runs; one in a nested ``flor.loop`` of it, or before
+or after the loop, at least one per job. A job that covered
 iterations and came back with fewer values than that did not compute what it
 was asked to (a helper never called, a loop shape the plan misread, a restore
 that skipped the statement) — that is a failure of the run, with a reason, not
@@ -44,7 +44,8 @@ def expectations(source: str, positions: dict[str, list[Any]]) -> dict[str, str]
             continue
         if not any(_unconditional(c, parents) for c in calls[name]):
             continue
-        out[name] = "each" if wheres & {"epoch", "step"} else "once"
+        # In a nested loop it runs only if that loop has iterations (a loader may be empty).
+        out[name] = "each" if "epoch" in wheres else "once"
     return out
 
 
