@@ -154,17 +154,16 @@ def _probe(roots: list[str]) -> str | None:
 
 
 def rmtree(path: Path) -> None:
-    """Remove a scratch tree; an overlay's work dir keeps a mode-000 ``work`` entry until chmod."""
-
-    def retry(func: Any, p: str, exc: Any) -> None:
-        try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-
-    shutil.rmtree(path, onerror=retry)
+    """Remove a scratch tree; an overlay's work dir keeps a mode-000 ``work`` entry, opened first."""
+    for base, dirs, _ in os.walk(path):
+        for d in dirs:
+            full = os.path.join(base, d)
+            if not os.path.islink(full):  # never follow a link out of the scratch
+                try:
+                    os.chmod(full, 0o700)
+                except OSError:
+                    pass
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def overlays(roots: list[str], where: Path) -> list[dict[str, str]]:
