@@ -14,8 +14,8 @@ position is unknown (``UNKNOWN``), which replay treats as "before anything".
 
 Positions are outer-loop positions: ``-1`` before the outer loop, ``i`` during
 iteration ``i``, ``n`` (the number of iterations) after it. The summary keeps,
-per path, the sequence of ``[position, kind]`` events with consecutive repeats
-folded: ``w`` (created/truncated), ``a`` (appended/updated in place), ``r``
+per path, the sequence of ``[position, kind]`` events, a run of repeated writes
+folded to its first and latest: ``w`` (created/truncated), ``a`` (appended/updated in place), ``r``
 (read after this run had written it).
 """
 
@@ -99,6 +99,9 @@ class Outputs:
             seq = self.events[full] = []
         pos = self.position()
         if seq and seq[-1][0] == pos and seq[-1][1] == kind:
+            return
+        if kind != "r" and len(seq) >= 2 and seq[-1][1] == kind and seq[-2][1] == kind:
+            seq[-1][0] = pos  # a run of writes keeps its first and its latest position
             return
         if len(seq) >= MAX_EVENTS:
             self.complete = False
