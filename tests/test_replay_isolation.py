@@ -13,6 +13,7 @@ byte-identical, and the hindsight values equal hand-edited full re-runs exactly.
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -296,3 +297,58 @@ def test_a_c_write_through_a_link_out_of_the_tree(tmp_path: Path, mode: str, mon
         assert out.returncode == 1, out.stderr
         assert "ISOLATION VIOLATED" in out.stderr and "datasets/cache.h5" in out.stderr
     assert user_state(repo) == before
+
+
+def test_the_guard_refuses_an_absolute_output_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without the kernel's overlay, a write into the run's out_dir fails the job (exit 3), never lands."""
+    monkeypatch.setenv("FLOR_ISOLATION", "guard")
+    repo = tmp_path / "project"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    src = SWALLOW.replace("try:\n    train(", "if True:\n    train(").replace(
+        "except Exception:  # the script keeps going to upload what it has\n    traceback.print_exc()\n", "")
+    (repo / "train.py").write_text(src)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "out_dir")
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    run_script(repo, "train.py", "--kwargs", f"out_dir={exp}")
+    (repo / "train.py").write_text(src.replace(
+        '            flor.log("w0", float(w[0]))\n',
+        '            flor.log("w0", float(w[0]))\n            flor.log("w1", float(w[1]))\n'))
+    before, before_exp = user_state(repo), _files(exp)
+    out = flor(repo, "replay", "--apply", "w1", "--yes")
+    assert out.returncode == 3, out.stderr
+    assert f"refusing to write {exp}/w.npy in an output folder of the original run" in out.stderr
+    assert "isolation: in-process guard" in out.stderr
+    assert user_state(repo) == before and _files(exp) == before_exp
+
+
+def test_kernel_isolation_needs_no_privileges(tmp_path: Path) -> None:
+    """The probe (unshare a user + mount namespace, mount an overlay, write through it) as nobody."""
+    import os
+    import subprocess
+
+    from git_flor.replay.isolation import LAUNCHER
+
+    python = shutil.which("python3", path="/usr/bin:/bin")
+    if os.geteuid() != 0 or not shutil.which("setpriv") or python is None:
+        pytest.skip("needs root (to become nobody), setpriv and a system python3")
+    if not _kernel_available(tmp_path / "probe"):
+        pytest.skip("this kernel offers no unprivileged user + mount namespaces with overlayfs")
+    work = tmp_path / "nobody"
+    (work / "lower").mkdir(parents=True)
+    (work / "lower" / "f").write_text("mine\n")
+    shutil.copy(LAUNCHER, work / "launch.py")
+    spec = {"overlays": [{"lower": str(work / "lower"), "upper": str(work / "ov" / "upper"),
+                          "work": str(work / "ov" / "work")}], "keep": [str(work / "ov")]}
+    (work / "spec.json").write_text(json.dumps(spec))
+    (work / "ov").mkdir()
+    subprocess.run(["chown", "-R", "65534:65534", str(work)], check=True)
+    for parent in [tmp_path, *tmp_path.parents]:  # let nobody reach the folder
+        os.chmod(parent, os.stat(parent).st_mode | 0o011)
+    out = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all",
+                          "--bounding-set=-all", python, "-I", str(work / "launch.py"), "--probe",
+                          str(work / "spec.json")], capture_output=True, text=True)
+    assert (out.returncode, out.stdout) == (0, "ok"), out.stderr
+    assert (work / "lower" / "f").read_text() == "mine\n"
