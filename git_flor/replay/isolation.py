@@ -186,6 +186,14 @@ def launch_spec(iso: Isolation, scratch: Path, base: Path, hide_abs: list[str], 
 State = dict[str, tuple[Any, ...]]
 
 
+def walked(outside: list[str]) -> list[str]:
+    """The outside folders the check walks whole: not shared ones (``/tmp``, ``$HOME``), where other
+    programs write all the time; there only the files the run wrote are checked."""
+    shared = {os.sep, tempfile.gettempdir(), "/tmp", "/var/tmp", "/dev/shm", os.path.expanduser("~")}
+    shared = {os.path.realpath(d) for d in shared}
+    return [d for d in outside if os.path.realpath(d) not in shared]
+
+
 def fingerprint(user_root: Path, outside: list[str], files: list[str], exclude: Path | None = None) -> State:
     """Every file of the user's tree (``.git`` aside), of the ``outside`` folders, and ``files``.
 

@@ -31,7 +31,16 @@ from ..storage.repo import common_dir, workdir
 from ..storage.shadow import commit_run
 from .execute import Executor, Outcome, Task
 from .expect import shortfall
-from .isolation import Isolation, changed, choose, created_files, fingerprint, outside_dirs, rmtree
+from .isolation import (
+    Isolation,
+    changed,
+    choose,
+    created_files,
+    fingerprint,
+    outside_dirs,
+    rmtree,
+    walked,
+)
 from .isolation import launch_spec as isolation_spec
 from .launcher import command, launch_spec
 from .materialise import materialise
@@ -73,7 +82,7 @@ def execute(
     outside = outside_dirs(user_root, [t.meta for t in plan.targets])
     iso = isolation or choose(user_root, outside)
     watched = sorted({p for t in plan.targets for p in _absolute_outputs(t.meta)})
-    before = fingerprint(user_root, outside, watched, exclude=base)
+    before = fingerprint(user_root, walked(outside), watched, exclude=base)
     try:
         for target in plan.targets:
             tree = _propagated_tree(repo, target)
@@ -142,7 +151,7 @@ def execute(
         return list(results.values())
     finally:
         if violations is not None:
-            violations.extend(changed(before, fingerprint(user_root, outside, watched, exclude=base)))
+            violations.extend(changed(before, fingerprint(user_root, walked(outside), watched, exclude=base)))
         rmtree(base)
 
 

@@ -76,24 +76,29 @@ def _escape(path: str) -> str:
 def mount_overlays(overlays: list[dict[str, str]], keep: list[str]) -> list[str]:
     """Mount each ``{"lower", "upper", "work"}`` over its lower directory; returns the lowers.
 
-    ``keep``: directories (the scratch) that must stay the real ones even when an
-    overlaid directory contains them; they are bound back on top afterwards.
+    ``keep``: directories (the scratch, which holds the upper dirs) that must stay the
+    real ones even when an overlaid directory contains them: each is bound back on top
+    right after such a mount, before the next one resolves its paths.
     """
     libc = _libc()
-    held = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in keep]
-    done = []
-    for ov in overlays:
-        lower = ov["lower"]
+    for ov in overlays:  # all before the first mount, in the real tree
         os.makedirs(ov["upper"], exist_ok=True)
         os.makedirs(ov["work"], exist_ok=True)
-        opts = f"lowerdir={_escape(lower)},upperdir={_escape(ov['upper'])},workdir={_escape(ov['work'])}"
-        _check(libc.mount(b"overlay", os.fsencode(lower), b"overlay", 0, opts.encode()), f"overlay on {lower}")
-        done.append(lower)
-    for path, fd in held:
-        if any(path == d or path.startswith(d.rstrip(os.sep) + os.sep) for d in done):
-            _check(libc.mount(f"/proc/self/fd/{fd}".encode(), os.fsencode(path), None, MS_BIND | MS_REC, None),
-                   f"binding {path} back")
-        os.close(fd)
+    held = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in keep]
+    done = []
+    try:
+        for ov in overlays:
+            lower = ov["lower"]
+            opts = f"lowerdir={_escape(lower)},upperdir={_escape(ov['upper'])},workdir={_escape(ov['work'])}"
+            _check(libc.mount(b"overlay", os.fsencode(lower), b"overlay", 0, opts.encode()), f"overlay on {lower}")
+            done.append(lower)
+            for path, fd in held:
+                if path == lower or path.startswith(lower.rstrip(os.sep) + os.sep):
+                    _check(libc.mount(f"/proc/self/fd/{fd}".encode(), os.fsencode(path), None, MS_BIND | MS_REC,
+                                      None), f"binding {path} back")
+    finally:
+        for _, fd in held:
+            os.close(fd)
     return done
 
 
