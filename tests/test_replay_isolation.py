@@ -94,10 +94,23 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("mode", ["namespace", "guard"])
-def test_no_write_path_reaches_the_users_files(tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture(scope="module")
+def torch_by_hand(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[object]]:
+    """The hand-edited full re-run of the old version (lr=0.1): the values every replay must give."""
     pytest.importorskip("torch")
     pytest.importorskip("h5py")
+    hand = tmp_path_factory.mktemp("hand") / "project"
+    hand.mkdir()
+    git(hand, "init", "-q")
+    (hand / "train.py").write_text(_today(TORCH))
+    run_script(hand, "train.py", "--kwargs", "lr=0.1")
+    repo = pygit2.Repository(str(hand))
+    return {name: git_flor.dataframe(name, repo=repo)[name].tolist() for name in ("w_norm", "final_w0")}
+
+
+@pytest.mark.parametrize("mode", ["namespace", "guard"])
+def test_no_write_path_reaches_the_users_files(tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch,
+                                               torch_by_hand: dict[str, list[object]]) -> None:
     if mode == "namespace" and not _kernel_available(tmp_path / "probe"):
         pytest.skip("this kernel offers no unprivileged user + mount namespaces with overlayfs")
     monkeypatch.setenv("FLOR_ISOLATION", mode)
@@ -126,18 +139,10 @@ def test_no_write_path_reaches_the_users_files(tmp_path: Path, mode: str, monkey
     assert user_state(repo) == before  # out/: w.npy, results.db, model.jit, final.pt, w.h5; notes.txt
     assert _files(exp) == before_exp  # the absolute out_dir too
 
-    hand = tmp_path / "hand"
-    hand.mkdir()
-    git(hand, "init", "-q")
-    (hand / "train.py").write_text(_today(TORCH))
-    hand_exp = tmp_path / "hand_exp"
-    hand_exp.mkdir()
-    run_script(hand, "train.py", "--kwargs", "lr=0.1", *([f"out_dir={hand_exp}"] if out_dir else []))
     for name in ("w_norm", "final_w0"):
-        want = git_flor.dataframe(name, repo=pygit2.Repository(str(hand)))
-        got = git_flor.dataframe(name, repo=pygit2.Repository(str(repo)))
-        assert got[name].tolist() == want[name].tolist(), name
-        assert len(want) == (4 if name == "w_norm" else 1)
+        got = git_flor.dataframe(name, repo=pygit2.Repository(str(repo)))[name].tolist()
+        assert got == torch_by_hand[name], name
+        assert len(got) == (4 if name == "w_norm" else 1)
 
 
 BEST = textwrap.dedent(
