@@ -236,8 +236,9 @@ class Run:
         from ..storage.shadow import commit_run
 
         if self.outputs is not None:
+            # (less a margin: file times come from the kernel's coarse clock, a tick behind time.time())
             self.outputs.scan_dirs([self.outputs.root, *absolute_dirs(self.meta["args"], self.outputs.root)],
-                                   self.meta["start"])
+                                   self.meta["start"] - 0.05)
             self.outputs.active = False  # a later run of this process (flor.commit()) has its own
             self.meta["outputs"] = self.outputs.summary()
 
