@@ -376,10 +376,10 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     import sys
     import time
 
+    slow = f"slow_{os.getpid()}.py"  # a name no other process on this machine runs
     repo = tmp_path / "ctrlc"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    slow = f"slow_{tmp_path.name}.py"  # unique: other replays may run on this machine
     (repo / slow).write_text(textwrap.dedent(
         """\
         import time

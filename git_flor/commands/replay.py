@@ -10,9 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, Unverified, UsageError
+from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, Unverified, UsageError
 from ..query.runs import resolve_run, run_ids
 from ..replay.executors import LocalExecutor, Outcome
+from ..replay.isolation import Isolation, choose, outside_dirs
 from ..replay.jobs import execute
 from ..replay.plan import Job, Plan, plan
 from ..replay.writeback import describe_failures
@@ -64,17 +65,28 @@ def replay(
                         trust_checkpoints=trust_checkpoints)
     finally:
         conn.close()
-    _show(the_plan, fmt)
+    isolation = _isolation(repo, the_plan) if the_plan.jobs else None
+    _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
     total = sum(j.estimate for j in the_plan.jobs)
     if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
+    violations: list[str] = []
     with _Progress() as progress:
-        results = execute(repo, the_plan, LocalExecutor(workers), progress)
+        results = execute(repo, the_plan, LocalExecutor(workers), progress, isolation, violations)
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
     _summary(results)
+    if violations:
+        for failure in failures:
+            print(f"git flor replay: {failure}", file=sys.stderr)
+        for path in violations:
+            print(f"git flor replay: ISOLATION VIOLATED: {path} changed while the replay ran", file=sys.stderr)
+        raise CheckFailed(
+            f"{len(violations)} of your files changed during the replay ({isolation.mode if isolation else '?'} "
+            "isolation); restore them from your backups or VCS and report this"
+        )
     if failures:
         raise Partial("; ".join(failures) + " (the other runs' values were kept)")
     unverified = [f"run {r.run}: {why}" for r in results for why in r.unverified]
@@ -121,9 +133,22 @@ def _select(repo: object, conn: object, selectors: Sequence[str], where: str | N
     return ids
 
 
-def _show(the_plan: Plan, fmt: str) -> None:
+def _isolation(repo: Any, the_plan: Plan) -> Isolation:
+    """How the jobs' children will be kept away from the user's files (a probe in a throwaway child)."""
+    from ..storage.repo import workdir
+
+    root = workdir(repo)
+    return choose(root, outside_dirs(root, [t.meta for t in the_plan.targets]))
+
+
+def _show(the_plan: Plan, fmt: str, isolation: Isolation | None = None) -> None:
+    if isolation is not None:
+        print(isolation.describe(), file=sys.stderr)
     if fmt == "json":
-        sys.stdout.write(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        data = the_plan.to_json()
+        if isolation is not None:
+            data["isolation"] = isolation.to_json()
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
     rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s", _verified_by(j))
             for j in the_plan.jobs]

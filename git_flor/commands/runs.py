@@ -79,6 +79,13 @@ def show(run: str, *, fmt: str = "text") -> int:
             print(f"{key + ':':15} {_fmt(info[key])}")
     for item in info["also_at"]:
         print(f"{'also at:':15} {item['commit'][:12]} ({item['why']})")
+    launch = info.get("launch") or {}
+    if launch.get("kind") == "module":
+        print(f"{'launched as:':15} python -m {launch.get('module')}")
+    wrote = sorted((info.get("outputs") or {}).get("files") or {})
+    if wrote:
+        more = f", … ({len(wrote)} files)" if len(wrote) > 5 else ""
+        print(f"{'wrote:':15} {', '.join(wrote[:5])}{more}")
     print("values:")
     for name, meta_v in info["values"].items():
         tag = " (hindsight)" if meta_v["hindsight"] else ""

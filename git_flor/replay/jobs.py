@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,18 @@ from ..storage.remote_store import ensure_payloads
 from ..storage.repo import common_dir, workdir
 from .executors import Executor, Outcome, Task
 from .guard import guard
+from .isolation import (
+    Isolation,
+    changed,
+    choose,
+    created_files,
+    fingerprint,
+    outside_dirs,
+    rmtree,
+    walked,
+)
+from .isolation import launch_spec as isolation_spec
+from .launcher import command, launch_spec
 from .materialise import materialise
 from .plan import Job, Plan, Target
 from .writeback import Result, WriteBack
@@ -84,9 +94,24 @@ class Prepared:
         return raw if isinstance(raw, dict) else {}
 
 
-def execute(repo: Repository, plan: Plan, executor: Executor, monitor: Monitor | None = None) -> list[Result]:
-    """Run every job of ``plan`` on ``executor``, fall back where witnesses disagree, write each run back."""
+def execute(
+    repo: Repository,
+    plan: Plan,
+    executor: Executor,
+    monitor: Monitor | None = None,
+    isolation: Isolation | None = None,
+    violations: list[str] | None = None,
+) -> list[Result]:
+    """Run every job of ``plan`` on ``executor``, fall back where witnesses disagree, write each run back.
+
+    ``violations`` receives the user's files that changed meanwhile (there should be none).
+    """
     base = Path(tempfile.mkdtemp(prefix="git-flor-replay-"))
+    user_root = workdir(repo)
+    outside = outside_dirs(user_root, [t.meta for t in plan.targets])
+    iso = isolation or choose(user_root, outside)
+    watched = sorted({p for t in plan.targets for p in _absolute_outputs(t.meta)})
+    before = fingerprint(user_root, walked(outside), watched, exclude=base)
     try:
         trees = {t.run: propagated_tree(repo, t) for t in plan.targets}
         executed = {t.run: propagated_tree(repo, t, guarded=True) for t in plan.targets}
@@ -96,7 +121,7 @@ def execute(repo: Repository, plan: Plan, executor: Executor, monitor: Monitor |
         try:
             while pending:
                 rounds += 1
-                prepared = prepare(repo, pending, executed, base / str(rounds))
+                prepared = prepare(repo, pending, executed, base / str(rounds), iso, base, outside)
                 if monitor is not None:
                     monitor.begin([(p.job, p.progress, _length(p.job)) for p in prepared])
                 pending = []
@@ -117,7 +142,14 @@ def execute(repo: Repository, plan: Plan, executor: Executor, monitor: Monitor |
             raise
         return writeback.all_results()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if violations is not None:
+            violations.extend(changed(before, fingerprint(user_root, walked(outside), watched, exclude=base)))
+        rmtree(base)
+
+
+def _absolute_outputs(meta: dict[str, Any]) -> list[str]:
+    files = (meta.get("outputs") or {}).get("files") or {}
+    return [p for p in files if os.path.isabs(p)]
 
 
 def propagated_tree(repo: Repository, target: Target, guarded: bool = False) -> SourceTree:
@@ -133,9 +165,13 @@ def propagated_tree(repo: Repository, target: Target, guarded: bool = False) -> 
 
 
 def prepare(
-    repo: Repository, jobs: list[tuple[Target, Job]], trees: dict[str, SourceTree], base: Path
+    repo: Repository, jobs: list[tuple[Target, Job]], trees: dict[str, SourceTree], base: Path,
+    iso: Isolation, root: Path, outside: list[str],
 ) -> list[Prepared]:
-    """Per job, in order: its payloads here, its scratch copy written, its spec and command line."""
+    """Per job, in order: its payloads here, its scratch copy written, its spec and command line.
+
+    ``root``: the replay's scratch root (kept out of the isolation's view of the user's files).
+    """
     user_root = workdir(repo)
     store = store_for(common_dir(repo))
     prepared: list[Prepared] = []
@@ -148,7 +184,10 @@ def prepare(
         ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
         key = len(prepared)
         scratch = base / target.run / str(key)
-        materialise(trees[target.run], user_root, scratch)
+        created = created_files(target.meta)
+        hidden_rel = {p for p in created if not os.path.isabs(p)}
+        hide = sorted({p for p in created if os.path.isabs(p)} | {str(user_root / p) for p in hidden_rel})
+        materialise(trees[target.run], user_root, scratch, hidden=hidden_rel)
         w = target.witnesses(job)
         spec = ReplaySpec(
             run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
@@ -162,15 +201,15 @@ def prepare(
         )
         spec_path = scratch / SPEC_FILE
         spec_path.write_text(spec.to_json())
-        task = Task(key, child_argv(target.meta), str(scratch / (target.meta.get("cwd") or ".")),
-                    child_env(spec_path))
+        # Started the way the run was (a path, or -m), always the scratch copy, isolated.
+        launch = launch_spec(target.meta, scratch, user_root, isolation_spec(iso, scratch, root, hide, outside))
+        launch_path = scratch / ".git-flor-launch.json"
+        launch_path.write_text(json.dumps(launch))
+        cwd = Path(launch["cwd"])
+        cwd.mkdir(parents=True, exist_ok=True)
+        task = Task(key, command(launch_path, launch["script"]), str(cwd), child_env(spec_path))
         prepared.append(Prepared(target, job, scratch, task))
     return prepared
-
-
-def child_argv(meta: dict[str, Any]) -> list[str]:
-    """The run's own command line (``sys.argv`` as it was), run by this interpreter."""
-    return [sys.executable, *(meta.get("argv") or [meta["script"]])]
 
 
 def child_env(spec_path: Path) -> dict[str, str]:

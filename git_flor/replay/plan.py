@@ -24,6 +24,7 @@ from ..storage.remote_store import local_payload, store_url
 from ..storage.repo import workdir
 from ..storage.shadow import loop_timings, read_records, read_witness
 from . import verify
+from .expect import expectations
 from .strategy import Shape, analyse
 
 if TYPE_CHECKING:
@@ -88,6 +89,8 @@ class Target:
     def witnesses(self, job: Job) -> verify.Witnesses:
         return verify.witnesses(job.mode, job.epochs, job.start_from, self.iterations, self.outer_name,
                                 self.recorded, self.fingerprints, self.nested_fps)
+    #: name → "each"/"once": how many values a job must bring back (see .expect)
+    expect: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -171,7 +174,9 @@ def plan(
         target.iterations = len(loops[0].get("iters", [])) if loops else 0
         target.safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
         _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, workers)
+        _own_outputs(target, manifest, loops)
         _witness(target, trust_checkpoints)
+        target.expect = expectations(script_source, shape.positions)
         if target.jobs:
             targets.append(target)
         else:
@@ -406,6 +411,63 @@ def _cut(
         else:
             jobs.append(Job(run, "full", suffix_names, [], -1, est("full", [])))
     return jobs
+
+
+def _own_outputs(target: Target, manifest: dict[int, dict[str, Any]], loops: list[dict[str, Any]]) -> None:
+    """Re-plan jobs that would read a file the original run wrote *before* where the job starts.
+
+    Such a job would read whatever is on disk today — maybe another run's ``best.npy``.
+    It must start from before the write so that it reads the one it writes itself:
+    a re-execution from the latest safe checkpoint before it (or from the start);
+    a suffix job becomes a full re-execution. Positions: -1 before the outer loop,
+    ``i`` in iteration ``i``, ``n`` after the loop, -2 unknown (see ``runtime.outputs``).
+    """
+    pairs = _reads_of_own_writes(target.meta)
+    if not pairs or not target.jobs:
+        return
+    n = len(loops[0].get("iters", [])) if loops else 0
+    safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
+    jobs: list[Job] = []
+    for job in target.jobs:
+        if job.mode == "reexec":
+            ran = set(range(job.start_from + 1, max(job.epochs) + 1)) | {-1}
+            bad = [w for r, w in pairs if r in ran and w not in ran]
+        elif job.mode == "skip":  # a write in this iteration may be inside a skipped loop
+            bad = [w for r, w in pairs if r in set(job.epochs) and w != -1]
+        elif job.mode == "suffix":
+            bad = [w for r, w in pairs if r >= n and w not in (-1, n)]
+        else:
+            bad = []
+        if not bad:
+            jobs.append(job)
+        elif job.mode == "suffix":
+            jobs.append(Job(job.run, "full", job.names, [], -1, job.estimate))
+            target.reasons.update({k: "reads a file the run wrote in its loop" for k in job.names})
+        else:
+            start = max((c for c in safe if c < min(bad)), default=-1)
+            start = min(start, job.start_from) if job.mode == "reexec" else start
+            jobs.append(Job(job.run, "reexec", job.names, job.epochs, start, job.estimate))
+            target.reasons.update({k: "reads a file the run wrote earlier" for k in job.names})
+    target.jobs[:] = jobs
+
+
+def _reads_of_own_writes(meta: dict[str, Any]) -> list[tuple[int, int]]:
+    """(position of a read, position of the write it depends on) for files the run read back."""
+    files = (meta.get("outputs") or {}).get("files") or {}
+    pairs: set[tuple[int, int]] = set()
+    for events in files.values():
+        last_w: int | None = None
+        first: int | None = None
+        for pos, kind in events:
+            if kind == "r":
+                dep = last_w if last_w is not None else first
+                if dep is not None:
+                    pairs.add((int(pos), int(dep)))
+                continue
+            first = int(pos) if first is None else first
+            if kind == "w":
+                last_w = int(pos)
+    return sorted(pairs)
 
 
 def _segments(

@@ -18,6 +18,7 @@ from ..storage.hindsight import ReplayResult, commit_replay
 from ..storage.records import Record, decode_records
 from . import verify
 from .executors import Outcome
+from .expect import shortfall
 from .plan import Job, Target
 
 if TYPE_CHECKING:
@@ -88,11 +89,14 @@ class WriteBack:
             result.failures.append(f"{job.describe()}: exit {outcome.returncode}: {last}")
             entry["status"] = "failed"
             return
-        if out.is_file():  # absent when the script never reached a flor call
-            records = decode_records(out.read_bytes(), origin=str(out))
-            self.collected[target.run].extend((r, not unverified) for r in records)
-            if unverified and records:
-                result.unverified.append(f"{job.describe()}: {unverified}")
+        # the out file is absent when the script never reached a flor call
+        records = decode_records(out.read_bytes(), origin=str(out)) if out.is_file() else []
+        self.collected[target.run].extend((r, not unverified) for r in records)
+        if unverified and records:
+            result.unverified.append(f"{job.describe()}: {unverified}")
+        short = shortfall(target, job, records)
+        if short:  # never "0 values, exit 0"
+            result.failures.append(f"{job.describe()}: {short}")
         result.checked_values += checked["values"]
         result.checked_fps += checked["fingerprints"]
         for name, error in sorted((status.get("failed") or {}).items()):
