@@ -21,7 +21,8 @@ from typing import Any
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
 from ..query.runs import run_ids
-from ..storage import files, index
+from ..storage import index
+from ..storage.files import SourceTree, run_snapshot
 from ..storage.repo import workdir
 from .common import open_session
 
@@ -61,18 +62,18 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
             skipped[script] = "not in today's working tree"
             continue
         try:
-            src = files.tree_at(repo, shadow, shadow)
+            snapshot = run_snapshot(repo, shadow)
         except (KeyError, ValueError):
             skipped[script] = "a run's snapshot cannot be read"
             continue
-        if files.read(repo, src, script) is None:
+        if snapshot.file_id(script) is None:
             skipped[script] = "a run's snapshot lacks it"
             continue
-        version = versions.get((script, str(src.id)))
+        version = versions.get((script, snapshot.id))
         if version is None:
-            version = versions[(script, str(src.id))] = {
-                "script": script, "snapshot": str(src.id), "runs": [], "commits": [],
-                **_carry_report(carrier, repo, script, src)}
+            version = versions[(script, snapshot.id)] = {
+                "script": script, "snapshot": snapshot.id, "runs": [], "commits": [],
+                **_carry_report(carrier, script, snapshot)}
         version["runs"].append(run)
         if commit and commit not in version["commits"]:
             version["commits"].append(commit)
@@ -104,9 +105,9 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
     return code
 
 
-def _carry_report(carrier: Any, repo: Any, script: str, src: Any) -> dict[str, Any]:
+def _carry_report(carrier: Any, script: str, snapshot: SourceTree) -> dict[str, Any]:
     """Carry today's statements into one snapshot (the files replay would) and say how it went."""
-    carried = carrier.carry(script, files.python_paths(repo, src), lambda p: files.read(repo, src, p))
+    carried = carrier.carry(script, snapshot.python_paths(), snapshot.read)
     if carried.unreadable:
         raise UsageError(f"{carried.unreadable[0]}; fix it, then check again")
     results = carried.results

@@ -27,8 +27,9 @@ class Carried:
     """What carrying today's statements into one snapshot gave.
 
     `results` has every file something was to be carried into (placed or not); `sources`
-    only the files where every statement was placed (what replay materialises); `names`
-    the requested names found in those; `found` the requested names today's files of the
+    the files where some statement was placed, with those placed (what replay
+    materialises: one statement's failure costs only its own values); `names` the
+    requested names carried; `found` the requested names today's files of the
     snapshot hold at all (a name in neither is a typo or a statement since deleted); `problems` one line per statement (or file) that
     failed, prefixed with its path; `unreadable` the today's files among them that do not
     parse (the user's to fix before anything can be carried).
@@ -101,9 +102,12 @@ class Carrier:
                 continue
             result = prop.apply(past, force=force)
             out.results[path] = result
-            if not result.ok:
-                out.problems.extend(f"{path}: {f}" for f in result.failures)
+            out.problems.extend(f"{path}: {f}" for f in result.failures)
+            # A statement's failure is its own: the others of the file are still carried.
+            failed = {f.name for f in result.failures}
+            placed = [n for n in here if n not in failed]
+            if not placed:
                 continue
             out.sources[path] = result.source
-            out.names.extend(n for n in here if n not in out.names)
+            out.names.extend(n for n in placed if n not in out.names)
         return out
