@@ -129,10 +129,32 @@ def reindex_cmd() -> None:
 
 @cli.command("init")
 @click.option("--no-remotes", is_flag=True, help="Do not add fetch refspecs to the existing remotes.")
-def init_cmd(no_remotes: bool) -> None:
+@click.option("--edit-tracked", is_flag=True,
+              help="Allow changes to hook files tracked in this repository (husky's .husky/, a "
+                   "tracked core.hooksPath); each change is listed.")
+def init_cmd(no_remotes: bool, edit_tracked: bool) -> None:
     """Install the hooks (keeping yours), make notes follow amend/rebase, add fetch refspecs.
 
-    Idempotent; `git flor uninstall` removes exactly what it added.
+    Idempotent; `git flor uninstall` removes exactly what it added. Hook managers:
+    under pre-commit the git-flor hook becomes `post-commit.legacy`, which pre-commit
+    runs first; for a set-up that survives `pre-commit install -f`, add to
+    .pre-commit-config.yaml instead (then init installs no post-commit shim):
+
+    \b
+      - repo: local
+        hooks:
+        - id: git-flor
+          name: git-flor links runs to commits
+          entry: git flor hook post-commit
+          language: system
+          stages: [post-commit]
+          always_run: true
+          pass_filenames: false
+
+    With husky, `--edit-tracked` adds a line to .husky/post-commit and
+    .husky/post-rewrite; with lefthook, add `git flor hook post-commit` as a
+    post-commit command in lefthook.yml. git-flor never changes a tracked file
+    without --edit-tracked.
 
     \b
     Example:
@@ -142,7 +164,7 @@ def init_cmd(no_remotes: bool) -> None:
     """
     from .commands.init import init
 
-    _run(init, remotes=not no_remotes)
+    _run(init, remotes=not no_remotes, edit_tracked=edit_tracked)
 
 
 @cli.command("uninstall")
