@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from ..storage.checkpoints import store_for
-from ..storage.journal import Journal, event_line
+from ..storage.journal import Journal, event_line, release
 from ..storage.records import Frame, Record, RunData, encode_record, warn
 from .checkpoint import Checkpointer
 from .packages import imported_versions
@@ -82,7 +82,7 @@ class Run:
         """
         from ..errors import NotARepository
         from ..storage import repo as repo_mod
-        from ..storage.journal import JOURNAL_DIR, recover_orphans
+        from ..storage.journal import JOURNAL_DIR, keep_alive, recover_orphans
         from ..storage.snapshot import snapshot_worktree
 
         spec = os.environ.get("FLOR_REPLAY")
@@ -95,7 +95,10 @@ class Run:
             warn(f"{exc} — this run is NOT recorded")
             return
         flor = repo_mod.flor_dir(repo)
-        recover_orphans(repo, flor / JOURNAL_DIR)
+        try:
+            recover_orphans(repo, flor / JOURNAL_DIR)
+        except Exception as exc:  # noqa: BLE001 — someone else's crash must not stop this run
+            warn(f"could not recover crashed runs ({type(exc).__name__}: {exc}); carrying on")
         root = repo_mod.workdir(repo)
         script = _relative_script(self.meta["argv"], root)
         snap = snapshot_worktree(repo, (script,) if not script.startswith(("<", "/", "..")) else ())
@@ -112,6 +115,10 @@ class Run:
         store = store_for(repo_mod.common_dir(repo))
         self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
+        try:
+            keep_alive(repo, self.id, self.meta["tree"])
+        except Exception as exc:  # noqa: BLE001 — only gc protection is lost, not the run
+            warn(f"could not protect this run's snapshot from `git gc` ({exc})")
         threading.Thread(target=self._flusher, name="git-flor-journal", daemon=True).start()
         atexit.register(self.finish)
         _chain_excepthook(self)
@@ -234,6 +241,7 @@ class Run:
             except Exception as exc:  # keep the journal: the next command recovers the run
                 warn(f"could not write run {self.id} to git ({exc}); it will be recovered")
                 return None
+            release(self._repo, self.id)
             self._journal.remove()
             self._journal = None
         return str(shadow)
