@@ -86,8 +86,11 @@ def execute(
                 spec_path.write_text(spec.to_json())
                 env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
                 env.update(FLOR_REPLAY=str(spec_path), FLOR_QUIET="1")
-                argv = target.meta.get("argv") or [target.meta["script"]]
                 cwd = scratch / (target.meta.get("cwd") or ".")
+                # The scratch copy of the script, whatever argv[0] said (an absolute path would
+                # run the user's current file); run.json was checked when it was read from git.
+                script = os.path.relpath(scratch / target.meta["script"], cwd)
+                argv = [script, *(target.meta.get("argv") or [""])[1:]]
                 tasks.append(Task(key, [sys.executable, *argv], str(cwd), env))
                 where[key] = (target, job, scratch)
         if monitor is not None:

@@ -55,7 +55,7 @@ class ReplaySpec:
     def load(cls, path: str) -> ReplaySpec:
         raw = json.loads(Path(path).read_text())
         raw["checkpoints"] = {
-            int(i): {**e, "objects": {n: Pointer(**p) for n, p in e["objects"].items()}}
+            int(i): {**e, "objects": {n: Pointer.from_json(p) for n, p in e["objects"].items()}}
             for i, e in raw.get("checkpoints", {}).items()
         }
         return cls(**raw)

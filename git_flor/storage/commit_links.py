@@ -25,6 +25,7 @@ import pygit2
 from . import notes
 from .records import LOGS_FILE, RUN_FILE, SRC_DIR, RunData, decode_records
 from .refs import shadow_refs
+from .schema import BadRecord
 from .shadow import note_line, read_blob, read_meta, walk
 
 
@@ -84,7 +85,10 @@ def _unborn_runs(repo: pygit2.Repository) -> Iterable[dict[str, Any]]:
     for tip in shadow_refs(repo).values():
         for shadow in walk(repo, tip):
             if len(shadow.parent_ids) == 1 and RUN_FILE in shadow.tree:
-                meta = read_meta(repo, shadow)
+                try:
+                    meta = read_meta(repo, shadow)
+                except BadRecord:
+                    continue  # the index says so, with the ref; the hook stays quiet
                 if meta.get("commit") is None and not meta.get("replay_of"):
                     records = decode_records(read_blob(repo, shadow, LOGS_FILE))
                     yield json.loads(note_line(RunData(meta=meta, records=records), shadow.id))
@@ -105,7 +109,10 @@ def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
         shadow = _shadow(repo, obj.get("shadow"))
         if shadow is None or shadow.tree[SRC_DIR].id != commit.tree_id:
             continue
-        meta = read_meta(repo, shadow)
+        try:
+            meta = read_meta(repo, shadow)
+        except BadRecord:
+            continue
         lines.append(_line({**obj, "ran_at": meta["commit"]}) if meta.get("commit") else _line(obj))
         metas.append(meta)
     lines.append(_line({"env": environment(metas)}))

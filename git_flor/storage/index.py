@@ -21,11 +21,12 @@ import pygit2
 
 from . import links
 from .records import LOGS_FILE, decode_lines, warn
-from .refs import shadow_refs
-from .repo import flor_dir
+from .refs import shadow_ref, shadow_refs
+from .repo import clone_id, flor_dir
+from .schema import BadRecord
 from .shadow import read_blob, read_meta, walk
 
-SCHEMA = 4
+SCHEMA = 5
 INDEX_FILE = "index.sqlite"
 
 #: Provenance of a value in the table.
@@ -74,18 +75,35 @@ class Chunk:
 def connect(repo: pygit2.Repository) -> sqlite3.Connection:
     """Open the index and bring it up to date with the shadow refs."""
     path = flor_dir(repo) / INDEX_FILE
+    try:
+        return _connect(repo, path)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise  # locked, disk full: not damage, and rebuilding would not help
+        # A cache: deleting it loses nothing, so a damaged one is rebuilt from git.
+        warn(f"the query index {path} is damaged ({exc}); rebuilding it from git")
+        _remove(path)
+        return _connect(repo, path)
+
+
+def _connect(repo: pygit2.Repository, path: Path) -> sqlite3.Connection:
     conn = _open(path)
     if _schema(conn) != SCHEMA:
         conn.close()
-        path.unlink(missing_ok=True)
+        _remove(path)
         conn = _open(path)
     sync(repo, conn)
     links.sync(repo, conn)  # which commits each run belongs to, from the notes
     return conn
 
 
+def _remove(path: Path) -> None:
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        path.with_name(name).unlink(missing_ok=True)
+
+
 def rebuild(repo: pygit2.Repository) -> sqlite3.Connection:
-    (flor_dir(repo) / INDEX_FILE).unlink(missing_ok=True)
+    _remove(flor_dir(repo) / INDEX_FILE)
     return connect(repo)
 
 
@@ -112,7 +130,8 @@ def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
         known = dict(conn.execute("SELECT ref, tip FROM tips").fetchall())
         for ref in set(known) - set(current):
             _drop_ref(conn, ref)
-        for ref, tip in current.items():
+        own = shadow_ref(clone_id(repo))
+        for ref, tip in sorted(current.items(), key=lambda item: item[0] != own):  # ours first
             old = known.get(ref)
             if old == tip:
                 continue
@@ -144,12 +163,20 @@ def _drop_ref(conn: sqlite3.Connection, ref: str) -> None:
 def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit: pygit2.Commit) -> None:
     try:
         meta = read_meta(repo, commit)
-        run_id = str(meta["id"])
-    except (KeyError, ValueError, TypeError):
-        warn(f"skipping shadow commit {str(commit.id)[:10]}: unreadable run.json")
+    except (BadRecord, KeyError, pygit2.GitError) as exc:
+        warn(f"skipping a run in {ref} (shadow commit {str(commit.id)[:10]}): {exc}")
         return
+    run_id = meta["id"]
     kind = "replay" if meta.get("replay_of") else "run"
     target = str(meta["replay_of"]) if kind == "replay" else run_id
+    if kind == "run":
+        have = conn.execute("SELECT c.ref, c.shadow FROM runs r JOIN commits c ON c.rid = r.rid "
+                            "WHERE r.run = ?", (run_id,)).fetchone()
+        if have is not None and have[0] != ref:
+            # A teammate's run with the id of one already here: never silently replace it.
+            warn(f"skipping run {run_id} in {ref} (shadow commit {str(commit.id)[:10]}): a run with "
+                 f"the same id is in {have[0]} (shadow commit {have[1][:10]})")
+            return
     cur = conn.execute(
         "INSERT OR IGNORE INTO commits(shadow, ref, run, kind) VALUES(?, ?, ?, ?)",
         (str(commit.id), ref, target, kind),

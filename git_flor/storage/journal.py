@@ -111,7 +111,7 @@ def parse(path: Path) -> RunData | None:
                 "loop": obj["loop"],
                 "unsaved": obj["unsaved"],
                 "seconds": obj["seconds"],
-                "objects": {n: Pointer(**p) for n, p in obj["objects"].items()},
+                "objects": {n: Pointer.from_json(p) for n, p in obj["objects"].items()},
             }
     if data is not None:
         data.loops = [loops[k] for k in sorted(loops)]
