@@ -89,8 +89,13 @@ class PayloadStore:
             size += memoryview(part).nbytes
         sha = digest.hexdigest()
         final = self.path(sha)
-        if final.exists():
+        try:
+            # Already stored: refresh its mtime, which is what `git flor gc` reads, so a
+            # concurrent gc sees it as fresh and keeps it for the run about to reference it.
+            os.utime(final)
             return sha, size
+        except FileNotFoundError:
+            pass
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
         try:
