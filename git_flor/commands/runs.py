@@ -68,7 +68,7 @@ def show(run: str, *, fmt: str = "text") -> int:
     if fmt == "json":
         sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
-    order = ["id", "status", "error", "script", "cwd", "commit", "branch", "dirty", "shadow",
+    order = ["id", "status", "error", "warnings", "script", "cwd", "commit", "branch", "dirty", "shadow",
              "start", "duration", "argv", "args", "checkpointing", "python", "platform", "packages", "host"]
     for key in order:
         if key in info and info[key] not in (None, {}, []):

@@ -20,12 +20,13 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..storage.checkpoints import store_for
 from ..storage.journal import Journal, event_line, release
 from ..storage.records import Frame, Record, RunData, encode_record, warn
 from .checkpoint import Checkpointer
+from .kwargs import unused_kwargs
 from .packages import imported_versions
 from .replay import Replayer
 from .sandbox import Sandbox, route_torch_save
@@ -71,6 +72,9 @@ class Run:
         self.keep: Any = None
         #: RNG states at the end of each nested loop of the current outer iteration
         self.nested_rng: list[Any] = []
+        #: the ``--kwargs`` pairs given on the command line (checked against the declared args)
+        self.kwargs: dict[str, str] = {}
+        self._warned: set[str] = set()
 
     # -- beginning -------------------------------------------------------------------------
 
@@ -148,6 +152,32 @@ class Run:
         self.meta["args"][name] = value
         self.event("arg", name=name, value=value)
 
+    def warn_once(self, key: str, message: str) -> None:
+        """Warn about a recording problem once per ``key``; the run records that it had warnings."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warn(message)
+        self.set_meta(warnings=[*self.meta.get("warnings", []), message])
+
+    def usage_error(self, message: str) -> NoReturn:
+        """A bad command line (``--kwargs``): one line, exit 2 like argparse, and no run recorded."""
+        print(f"git-flor: error: {message}", file=sys.stderr)
+        self.discard()
+        raise SystemExit(2)
+
+    def discard(self) -> None:
+        """Forget this run: nothing reaches git (it never started training)."""
+        self._finished = True
+        self._stop = True
+        self._wake.set()
+        if self._journal is not None:
+            with self._flush_lock:
+                if self._repo is not None:
+                    release(self._repo, self.id)
+                self._journal.remove()
+                self._journal = None
+
     def set_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
         self.event("meta", fields=fields)
@@ -218,6 +248,9 @@ class Run:
         self.meta["end"] = end
         self.meta["duration"] = end - self.meta["start"]
         self.meta["packages"] = imported_versions()  # the commit's environment (post-commit hook)
+        unused = unused_kwargs(self.kwargs, self.meta["args"])
+        if unused and self.replayer is None:
+            self.warn_once("kwargs", unused)
         for seg in self.loops:
             if seg["end"] is None:
                 seg["end"] = end

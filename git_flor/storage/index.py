@@ -191,7 +191,7 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
             "INSERT OR REPLACE INTO runs VALUES(?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id, rid, str(commit.id), meta.get("commit"), meta.get("start"),
-                meta.get("script"), meta.get("status"), int(bool(meta.get("dirty"))),
+                meta.get("script"), _status(meta), int(bool(meta.get("dirty"))),
                 meta.get("duration"), json.dumps(meta.get("args", {})), json.dumps(meta),
             ),
         )
@@ -205,6 +205,13 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
             [(target, n, HINDSIGHT) for n in {r["name"] for r in records}],
         )
         _insert(conn, rid, target, records, HINDSIGHT)
+
+
+def _status(meta: dict[str, Any]) -> str | None:
+    """The run's status as listed: "ok (2 warnings)" when recording had problems (see ``show``)."""
+    n = len(meta.get("warnings") or [])
+    status = meta.get("status")
+    return f"{status} ({n} warning{'s' if n != 1 else ''})" if n and status else status
 
 
 def _insert(conn: sqlite3.Connection, rid: int, run: str, records: list[dict[str, Any]], src: int) -> None:

@@ -66,6 +66,7 @@ _FIELDS: dict[str, tuple[Any, str]] = {
     "script": (lambda v: isinstance(v, str) and (v.startswith("<") or _relative_path(v) or v.startswith("/")),
                "a path"),
     "replay_of": (lambda v: v is None or valid_run_id(v), "a run id"),
+    "warnings": (lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v), "a list of strings"),
     "epochs": (lambda v: v is None or isinstance(v, list), "a list"),
 }
 _REQUIRED = ("id",)
