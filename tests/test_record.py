@@ -244,3 +244,34 @@ def test_dataframe_dtypes_for_mixed_runs(repo: Path) -> None:
     df = git_flor.dataframe("m", repo=pygit2.Repository(str(repo)))
     assert df["m"].tolist() == [1, 2] and df["m"].dtype == "Int64"
     assert isinstance(df, pd.DataFrame)
+
+
+def test_nan_is_not_missing_and_json_is_strict(repo: Path) -> None:
+    (repo / "nan.py").write_text(textwrap.dedent(
+        """\
+        import git_flor as flor
+        for epoch in flor.loop("epoch", range(4)):
+            if epoch == 0:
+                flor.log("x", float("nan"))
+            elif epoch == 1:
+                flor.log("x", float("inf"))
+            elif epoch == 2:
+                flor.log("x", [float("-inf"), 1.0])
+            flor.log("y", epoch)
+        """
+    ))
+    run_script(repo, "nan.py")
+    out = flor(repo, "log", "x", "y", "--format", "json")
+    assert out.returncode == 0, out.stderr
+    rows = json.loads(out.stdout, parse_constant=lambda c: pytest.fail(f"non-strict JSON: {c}"))
+    assert [r["x"] for r in rows] == ["NaN", "Infinity", ["-Infinity", 1.0], None]
+    strict = {"parse_constant": lambda c: pytest.fail(f"non-strict JSON: {c}")}
+    jsonl = flor(repo, "log", "x", "--format", "jsonl").stdout.splitlines()
+    assert [json.loads(line, **strict)["x"] for line in jsonl][:2] == ["NaN", "Infinity"]
+    table = flor(repo, "log", "x", "y").stdout.splitlines()
+    assert table[1].split()[-2:] == ["nan", "0"] and table[4].split()[-1] == "3"
+    assert len(table[4].split()) == len(table[1].split()) - 1  # missing: an empty cell
+    csv = flor(repo, "log", "x", "y", "--format", "csv").stdout.splitlines()
+    assert [line.split(",")[-2] for line in csv[1:3]] == ["nan", "inf"] and csv[4].endswith(",,3")
+    df = git_flor.dataframe("y", repo=pygit2.Repository(str(repo)))  # the Python API: float64 as before
+    assert df["y"].tolist() == [0, 1, 2, 3]

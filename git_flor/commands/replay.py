@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -12,6 +11,7 @@ from typing import Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
 from ..query.runs import resolve_run, run_ids
+from ..query.strict_json import strict_dumps
 from ..replay.execute import LocalExecutor, Outcome
 from ..replay.plan import Job, Plan, plan
 from ..replay.run import describe_failures, execute
@@ -97,7 +97,7 @@ def _select(repo: object, conn: object, selectors: Sequence[str], where: str | N
 
 def _show(the_plan: Plan, fmt: str) -> None:
     if fmt == "json":
-        sys.stdout.write(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        sys.stdout.write(strict_dumps(the_plan.to_json(), indent=2) + "\n")
         return
     rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s") for j in the_plan.jobs]
     if rows:

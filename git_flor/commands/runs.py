@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import EXIT_OK
 from ..query.output import emit, short_time
 from ..query.runs import resolve_run, select_runs
+from ..query.strict_json import strict_dumps
 from ..storage import links
 from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
@@ -66,7 +67,7 @@ def show(run: str, *, fmt: str = "text") -> int:
         for i, e in sorted(read_manifest(repo, run_id).items())
     }
     if fmt == "json":
-        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        sys.stdout.write(strict_dumps(info, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
     order = ["id", "status", "error", "warnings", "script", "cwd", "commit", "branch", "dirty", "shadow",
              "start", "duration", "argv", "args", "checkpointing", "python", "platform", "packages", "host"]
