@@ -281,11 +281,13 @@ def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
 @click.option("--from", "source_rev", help="Take today's statements from this revision (default: the working tree).")
 @click.option("--names", multiple=True, help="Only these statements (comma-separated names).")
 @click.option("--diff", is_flag=True, help="Print a unified diff against REV's file.")
-@click.option("--json", "as_json", is_flag=True, help="Print placements (name, from line, to line, anchor, confidence).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: placements (name, from line, to line, anchor, confidence).")
 @click.option("--force", is_flag=True, help="Place statements even if they read names REV never defines.")
 def propagate_cmd(
     rev: str, paths: tuple[str, ...], source_rev: str | None, names: tuple[str, ...], diff: bool,
-    as_json: bool, force: bool,
+    as_json: bool, fmt: str, force: bool,
 ) -> None:
     """Carry today's flor statements into PATHS as of REV (a revision or a run id).
 
@@ -296,11 +298,12 @@ def propagate_cmd(
     Example:
       git flor propagate HEAD~12 -- train.py
       git flor propagate HEAD~12 --diff -- train.py
-      git flor propagate 3f2a --json
+      git flor propagate 3f2a --format json
     """
     from .commands.propagate import propagate
 
-    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff, as_json=as_json, force=force)
+    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff,
+         as_json=as_json or fmt == "json", force=force)
 
 
 @cli.command("replay")

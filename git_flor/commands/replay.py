@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
@@ -57,6 +58,7 @@ def replay(
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)
+        _check_names(repo, conn, run_ids, names)
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers)
     finally:
         conn.close()
@@ -75,6 +77,43 @@ def replay(
     if failures:
         raise Partial("; ".join(failures) + " (the other runs' values were kept)")
     return EXIT_OK
+
+
+def _check_names(repo: Any, conn: Any, ids: list[str], names: list[str]) -> None:
+    """Refuse (exit 2) a name today's code never logs, naming the ones it does: a typo in
+    --apply would otherwise read as "nothing to replay"."""
+    if not ids:
+        return
+    from ..propagate import flor_statement_names
+    from ..storage.gitcmd import git
+    from ..storage.repo import workdir
+
+    root = workdir(repo)
+    listed = git(["ls-files", "-z", "-c", "-o", "--exclude-standard", "--", "*.py"], root, check=False)
+    texts: dict[str, str] = {}
+    for path in filter(None, listed.stdout.split("\0")):
+        try:
+            texts[path] = (root / path).read_text(errors="replace")
+        except OSError:
+            continue
+    logged: dict[str, list[str]] = {}
+
+    def names_in(path: str) -> list[str]:
+        if path not in logged:
+            logged[path] = flor_statement_names(texts[path]) if path in texts else []
+        return logged[path]
+
+    unknown = [n for n in names if not any(n in text and n in names_in(p) for p, text in texts.items())]
+    if not unknown:
+        return
+    scripts = sorted({json.loads(m).get("script") or "" for (m,) in conn.execute(
+        f"SELECT meta FROM runs WHERE run IN ({', '.join('?' * len(ids))})", ids)})
+    have = sorted({n for script in scripts for n in names_in(script)})
+    raise UsageError(
+        f"today's code has no flor.log of {', '.join(map(repr, unknown))}; "
+        f"{', '.join(scripts) or 'the scripts'} log{'s' if len(scripts) == 1 else ''}: "
+        f"{', '.join(have) or 'nothing'} — add the flor.log statement first, then replay"
+    )
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:
