@@ -337,3 +337,30 @@ def test_a_wheel_carries_the_hooks_and_the_man_page(tmp_path: Path) -> None:
 def test_init_outside_a_repository_is_128(tmp_path: Path) -> None:
     out = flor(tmp_path, "init")
     assert out.returncode == 128 and out.stderr.count("\n") == 1
+
+
+def test_a_run_still_going_at_commit_time_is_linked_when_it_finishes(repo: Path) -> None:
+    assert flor(repo, "init").returncode == 0
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "# an edit\n")
+    (repo / "wait.py").write_text(
+        "import pathlib, time\nimport git_flor as flor\nflor.log('started', 1)\n"
+        "pathlib.Path('.started').write_text('x')\n"
+        "while not pathlib.Path('.go').exists():\n    time.sleep(0.02)\nflor.log('done', 1)\n"
+    )
+    (repo / ".gitignore").write_text("data/\n.started\n.go\n")
+    git(repo, "add", "wait.py", ".gitignore")
+    proc = subprocess.Popen([sys.executable, "wait.py"], cwd=repo, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (repo / ".started").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    git(repo, "commit", "-qam", "the edit, committed while the run goes on")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    assert runs_at(repo, "HEAD") == []  # not finished: the hook cannot see it
+    (repo / ".go").write_text("x")
+    assert proc.wait(timeout=60) == 0
+    run = only_run(repo)
+    assert runs_at(repo, "HEAD") == [run] and runs_at(repo, base) == [run]
+    shown = json.loads(flor(repo, "show", run, "--format", "json").stdout)
+    assert shown["also_at"] == [{"commit": head, "why": "committed the run's uncommitted edits"}]

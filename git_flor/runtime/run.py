@@ -277,7 +277,20 @@ class Run:
             release(self._repo, self.id)
             self._journal.remove()
             self._journal = None
+        _link_if_committed(self._repo, data, shadow)
         return str(shadow)
+
+
+def _link_if_committed(repo: Any, data: RunData, shadow: Any) -> None:
+    """A run on uncommitted edits that were committed while it ran: link it now (the hook could not)."""
+    if not data.meta.get("dirty"):
+        return
+    try:
+        from ..storage.commit_links import link_finished_run
+
+        link_finished_run(repo, data, shadow)
+    except Exception as exc:  # noqa: BLE001 — the run is safely in git; only the link is missing
+        warn(f"run {data.run_id} is recorded, but linking it to the commit of its code failed ({exc})")
 
 
 def _relative(path: Path, root: Path) -> str | None:

@@ -120,6 +120,34 @@ def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
     return [meta["id"] for meta in metas]
 
 
+def link_finished_run(repo: pygit2.Repository, data: RunData, shadow: pygit2.Oid) -> list[str]:
+    """Link a dirty run that was still going when its code was committed; return the commits.
+
+    The post-commit hook only sees runs that had finished (their note lines are
+    how it finds them), so a run finishing after the commit that captures its
+    tree looks for that commit itself: HEAD's nearest ``ANCESTORS`` commits down
+    to the one the run started on, whose tree is exactly the run's snapshot.
+    """
+    meta = data.meta
+    if not meta.get("dirty") or meta.get("replay_of") or repo.head_is_unborn:
+        return []
+    tree, ran_at = meta.get("tree"), meta.get("commit")
+    line = _line({**json.loads(note_line(data, shadow)), **({"ran_at": ran_at} if ran_at else {})})
+    found: list[str] = []
+    commit = repo.head.peel(pygit2.Commit)
+    for _ in range(ANCESTORS):
+        if str(commit.id) == ran_at:
+            break
+        if str(commit.tree_id) == tree:
+            found.append(str(commit.id))
+        if not commit.parent_ids:
+            break
+        commit = commit.parents[0]
+    if found:
+        notes.add_many(repo, {hexid: [line] for hexid in found})
+    return found
+
+
 def environment(metas: list[dict[str, Any]]) -> dict[str, Any]:
     """Python, platform and imported package versions: of the linked runs, else of this interpreter.
 

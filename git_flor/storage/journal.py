@@ -202,8 +202,11 @@ def _recover_one(repo: pygit2.Repository, path: Path) -> str | None:
     end = os.stat(path).st_mtime
     data.meta["end"] = end
     data.meta["duration"] = max(0.0, end - data.meta.get("start", end))
-    commit_run(repo, data)
+    shadow = commit_run(repo, data)
     release(repo, data.run_id)
+    from .commit_links import link_finished_run
+
+    link_finished_run(repo, data, shadow)  # its edits may have been committed while it ran
     return data.run_id
 
 
