@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -278,12 +279,14 @@ def test_the_hook_path_is_light_and_fast(repo: Path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+    # CPU seconds of the hook processes, not wall time: on a loaded 2-core machine the wall
+    # clock measures the other processes. 200 ms is the budget (scripts/bench_hook.py).
     times = []
     for _ in range(5):
-        start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(["git", "flor", "hook", "post-commit"], cwd=repo, check=True, stdin=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    # 200 ms is the budget on an idle machine; the bound leaves room for a loaded CI box.
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     assert statistics.median(times) < 1.0, times
 
 
