@@ -11,7 +11,6 @@ import sqlite3
 from pathlib import Path
 
 import pygit2
-import pytest
 from pygit2.enums import FileMode
 
 from tests.conftest import flor, git, run_script
@@ -50,18 +49,23 @@ def runs(repo: Path) -> list[dict]:
     return json.loads(ok(repo, "runs", "--format", "json")[0])
 
 
-@pytest.mark.parametrize("change", [
-    {"start": "abc"}, {"args": [1, 2]}, {"id": "../x"}, {"cwd": "../../elsewhere"},
-    {"argv": "python train.py"}, {"commit": 7}, {"id": None},
-], ids=["start", "args", "id-path", "cwd", "argv", "commit", "no-id"])
-def test_one_bad_field_skips_that_run_with_a_warning(repo: Path, change: dict) -> None:
+BAD = [{"start": "abc"}, {"args": [1, 2]}, {"id": "../x"}, {"cwd": "../../elsewhere"},
+       {"argv": "python train.py"}, {"commit": 7}, {"id": None}, {"format": "two"}]
+
+
+def test_each_bad_field_skips_only_its_run_with_a_warning(repo: Path) -> None:
     run_script(repo)
     mine = runs(repo)[0]["run"]
-    forge(repo, {"id": "a1b2c3d4e5f6", **change})
-    forge(repo, {"id": "0f0f0f0f0f0f"})  # and a good one after it
+    for i, change in enumerate(BAD):  # each on its own teammate's ref, as a fetch brings them
+        forge(repo, {"id": f"bad{i:09d}", **change}, ref=f"{TEAMMATE}{i}")
+    forge(repo, {"id": "0f0f0f0f0f0f"})  # and a good one
     out, err = ok(repo, "runs", "--format", "json")
     assert sorted(r["run"] for r in json.loads(out)) == sorted([mine, "0f0f0f0f0f0f"])
-    assert f"skipping a run in {TEAMMATE}" in err and err.count("\n") == 1
+    lines = err.splitlines()
+    assert len(lines) == len(BAD) and all(line.startswith("git-flor: warning: skipping a run in "
+                                                          f"{TEAMMATE}") for line in lines)
+    for field in ("start", "args", "id", "cwd", "argv", "commit", "format"):
+        assert f"field {field!r}" in err or field == "id"
     for args in (["log", "loss", "--format", "json"], ["show", mine], ["runs", "--rev", "HEAD"],
                  ["replay", "--apply", "loss", "--dry-run", "--format", "json"]):
         ok(repo, *args)
