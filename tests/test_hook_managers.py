@@ -100,6 +100,7 @@ def test_a_shim_that_is_its_own_legacy_hook_does_not_recurse(repo: Path) -> None
     """The original bug: a manager moved our shim to post-commit.legacy and runs it from there."""
     assert flor(repo, "init").returncode == 0
     hooks = repo / ".git" / "hooks"
+    assert "FLOR_BIN=''" not in (hooks / "post-commit").read_text()  # works without the venv active
     shutil.copy(hooks / "post-commit", hooks / "post-commit.legacy")
     dirty_run(repo)
     commit(repo, "dirty", "-a")

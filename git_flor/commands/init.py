@@ -132,7 +132,8 @@ def _install_hooks(layout: hook_managers.Layout, record: dict[str, Any], edit_tr
             "change files your team shares; run `git flor init --edit-tracked` to install portable "
             "hooks there (it lists the files it changed), or point core.hooksPath elsewhere"
         )
-    portable = bool(layout.tracked) or layout.inside_worktree()
+    # Paths into this machine's virtualenv only where nobody else reads the shims.
+    portable = bool(layout.tracked)
     tracked = set(layout.tracked)
     hooks.mkdir(parents=True, exist_ok=True)
     said: list[str] = []
