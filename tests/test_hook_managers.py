@@ -226,3 +226,16 @@ def test_lefthook_is_detected_and_its_config_is_honoured(repo: Path) -> None:
     assert out.returncode == 0
     assert "already runs `git flor hook post-commit`" in out.stdout
     assert not (repo / ".git/hooks/post-commit").exists()
+
+
+def test_post_rewrite_under_pre_commit_still_follows_an_amend(repo: Path) -> None:
+    """pre-commit runs legacy hooks with an empty stdin: the amend is read from the reflog."""
+    with_config(repo, PRE_COMMIT_CONFIG)
+    pre_commit(repo, "install", "-t", "post-commit", "-t", "post-rewrite")
+    assert flor(repo, "init").returncode == 0
+    assert (repo / ".git/hooks/post-rewrite.legacy").exists()
+    git(repo, "config", "notes.rewrite.amend", "false")  # git does not copy the notes itself
+    run_script(repo)
+    commit(repo, "reworded", "--amend")
+    out = git(repo, "notes", "--ref=flor", "show", "HEAD", check=False)
+    assert '"by":"amend"' in out and '"run"' in out

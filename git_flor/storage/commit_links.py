@@ -170,6 +170,22 @@ def environment(metas: list[dict[str, Any]]) -> dict[str, Any]:
     return env
 
 
+def amend_from_reflog(repo: pygit2.Repository) -> list[tuple[str, str]]:
+    """The (old, new) pair of the amend that just happened, read from HEAD's reflog.
+
+    For a post-rewrite hook started without git's "old new" lines on stdin
+    (pre-commit runs legacy hooks with an empty stdin).
+    """
+    head = repo.references.get("HEAD")
+    if head is None:
+        return []
+    for entry in head.log():  # newest first
+        if entry.message.startswith("commit (amend)"):
+            return [(str(entry.oid_old), str(entry.oid_new))]
+        return []
+    return []
+
+
 def follow_rewrites(repo: pygit2.Repository, kind: str, pairs: list[tuple[str, str]]) -> int:
     """Carry each rewritten commit's note lines to its new commit and record the mapping.
 
