@@ -107,7 +107,7 @@ def _install_husky(layout: hook_managers.Layout, record: dict[str, Any], edit_tr
     rel = layout.husky.relative_to(layout.root).as_posix()
     if not edit_tracked:
         raise UsageError(
-            f"husky manages this repository's hooks ({rel}/); git-flor integrates by adding a line "
+            f"husky manages this repository's hooks ({rel}/); git-flor integrates by adding two lines "
             f"to {rel}/post-commit and {rel}/post-rewrite, files you share through git: run "
             "`git flor init --edit-tracked` to let it (it says what it changed), or add "
             "`git-flor hook post-commit \"$@\"` (and `git-flor hook post-rewrite \"$@\"`) there yourself"
