@@ -2,7 +2,7 @@
 
 Every failure a user can cause is a :class:`FlorError` whose message says what is
 wrong *and what to do next*; the CLI maps it to one line on stderr and the exit
-code documented in DESIGN §2. Nothing else in the package decides exit codes.
+code documented in docs/design.md §2. Nothing else in the package decides exit codes.
 """
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+#: replay wrote values that a re-execution from the start did not verify (not deterministic)
+EXIT_UNVERIFIED = 4
 EXIT_NOT_A_REPO = 128
 
 
@@ -44,11 +46,17 @@ class Partial(FlorError):
     exit_code = EXIT_PARTIAL
 
 
+class Unverified(FlorError):
+    """Everything requested was written, but some values could not be verified (see replay)."""
+
+    exit_code = EXIT_UNVERIFIED
+
+
 class UnloggableValue(FlorError, TypeError):
     """A ``flor.log``/``flor.arg`` value that cannot be stored typed.
 
     Also a ``TypeError`` so training code that guards with ``except TypeError``
-    keeps working; never silently stringified (DESIGN §1).
+    keeps working; never silently stringified (docs/design.md §1).
     """
 
 

@@ -69,7 +69,7 @@ from bench_workload import (  # the shared training workload (scripts/)
     snapshot_gitflor,
 )
 
-#: Per-call budget of ``flor.log`` (DESIGN/README promise: recording is free next to a step).
+#: Per-call budget of ``flor.log`` (docs/design.md §1, README promise: recording is free next to a step).
 LOG_TARGET_NS = 2000.0
 #: Budget of git-flor's overhead on the training loop, in percent of the no-op run.
 TRAIN_TARGET_PCT = 1.0
@@ -454,6 +454,16 @@ def bench_train(bench: Bench, reps: int, n_train: int, flordb_python: str | None
             repo,
             "train_git_flor.py",
             env={"FLOR_CKPT_BOUND": "0"},
+        ),
+        # Verified replay's witnesses (state fingerprints at iteration ends) off, side by
+        # side: what the fingerprints cost within the same overhead bound.
+        Variant(
+            "git-flor-nofp",
+            "git-flor FLOR_WITNESS=0 (no fingerprints)",
+            py,
+            repo,
+            "train_git_flor.py",
+            env={"FLOR_WITNESS": "0"},
         ),
     ]
     if flordb_python is not None:

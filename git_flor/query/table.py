@@ -1,4 +1,4 @@
-"""The wide table across versions (DESIGN §5).
+"""The wide table across versions (docs/design.md §5).
 
 One row per (run, loop position) at the finest loop depth among the requested
 names; a value logged at a coarser position (an epoch's ``val_acc`` among
@@ -12,11 +12,10 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pygit2
 from pandas.arrays import FloatingArray
 
 from ..errors import UsageError
@@ -25,11 +24,15 @@ from ..storage.repo import open_repo
 from .runs import select_runs
 from .strict_json import LOGGED_NAN
 
+if TYPE_CHECKING:
+    from ..storage.repo import Repository
+
 INFO = ["run", "commit", "tstamp", "script"]
-_PROVENANCE = {index.RECORDED: "recorded", index.HINDSIGHT: "hindsight", index.ARG: "arg"}
+_PROVENANCE = {index.RECORDED: "recorded", index.HINDSIGHT: "hindsight", index.ARG: "arg",
+               index.UNVERIFIED: "hindsight (unverified)"}
 # When one name has several values at one position, the one kept is the most
 # direct: a recorded value over a hindsight one over an argument of that name.
-_PRIORITY = {index.ARG: 0, index.HINDSIGHT: 1, index.RECORDED: 2}
+_PRIORITY = {index.ARG: 0, index.UNVERIFIED: 1, index.HINDSIGHT: 2, index.RECORDED: 3}
 
 
 def dataframe(
@@ -38,7 +41,7 @@ def dataframe(
     run: str | Sequence[str] | None = None,
     where: str | None = None,
     provenance: bool = False,
-    repo: pygit2.Repository | None = None,
+    repo: Repository | None = None,
     nan_distinct: bool = False,
 ) -> pd.DataFrame:
     """The table for ``names`` (all names when none) over the selected runs.
@@ -64,7 +67,7 @@ def dataframe(
 
 
 def build(
-    repo: pygit2.Repository,
+    repo: Repository,
     conn: sqlite3.Connection,
     names: list[str],
     *,

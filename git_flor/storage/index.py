@@ -19,18 +19,19 @@ from typing import Any
 import numpy as np
 import pygit2
 
-from . import links
-from .records import LOGS_FILE, decode_lines, warn
+from . import index_links
+from .records import LOGS_FILE, UNVERIFIED_FILE, decode_lines, warn
 from .refs import shadow_ref, shadow_refs
-from .repo import clone_id, flor_dir
+from .repo import clone_id, ensure_flor_dir, flor_dir
 from .schema import BadRecord
 from .shadow import read_blob, read_meta, walk
 
-SCHEMA = 5
+SCHEMA = 6  # 6: run.json checked on ingest (schema.py), runs of one id never replaced
 INDEX_FILE = "index.sqlite"
 
-#: Provenance of a value in the table.
-RECORDED, HINDSIGHT, ARG = 0, 1, 2
+#: Provenance of a value in the table (UNVERIFIED: hindsight that a non-deterministic script
+#: did not reproduce its own recorded values for, see docs/design.md §7).
+RECORDED, HINDSIGHT, ARG, UNVERIFIED = 0, 1, 2, 3
 #: Separator of loop names in a chunk's ``dims``.
 DIM_SEP = "\x1f"
 
@@ -72,9 +73,26 @@ class Chunk:
     vtype: str
 
 
+@dataclass(frozen=True)
+class StoredRun:
+    """A recorded run as the index knows it: enough to find its snapshot, records and checkpoints."""
+
+    run: str
+    shadow: str  # its shadow commit (snapshot in ``src/``, records beside it)
+    meta: dict[str, Any]  # its ``run.json``
+
+
+def stored_run(conn: sqlite3.Connection, run: str) -> StoredRun:
+    """The run ``run`` (a full id, as :func:`run_ids` of the query room gives); KeyError when unknown."""
+    row = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run,)).fetchone()
+    if row is None:
+        raise KeyError(run)
+    return StoredRun(run, row[0], json.loads(row[1]))
+
+
 def connect(repo: pygit2.Repository) -> sqlite3.Connection:
     """Open the index and bring it up to date with the shadow refs."""
-    path = flor_dir(repo) / INDEX_FILE
+    path = ensure_flor_dir(repo) / INDEX_FILE
     try:
         return _connect(repo, path)
     except sqlite3.DatabaseError as exc:
@@ -93,7 +111,7 @@ def _connect(repo: pygit2.Repository, path: Path) -> sqlite3.Connection:
         _remove(path)
         conn = _open(path)
     sync(repo, conn)
-    links.sync(repo, conn)  # which commits each run belongs to, from the notes
+    index_links.sync(repo, conn)  # which commits each run belongs to, from the notes
     return conn
 
 
@@ -200,11 +218,13 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
         _insert(conn, rid, target, records, RECORDED)
     else:
         # A newer replay of a name replaces the older one's values for that run.
+        unverified = decode_lines(read_blob(repo, commit, UNVERIFIED_FILE), origin=origin)
         conn.executemany(
-            "DELETE FROM chunks WHERE run = ? AND name = ? AND src = ?",
-            [(target, n, HINDSIGHT) for n in {r["name"] for r in records}],
+            "DELETE FROM chunks WHERE run = ? AND name = ? AND src IN (?, ?)",
+            [(target, n, HINDSIGHT, UNVERIFIED) for n in {r["name"] for r in records + unverified}],
         )
         _insert(conn, rid, target, records, HINDSIGHT)
+        _insert(conn, rid, target, unverified, UNVERIFIED)
 
 
 def _status(meta: dict[str, Any]) -> str | None:

@@ -8,7 +8,8 @@ for one it needs and this clone lacks. Any fsspec URL works: ``file:///mnt/x``
 
 Payloads are content-addressed: a payload file's path under
 ``$GIT_COMMON_DIR/flor/objects/``, slashes removed, is the sha256 of its bytes
-(``ab/cdef…`` or flat). The store mirrors those relative paths, uploads land
+(the layouts are :class:`~.checkpoints.PayloadStore`'s). The store mirrors those
+relative paths, uploads land
 under a temporary name and are renamed into place, and downloads are checked
 against their name, so a half-written or corrupt payload is never used.
 """
@@ -26,10 +27,8 @@ from typing import Any
 import pygit2
 
 from ..errors import FlorError, UsageError
-from .repo import flor_dir
-
-OBJECTS_DIR = "objects"
-_HEX = frozenset("0123456789abcdef")
+from .checkpoints import PayloadStore, is_payload_id, store_for
+from .repo import common_dir
 
 
 class PayloadMissing(FlorError):
@@ -46,26 +45,13 @@ def store_url(repo: pygit2.Repository) -> str | None:
     return str(value).strip() or None
 
 
-def objects_dir(repo: pygit2.Repository) -> Path:
-    return flor_dir(repo) / OBJECTS_DIR
-
-
-def _is_payload(rel: str) -> bool:
-    name = rel.replace("/", "")
-    return len(name) == 64 and set(name) <= _HEX
+def _local(repo: pygit2.Repository) -> PayloadStore:
+    return store_for(common_dir(repo))
 
 
 def local_payloads(repo: pygit2.Repository) -> dict[str, Path]:
     """Every payload of this clone by its path relative to the objects dir (temp files excluded)."""
-    root = objects_dir(repo)
-    out: dict[str, Path] = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if _is_payload(rel):
-                out[rel] = path
-    return out
+    return _local(repo).files()
 
 
 def _open_store(url: str) -> tuple[Any, str]:
@@ -108,22 +94,14 @@ def push_payloads(repo: pygit2.Repository, url: str) -> Upload:
     return Upload(uploaded=len(missing), present=len(mine) - len(missing), bytes=size)
 
 
-def _candidates(sha: str) -> list[str]:
-    return [f"{sha[:2]}/{sha[2:]}", sha]
-
-
 def local_payload(repo: pygit2.Repository, sha: str) -> Path | None:
-    root = objects_dir(repo)
-    for rel in _candidates(sha):
-        if (root / rel).is_file():
-            return root / rel
-    return None
+    return _local(repo).find(sha)
 
 
 def fetch_payload(repo: pygit2.Repository, sha: str) -> Path:
     """The local path of payload ``sha``, downloading it from the store first when missing here."""
     sha = sha.lower()
-    if len(sha) != 64 or not set(sha) <= _HEX:
+    if not is_payload_id(sha):
         raise UsageError(f"{sha!r} is not a payload id (a sha256 in hex)")
     found = local_payload(repo, sha)
     if found is not None:
@@ -135,7 +113,7 @@ def fetch_payload(repo: pygit2.Repository, sha: str) -> Path:
             "set the store its author pushed to with `git config flor.store <url>`"
         )
     fs, root = _open_store(url)
-    for rel in _candidates(sha):
+    for rel in PayloadStore.relative_paths(sha):
         if fs.exists(f"{root}/{rel}"):
             break
     else:
@@ -143,7 +121,7 @@ def fetch_payload(repo: pygit2.Repository, sha: str) -> Path:
             f"checkpoint payload {sha[:12]} is in neither this clone nor {url}: "
             "ask the run's author to `git flor push` (with flor.store set)"
         )
-    dest = objects_dir(repo) / rel
+    dest = _local(repo).root / rel
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.download-{uuid.uuid4().hex[:8]}")
     try:

@@ -4,8 +4,9 @@ The hot path (``flor.log``) only appends a tuple to ``records``. New records
 become journal lines at least once a second (a daemon thread) and at the end of
 every outer-loop iteration (the training thread, which avoids handing the GIL
 back and forth), so a killed process loses at most a second of records. At exit
-the run is written to git once; its ``logs.jsonl`` is the journal's record lines,
-so each record is encoded exactly once.
+the run is written to git once; its ``logs.jsonl`` is the record text the journal
+was given, kept as it was encoded, so each record is encoded exactly once and the
+journal is never read back.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from typing import Any, NoReturn
 
 from ..storage.checkpoints import store_for
 from ..storage.journal import Journal, event_line, release
-from ..storage.records import Frame, Record, RunData, encode_record, warn
+from ..storage.records import Frame, Record, RunData, encode_lines, warn
 from .checkpoint import Checkpointer
 from .kwargs import unused_kwargs
+from .outputs import Outputs, absolute_dirs, watch_torch
 from .packages import imported_versions
-from .replay import Replayer
-from .sandbox import Sandbox, route_torch_save
+from .replay_mode import Replayer
+from .sandbox import installed_sandbox
 
 
 class Run:
@@ -56,7 +58,8 @@ class Run:
         self.echo = os.environ.get("FLOR_QUIET", "") in ("", "0")
         self._events: deque[str] = deque()
         self._flushed = 0
-        self._journal_complete = True  # every record so far is in the journal
+        self._journal_complete = True  # every journal write so far succeeded (warn once when not)
+        self._logs: list[str] = []  # logs.jsonl text so far, one piece per flush
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -67,7 +70,9 @@ class Run:
         self.objects: dict[str, Any] = {}  # registered with flor.checkpointing
         self.recorded_args: dict[str, Any] | None = None
         self.replayer: Replayer | None = None
-        self.sandbox: Sandbox | None = None
+        self.sandbox: Any = None
+        #: record mode: the files this run writes (replay keeps them its own, see .outputs)
+        self.outputs: Outputs | None = None
         #: replay mode's filter of what to record (None: record everything)
         self.keep: Any = None
         #: RNG states at the end of each nested loop of the current outer iteration
@@ -114,8 +119,11 @@ class Run:
             tree=str(snap.tree),
             script=script,
             cwd=_relative(Path.cwd(), root) or ".",
+            launch=_launch_form(),
         )
         self._repo = repo
+        self.outputs = Outputs(self._position, str(root), (str(repo.path), str(repo_mod.common_dir(repo))))
+        self.outputs.install()
         store = store_for(repo_mod.common_dir(repo))
         self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
@@ -128,16 +136,14 @@ class Run:
         _chain_excepthook(self)
 
     def _attach_replay(self, path: str) -> None:
-        """Replay mode: no repository, no journal; results to the spec's file (see .replay)."""
-        from .replay import ReplaySpec
+        """Replay mode: no repository, no journal; results to the spec's file (see .replay_mode)."""
+        from .replay_mode import ReplaySpec
 
         spec = ReplaySpec.load(path)
         self.replayer = Replayer(spec)
         self.keep = self.replayer.keep
         self.recorded_args = spec.args
-        self.sandbox = Sandbox(spec.user_root, spec.scratch_root)
-        self.sandbox.install()
-        route_torch_save(self.sandbox)
+        self.sandbox = installed_sandbox(spec.user_root, spec.scratch_root)
         self.meta.update(replay_of=spec.run, mode=spec.mode, epochs=spec.epochs)
         atexit.register(self.finish)
         _chain_excepthook(self)
@@ -182,7 +188,17 @@ class Run:
         self.meta.update(fields)
         self.event("meta", fields=fields)
 
+    def _position(self) -> int:
+        """The outer-loop position of a file access: -1 before the loop, i in it, n after it."""
+        if self.ctx:
+            return int(self.ctx[0][1])
+        if self.loops and self.loops[0]["end"] is not None:
+            return len(self.loops[0]["iters"])
+        return -1
+
     def loop_begin(self, name: str) -> int:
+        if self.outputs is not None:
+            watch_torch(self.outputs)  # torch imported after the run attached
         seq = len(self.loops)
         self.loops.append({"name": name, "start": time.time(), "iters": [], "end": None})
         self.event("loop", seq=seq, name=name, start=self.loops[seq]["start"])
@@ -217,11 +233,11 @@ class Run:
         if journal is None:
             return
         n = len(self.records)
-        lines = [encode_record(r) for r in self.records[self._flushed : n]]
-        while self._events:
-            lines.append(self._events.popleft())
+        records = encode_lines(self.records[self._flushed : n])
+        self._logs.append(records)  # the run's logs.jsonl, encoded once, kept whatever the disk says
+        events = [self._events.popleft() for _ in range(len(self._events))]
         try:
-            journal.append(lines)
+            journal.write(records + "".join([e + "\n" for e in events]))
         except OSError as exc:
             if self._journal_complete:
                 warn(f"cannot write the crash journal ({exc}); records are kept in memory")
@@ -261,14 +277,24 @@ class Run:
             return None
         from ..storage.shadow import commit_run
 
+        if self.outputs is not None:
+            # (less a margin: file times come from the kernel's coarse clock, a tick behind time.time())
+            self.outputs.scan_dirs([self.outputs.root, *absolute_dirs(self.meta["args"], self.outputs.root)],
+                                   self.meta["start"] - 0.05)
+            self.outputs.active = False  # a later run of this process (flor.commit()) has its own
+            self.meta["outputs"] = self.outputs.summary()
+
         checkpoints = self.checkpointer.finish() if self.checkpointer is not None else {}
         for seg in self.loops:
             seg["ckpts"] = sorted(i for i, e in checkpoints.items() if e["loop"] == seg["name"])
         with self._flush_lock:
             self._append_pending()
+            ck = self.checkpointer
             data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops,
                            checkpoints=checkpoints,
-                           logs=self._journal.logs() if self._journal_complete else None)
+                           fingerprints=dict(ck.fingerprints) if ck is not None else {},
+                           nested_fps=dict(ck.nested) if ck is not None else {},
+                           logs="".join(self._logs).encode())
             try:
                 shadow = commit_run(self._repo, data)
             except Exception as exc:  # keep the journal: the next command recovers the run
@@ -286,7 +312,7 @@ def _link_if_committed(repo: Any, data: RunData, shadow: Any) -> None:
     if not data.meta.get("dirty"):
         return
     try:
-        from ..storage.commit_links import link_finished_run
+        from ..storage.hook_notes import link_finished_run
 
         link_finished_run(repo, data, shadow)
     except Exception as exc:  # noqa: BLE001 — the run is safely in git; only the link is missing
@@ -309,6 +335,21 @@ def _relative_script(argv: list[str], root: Path) -> str:
         if rel is not None:
             return rel
     return candidate or "<interactive>"
+
+
+def _launch_form() -> dict[str, str]:
+    """How the script was started, so replay starts the snapshot's copy the same way.
+
+    ``python -m pkg.train`` runs a module (relative imports, ``sys.path[0]`` = cwd);
+    ``python train.py`` / ``python /abs/train.py`` a path. Replay resolves either
+    inside its scratch copy, never against today's working tree.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name and name != "__main__":
+        return {"kind": "module", "module": name}
+    return {"kind": "path"}
 
 
 def _chain_excepthook(run: Run) -> None:
