@@ -129,10 +129,32 @@ def reindex_cmd() -> None:
 
 @cli.command("init")
 @click.option("--no-remotes", is_flag=True, help="Do not add fetch refspecs to the existing remotes.")
-def init_cmd(no_remotes: bool) -> None:
+@click.option("--edit-tracked", is_flag=True,
+              help="Allow changes to hook files tracked in this repository (husky's .husky/, a "
+                   "tracked core.hooksPath); each change is listed.")
+def init_cmd(no_remotes: bool, edit_tracked: bool) -> None:
     """Install the hooks (keeping yours), make notes follow amend/rebase, add fetch refspecs.
 
-    Idempotent; `git flor uninstall` removes exactly what it added.
+    Idempotent; `git flor uninstall` removes exactly what it added. Hook managers:
+    under pre-commit the git-flor hook becomes `post-commit.legacy`, which pre-commit
+    runs first; for a set-up that survives `pre-commit install -f`, add to
+    .pre-commit-config.yaml instead (then init installs no post-commit shim):
+
+    \b
+      - repo: local
+        hooks:
+        - id: git-flor
+          name: git-flor links runs to commits
+          entry: git flor hook post-commit
+          language: system
+          stages: [post-commit]
+          always_run: true
+          pass_filenames: false
+
+    With husky, `--edit-tracked` adds a line to .husky/post-commit and
+    .husky/post-rewrite; with lefthook, add `git flor hook post-commit` as a
+    post-commit command in lefthook.yml. git-flor never changes a tracked file
+    without --edit-tracked.
 
     \b
     Example:
@@ -142,7 +164,7 @@ def init_cmd(no_remotes: bool) -> None:
     """
     from .commands.init import init
 
-    _run(init, remotes=not no_remotes)
+    _run(init, remotes=not no_remotes, edit_tracked=edit_tracked)
 
 
 @cli.command("uninstall")
@@ -261,11 +283,13 @@ def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
 @click.option("--from", "source_rev", help="Take today's statements from this revision (default: the working tree).")
 @click.option("--names", multiple=True, help="Only these statements (comma-separated names).")
 @click.option("--diff", is_flag=True, help="Print a unified diff against REV's file.")
-@click.option("--json", "as_json", is_flag=True, help="Print placements (name, from line, to line, anchor, confidence).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: placements (name, from line, to line, anchor, confidence).")
 @click.option("--force", is_flag=True, help="Place statements even if they read names REV never defines.")
 def propagate_cmd(
     rev: str, paths: tuple[str, ...], source_rev: str | None, names: tuple[str, ...], diff: bool,
-    as_json: bool, force: bool,
+    as_json: bool, fmt: str, force: bool,
 ) -> None:
     """Carry today's flor statements into PATHS as of REV (a revision or a run id).
 
@@ -278,11 +302,12 @@ def propagate_cmd(
     Example:
       git flor propagate HEAD~12 -- train.py
       git flor propagate HEAD~12 --diff -- train.py
-      git flor propagate 3f2a --json
+      git flor propagate 3f2a --format json
     """
     from .commands.propagate import propagate
 
-    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff, as_json=as_json, force=force)
+    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff,
+         as_json=as_json or fmt == "json", force=force)
 
 
 @cli.command("replay")

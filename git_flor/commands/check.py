@@ -14,13 +14,13 @@ not pass a gate silently, and must not look like a failed metric either.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from typing import Any
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
 from ..query.runs import run_ids
+from ..query.strict_json import strict_dumps
 from ..storage import index
 from ..storage.files import SourceTree, run_snapshot
 from ..storage.repo import workdir
@@ -80,7 +80,7 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
     failed = [v for v in versions.values() if not v["ok"]]
     code = EXIT_OK if versions and not failed else EXIT_PARTIAL
     if fmt == "json":
-        sys.stdout.write(json.dumps({"check": "propagate", "ok": code == EXIT_OK, "rev": rev,
+        sys.stdout.write(strict_dumps({"check": "propagate", "ok": code == EXIT_OK, "rev": rev,
                                      "versions": list(versions.values()), "skipped": skipped}) + "\n")
         return code
     for v in versions.values():
@@ -187,7 +187,7 @@ def _last_value(conn: Any, name: str, run: str) -> Any:
 
 def _report(fmt: str, code: int, text: str, info: dict[str, Any]) -> int:
     if fmt == "json":
-        sys.stdout.write(json.dumps({"check": "metric", **info, "message": text}) + "\n")
+        sys.stdout.write(strict_dumps({"check": "metric", **info, "message": text}) + "\n")
     else:
         print(text, file=sys.stdout if code == EXIT_OK or code == EXIT_CHECK_FAILED else sys.stderr)
     return code

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, Unverified, UsageError
 from ..query.runs import resolve_run, run_ids
+from ..query.strict_json import strict_dumps
 from ..replay.executors import LocalExecutor, Outcome
 from ..replay.isolation import Isolation, choose, outside_dirs
 from ..replay.jobs import execute
@@ -61,6 +62,7 @@ def replay(
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)
+        _check_names(repo, conn, run_ids, names)
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers,
                         trust_checkpoints=trust_checkpoints)
     finally:
@@ -98,6 +100,43 @@ def replay(
             "show as 'hindsight (unverified)' in git flor log --provenance — seed every RNG to make them exact"
         )
     return EXIT_OK
+
+
+def _check_names(repo: Any, conn: Any, ids: list[str], names: list[str]) -> None:
+    """Refuse (exit 2) a name today's code never logs, naming the ones it does: a typo in
+    --apply would otherwise read as "nothing to replay"."""
+    if not ids:
+        return
+    from ..propagate import flor_statement_names
+    from ..storage.gitcmd import git
+    from ..storage.repo import workdir
+
+    root = workdir(repo)
+    listed = git(["ls-files", "-z", "-c", "-o", "--exclude-standard", "--", "*.py"], root, check=False)
+    texts: dict[str, str] = {}
+    for path in filter(None, listed.stdout.split("\0")):
+        try:
+            texts[path] = (root / path).read_text(errors="replace")
+        except OSError:
+            continue
+    logged: dict[str, list[str]] = {}
+
+    def names_in(path: str) -> list[str]:
+        if path not in logged:
+            logged[path] = flor_statement_names(texts[path]) if path in texts else []
+        return logged[path]
+
+    unknown = [n for n in names if not any(n in text and n in names_in(p) for p, text in texts.items())]
+    if not unknown:
+        return
+    scripts = sorted({json.loads(m).get("script") or "" for (m,) in conn.execute(
+        f"SELECT meta FROM runs WHERE run IN ({', '.join('?' * len(ids))})", ids)})
+    have = sorted({n for script in scripts for n in names_in(script)})
+    raise UsageError(
+        f"today's code has no flor.log of {', '.join(map(repr, unknown))}; "
+        f"{', '.join(scripts) or 'the scripts'} log{'s' if len(scripts) == 1 else ''}: "
+        f"{', '.join(have) or 'nothing'} — add the flor.log statement first, then replay"
+    )
 
 
 def _summary(results: list[Any]) -> None:
@@ -148,7 +187,7 @@ def _show(the_plan: Plan, fmt: str, isolation: Isolation | None = None) -> None:
         data = the_plan.to_json()
         if isolation is not None:
             data["isolation"] = isolation.to_json()
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(strict_dumps(data, indent=2) + "\n")
         return
     rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s", _verified_by(j))
             for j in the_plan.jobs]

@@ -82,12 +82,33 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def cancel(self) -> None:
+        """Stop every child and wait until each is gone (Ctrl-C must not leave replays running).
+
+        SIGTERM to each child's process group, then up to ``GRACE`` seconds for it to
+        exit, then SIGKILL: the command returns only when its children are reaped.
+        """
         with self._lock:
             self._cancelled = True
-            for proc in self._procs.values():
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            procs = list(self._procs.values())
+        for proc in procs:
+            _signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGKILL)
+                proc.wait()
+
+
+#: Seconds a cancelled child has to exit after SIGTERM before it is killed.
+GRACE = 5.0
+
+
+def _signal(proc: subprocess.Popen[str], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
