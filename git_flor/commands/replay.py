@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
 from ..query.runs import resolve_run, run_ids
@@ -16,7 +16,11 @@ from ..replay.execute import LocalExecutor, Outcome
 from ..replay.plan import Job, Plan, plan
 from ..replay.run import describe_failures, execute
 from ..storage.index import connect
+from ..storage.repo import config_value
 from .common import open_session
+
+if TYPE_CHECKING:
+    from ..replay.ray_executor import RayExecutor
 
 
 def parse_iters(specs: Sequence[str]) -> dict[str, set[int]]:
@@ -47,13 +51,22 @@ def replay(
     force: bool = False,
     fmt: str = "table",
     confirm: Callable[[str], bool] | None = None,
+    executor: str | None = None,
 ) -> int:
     names = [n for spec in apply for n in spec.split(",") if n]
     if not names:
         raise UsageError("say which values to fill in: --apply NAME[,NAME...]")
-    workers = workers or os.cpu_count() or 1
     chosen_iters = parse_iters(iters)
     repo = open_session()
+    kind = executor or config_value(repo, "flor.executor") or "local"
+    if kind not in EXECUTORS:
+        raise UsageError(f"unknown executor {kind!r} (from --executor or `git config flor.executor`): "
+                         f"use one of {', '.join(EXECUTORS)}")
+    runner: RayExecutor | None = None
+    if kind == "ray" and not dry_run:
+        runner = _ray(repo, workers)
+        workers = workers or runner.cpus()  # the cluster's CPUs: how finely to split the work
+    workers = workers or os.cpu_count() or 1
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)
@@ -62,19 +75,42 @@ def replay(
         conn.close()
     _show(the_plan, fmt)
     if dry_run or not the_plan.jobs:
+        _close(runner)
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
     total = sum(j.estimate for j in the_plan.jobs)
-    if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
+    where_to = "on the Ray cluster's" if kind == "ray" else "on"
+    if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s {where_to} {workers} worker(s)?"):
+        _close(runner)
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
     with _Progress() as progress:
-        results = execute(repo, the_plan, LocalExecutor(workers), progress)
+        results = execute(repo, the_plan, runner or LocalExecutor(workers), progress)
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
     values = sum(r.values for r in results)
     print(f"replayed {len(results)} run(s): {values} hindsight value(s) written", file=sys.stderr)
     if failures:
         raise Partial("; ".join(failures) + " (the other runs' values were kept)")
     return EXIT_OK
+
+
+#: What ``--executor`` / ``git config flor.executor`` may name.
+EXECUTORS = ("local", "ray")
+
+
+def _ray(repo: object, workers: int | None) -> RayExecutor:
+    """The Ray executor, joined to RAY_ADDRESS or ``flor.ray.address``, else a local Ray for this command."""
+    from ..replay.ray_executor import RayExecutor  # imports ray: only when asked for
+    from ..storage.remote_store import store_url
+
+    address = os.environ.get("RAY_ADDRESS") or config_value(repo, "flor.ray.address")  # type: ignore[arg-type]
+    ex = RayExecutor(address, store_url(repo), workers or os.cpu_count() or 1)  # type: ignore[arg-type]
+    ex.connect()
+    return ex
+
+
+def _close(runner: RayExecutor | None) -> None:
+    if runner is not None:
+        runner.close()
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:

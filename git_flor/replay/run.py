@@ -70,8 +70,9 @@ def execute(
             manifest = read_manifest(repo, target.run)
             for job in target.jobs:
                 needed = _needed(manifest, job)
-                # With a shared payload store (git config flor.store), bring them here first.
-                ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
+                if executor.local_payloads:
+                    # With a shared payload store (git config flor.store), bring them here first.
+                    ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
                 key = len(tasks)
                 scratch = base / target.run / str(key)
                 materialise(repo, repo[tree].peel(pygit2.Tree), {}, user_root, scratch)
@@ -88,7 +89,8 @@ def execute(
                 env.update(FLOR_REPLAY=str(spec_path), FLOR_QUIET="1")
                 argv = target.meta.get("argv") or [target.meta["script"]]
                 cwd = scratch / (target.meta.get("cwd") or ".")
-                tasks.append(Task(key, [sys.executable, *argv], str(cwd), env))
+                gpus = 1 if target.meta.get("cuda") else 0  # a cluster schedules it where a GPU is
+                tasks.append(Task(key, [sys.executable, *argv], str(cwd), env, gpus=gpus))
                 where[key] = (target, job, scratch)
         if monitor is not None:
             monitor.begin([(where[k][1], where[k][2] / ".git-flor-replay.progress", _length(where[k][1]))

@@ -211,6 +211,8 @@ class Run:
         self.meta["end"] = end
         self.meta["duration"] = end - self.meta["start"]
         self.meta["packages"] = imported_versions()  # the commit's environment (post-commit hook)
+        if _used_cuda():
+            self.meta["cuda"] = True  # its replay needs a GPU (a Ray cluster schedules it on one)
         for seg in self.loops:
             if seg["end"] is None:
                 seg["end"] = end
@@ -237,6 +239,15 @@ class Run:
             self._journal.remove()
             self._journal = None
         return str(shadow)
+
+
+def _used_cuda() -> bool:
+    """Whether the script initialised CUDA (never imports torch: only a script that did can have)."""
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:  # a torch build without CUDA support, or a half-imported module
+        return False
 
 
 def _relative(path: Path, root: Path) -> str | None:
