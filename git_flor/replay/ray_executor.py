@@ -107,13 +107,14 @@ class RayExecutor:
         if ray.is_initialized():
             return
         kwargs: dict[str, Any] = {"logging_level": logging.ERROR, "log_to_driver": False}
+        logging.getLogger("ray").setLevel(logging.ERROR)  # Ray's start-up notes are not ours to show
         try:
             if self.address:
                 ray.init(address=self.address, **kwargs)
             else:  # "local": a new instance, never one found in /tmp/ray by accident
                 ray.init(address="local", num_cpus=self.workers, include_dashboard=False, **kwargs)
                 self._owned = True
-        except (ConnectionError, ValueError, RuntimeError) as exc:
+        except Exception as exc:  # unreachable, refused (e.g. no auth token), version mismatch
             where = self.address or "a local Ray"
             raise UsageError(f"cannot start or reach {where} ({_first_line(exc)}); check RAY_ADDRESS / "
                              "`git config flor.ray.address`, or replay with --executor local") from None
