@@ -23,7 +23,8 @@ repetition; tables quote medians over ``--reps``), so the numbers are comparable
 
 The Ray cluster is started in this process (``ray.init(num_cpus=2)``) and the executor
 joins it, as a command joins ``RAY_ADDRESS``; payloads go through a ``file://`` store.
-Everything is written under a temporary directory (repositories, HOME, the store).
+Everything is written under a temporary directory (repositories, HOME, the store, and the
+copy of git_flor that this process, the replay children and the Ray workers all import).
 
     .venv/bin/python scripts/bench_ray.py             # ~3 minutes on 2 busy CPUs
     .venv/bin/python scripts/bench_ray.py --reps 1    # a smoke run
@@ -45,7 +46,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from bench_workload import LOOP, MODEL  # the shared training workload (scripts/)
+from bench_workload import (  # the shared workload and helpers (scripts/)
+    LOOP,
+    MODEL,
+    snapshot_gitflor,
+)
 
 TRAIN = '''\
 import numpy as np
@@ -118,8 +123,14 @@ def main() -> None:
     (home / ".gitconfig").write_text("[user]\n\tname = bench\n\temail = bench@example.com\n")
     drop = ("GIT_", "FLOR_", "RAY_ADDRESS")
     env = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    # A copy of git_flor for this process, the replay children and the Ray workers alike, so
+    # edits to the checkout while the benchmark runs cannot mix two versions.
+    pkg = tmp / "pkg"
+    pkg.mkdir()
+    print("git_flor:", snapshot_gitflor(sys.executable, pkg), flush=True)
+    sys.path.insert(0, str(pkg))
     env.update(HOME=str(home), GIT_CONFIG_NOSYSTEM="1", FLOR_QUIET="1", OPENBLAS_NUM_THREADS="1",
-               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(pkg))
     os.environ.clear()
     os.environ.update(env)  # the replay children inherit this process's environment
     try:
@@ -171,7 +182,8 @@ def run(tmp: Path, env: dict[str, str], opts: argparse.Namespace) -> None:
     conn.close()
 
     logging.getLogger("ray").setLevel(logging.ERROR)
-    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, address="local")
+    ctx = ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, address="local",
+                   logging_level=logging.ERROR)
     try:
         address = ctx.address_info["gcs_address"]
         makers: dict[str, Callable[[], Any]] = {

@@ -163,9 +163,10 @@ class RayExecutor:
                 self._refs[ref] = task
             yield from failed
             pending = list(self._refs)
+            counts = board.counts.remote()
             while pending:
                 done, pending = ray.wait(pending, num_returns=len(pending), timeout=POLL)
-                _show_progress(ray, board, progress)
+                counts = _show_progress(ray, board, counts, progress)
                 for ref in done:
                     task = self._refs.pop(ref)
                     yield self._outcome(ref, task, local[task.key])
@@ -252,6 +253,7 @@ def ship(task: Task, store: Any) -> tuple[dict[str, Any], bytes, dict[str, Path]
     progress = spec.get("progress") or ""
     job = {
         "key": task.key, "root": root, "argv": task.argv, "cwd": task.cwd, "env": task.env,
+        "python": sys.executable,
         "spec": os.path.relpath(spec_path, root), "shas": shas,
         "objects": None if store is not None else str(objects),
         "files": sorted(returns), "progress": os.path.relpath(progress, root) if _under(progress, root) else "",
@@ -283,16 +285,21 @@ def _under(path: str, root: str) -> bool:
     return path == root or path.startswith(root.rstrip("/") + "/")
 
 
-def _show_progress(ray: Any, board: Any, files: dict[int, Path]) -> None:
-    """Copy the board's iteration counts into the files the command's progress bars poll."""
+def _show_progress(ray: Any, board: Any, asked: Any, files: dict[int, Path]) -> Any:
+    """Copy the board's iteration counts, once they have come, into the files the command's
+    progress bars poll; returns the question to wait on next (never blocks the results)."""
+    ready, _ = ray.wait([asked], timeout=0)
+    if not ready:
+        return asked
     try:
-        counts = ray.get(board.counts.remote(), timeout=5)
+        counts = ray.get(asked)
     except Exception:  # progress is a nicety: never let it stop a replay
-        return
+        return board.counts.remote()
     for key, count in counts.items():
         path = files.get(key)
         if path is not None and path.parent.is_dir():
             path.write_text(str(count))
+    return board.counts.remote()
 
 
 def _first_line(exc: BaseException) -> str:
@@ -357,7 +364,7 @@ def run_job(job: dict[str, Any], tree: bytes, tmp: Path, store_url: str | None,
     spec["store"] = str(payloads)
     spec_file.write_text(json.dumps(spec))
     argv = _rebase(list(job["argv"]), root, str(scratch))
-    if argv and not os.path.exists(argv[0]):  # this machine's Python lives elsewhere
+    if argv and argv[0] == job["python"]:  # the driver's Python: this worker's has git-flor too
         argv[0] = sys.executable
     env = _rebase(dict(job["env"]), root, str(scratch))
     cwd = _rebase(job["cwd"], root, str(scratch))
