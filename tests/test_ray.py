@@ -231,3 +231,12 @@ def test_executor_ray_without_ray_installed_is_one_line_and_exit_2(repo: Path) -
     git(repo, "config", "flor.executor", "dask")
     bad = flor(repo, "replay", "--apply", "x", "--yes")
     assert bad.returncode == 2 and "unknown executor 'dask'" in bad.stderr
+
+
+def test_a_cuda_run_on_a_cluster_without_gpus_fails_that_job_not_the_command(cluster: str) -> None:
+    from git_flor.replay.execute import Task
+    from git_flor.replay.ray_executor import RayExecutor
+
+    tasks = [Task(0, [sys.executable, "-c", "pass"], "/", {}, gpus=1)]
+    (outcome,) = list(RayExecutor(cluster, "file:///nonexistent-store", 1).run(tasks))
+    assert outcome.returncode == -1 and "used CUDA" in outcome.stderr and "0 GPU(s)" in outcome.stderr

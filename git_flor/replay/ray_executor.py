@@ -146,14 +146,14 @@ class RayExecutor:
             for task in tasks:
                 if self._cancelled:
                     break
+                if task.gpus > gpus:  # Ray would keep it pending for ever
+                    failed.append(Outcome(task.key, -1, 0.0, f"the run used CUDA and the Ray cluster has "
+                                                             f"{gpus:g} GPU(s): add a GPU node"))
+                    continue
                 try:
                     job, tree, returns = ship(task, store)
                 except _Refused as exc:
                     failed.append(Outcome(task.key, -1, 0.0, str(exc)))
-                    continue
-                if task.gpus > gpus:
-                    failed.append(Outcome(task.key, -1, 0.0, f"the run used CUDA and the Ray cluster has "
-                                                             f"{gpus:g} GPU(s): add a GPU node"))
                     continue
                 local[task.key] = returns
                 if job["progress"]:
