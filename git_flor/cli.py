@@ -286,7 +286,7 @@ def propagate_cmd(
 @click.option("--apply", "apply", multiple=True, required=True, help="Names to fill in (comma-separated or repeated).")
 @click.option("--iter", "iters", multiple=True, help="Only these iterations, e.g. epoch=3,7 or epoch=0..9.")
 @click.option("--where", help='A pandas query over args and values selecting runs, e.g. "lr < 1e-3".')
-@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores).")
+@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores; on Ray, the cluster's CPUs).")
 @click.option("--dry-run", is_flag=True, help="Show the schedule and stop.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Recompute values that already exist.")
