@@ -240,3 +240,58 @@ def test_a_cuda_run_on_a_cluster_without_gpus_fails_that_job_not_the_command(clu
     tasks = [Task(0, [sys.executable, "-c", "pass"], "/", {}, gpus=1)]
     (outcome,) = list(RayExecutor(cluster, "file:///nonexistent-store", 1).run(tasks))
     assert outcome.returncode == -1 and "used CUDA" in outcome.stderr and "0 GPU(s)" in outcome.stderr
+
+
+CHILD = textwrap.dedent(
+    """\
+    import json, os, time
+    spec = json.load(open(os.environ["FLOR_REPLAY"]))
+    for i in (1, 2, 3):
+        with open(spec["progress"], "w") as fh:
+            fh.write(str(i))
+        time.sleep(1.0)
+    with open(spec["out"], "w") as fh:
+        json.dump({"input": open("input.txt").read(), "cwd": os.getcwd(), "spec": spec,
+                   "env": os.environ["ONLY_IN_THE_TASK"]}, fh)
+    """
+)
+
+
+def test_the_executor_ships_the_tree_rebases_its_paths_relays_progress_and_returns_files(
+    cluster: str, tmp_path: Path
+) -> None:
+    """The executor on its own, with a stand-in child: what a worker gets and what comes back."""
+    import threading
+
+    from git_flor.replay.execute import Task
+    from git_flor.replay.ray_executor import RayExecutor
+
+    scratch = tmp_path / "scratch"
+    (scratch / "sub").mkdir(parents=True)
+    (scratch / "sub" / "input.txt").write_text("from the driver's tree")
+    spec = {"scratch_root": str(scratch), "store": str(tmp_path / "objects"), "checkpoints": {},
+            "out": str(scratch / ".out"), "progress": str(scratch / ".progress"), "user_root": str(tmp_path)}
+    (scratch / ".spec.json").write_text(json.dumps(spec))
+    task = Task(0, [sys.executable, "-c", CHILD], str(scratch / "sub"),
+                {"FLOR_REPLAY": str(scratch / ".spec.json"), "ONLY_IN_THE_TASK": "yes"})
+    seen: set[str] = set()
+    stop = threading.Event()
+
+    def watch() -> None:
+        while not stop.wait(0.1):
+            if (scratch / ".progress").exists():
+                seen.add((scratch / ".progress").read_text())
+
+    threading.Thread(target=watch, daemon=True).start()
+    try:
+        (outcome,) = list(RayExecutor(cluster, (tmp_path / "store").as_uri(), 1).run([task]))
+    finally:
+        stop.set()
+    assert outcome.returncode == 0, outcome.stderr
+    got = json.loads((scratch / ".out").read_text())  # sent back, written where the driver reads it
+    assert got["input"] == "from the driver's tree" and got["env"] == "yes"
+    worker_root = got["spec"]["scratch_root"]
+    assert worker_root != str(scratch) and got["cwd"] == os.path.join(worker_root, "sub")
+    assert got["spec"]["out"] == os.path.join(worker_root, ".out") and got["spec"]["user_root"] == str(tmp_path)
+    assert not got["spec"]["store"].startswith(str(tmp_path))  # payloads from the store, into the worker's dir
+    assert seen & {"1", "2"}  # iteration counts reached the driver while the task ran
