@@ -65,7 +65,8 @@ def replay(
     runner: RayExecutor | None = None
     if kind == "ray" and not dry_run:
         runner = _ray(repo, workers)
-        workers = workers or runner.cpus()  # the cluster's CPUs: how finely to split the work
+        if runner.address and not workers:  # a cluster: its CPUs say how finely to split the work
+            workers = runner.cpus()  # (a local Ray gets the cores, and starts only when there is work)
     workers = workers or os.cpu_count() or 1
     conn = connect(repo)
     try:
@@ -98,14 +99,12 @@ EXECUTORS = ("local", "ray")
 
 
 def _ray(repo: object, workers: int | None) -> RayExecutor:
-    """The Ray executor, joined to RAY_ADDRESS or ``flor.ray.address``, else a local Ray for this command."""
+    """The Ray executor for RAY_ADDRESS or ``flor.ray.address``, else for a local Ray started when jobs run."""
     from ..replay.ray_executor import RayExecutor  # imports ray: only when asked for
     from ..storage.remote_store import store_url
 
     address = os.environ.get("RAY_ADDRESS") or config_value(repo, "flor.ray.address")  # type: ignore[arg-type]
-    ex = RayExecutor(address, store_url(repo), workers or os.cpu_count() or 1)  # type: ignore[arg-type]
-    ex.connect()
-    return ex
+    return RayExecutor(address, store_url(repo), workers or os.cpu_count() or 1)  # type: ignore[arg-type]
 
 
 def _close(runner: RayExecutor | None) -> None:

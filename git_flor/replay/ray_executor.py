@@ -125,7 +125,7 @@ class RayExecutor:
         return max(1, int(self.ray.cluster_resources().get("CPU", 1)))
 
     def close(self) -> None:
-        """Stop the local Ray this command started (a cluster it joined keeps running)."""
+        """Leave the cluster, or stop the local Ray this command started (a cluster keeps running)."""
         if self.ray.is_initialized():
             self.ray.shutdown()
 
