@@ -56,6 +56,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UsageError
+from ..storage.checkpoints import PayloadStore
 from .execute import Outcome, Task
 
 INSTALL = "the ray executor needs Ray: pip install 'git-flor[ray]' (or replay with --executor local)"
@@ -238,7 +239,7 @@ def ship(task: Task, store: Any) -> tuple[dict[str, Any], bytes, dict[str, Path]
     if store is not None:
         for sha in shas:
             if not store.has(sha):
-                path = objects / sha[:2] / sha[2:]
+                path = PayloadStore(objects).path(sha)
                 if not path.is_file():
                     raise _Refused(f"checkpoint payload {sha[:12]} is in neither {store.url} nor this clone: "
                                    "`git flor pull`, or ask the run's author to `git flor push`")

@@ -26,6 +26,7 @@ from typing import Any
 import pygit2
 
 from ..errors import FlorError, UsageError
+from .checkpoints import PayloadStore
 from .repo import flor_dir
 
 OBJECTS_DIR = "objects"
@@ -208,7 +209,7 @@ class Store:
     def upload(self, sha: str, path: Path) -> None:
         """Put the local payload ``path`` (whose sha256 is ``sha``) into the store, unless there."""
         if not self.has(sha):
-            _put(self.fs, self.root, f"{sha[:2]}/{sha[2:]}", path)
+            _put(self.fs, self.root, _candidates(sha)[0], path)
             self._present.add(sha)
 
     def download(self, sha: str, dest_root: Path) -> Path:
@@ -219,7 +220,7 @@ class Store:
                 f"checkpoint payload {sha[:12]} is not in {self.url}: "
                 "push it with `git flor push` from the clone that recorded the run"
             )
-        return _download(self.fs, self.root, rel, sha, dest_root / sha[:2] / sha[2:], self.url)
+        return _download(self.fs, self.root, rel, sha, PayloadStore(dest_root).path(sha), self.url)
 
 
 def _sha256(path: Path) -> str:
