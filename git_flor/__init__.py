@@ -6,22 +6,33 @@
         flor.log("loss", train_one_epoch(lr))
 
 Importing this module is light on purpose (it sits on every training script's
-import path): pygit2 loads at the first call, pandas only for ``dataframe``.
+import path): the git bindings load at the first call, pandas only for ``dataframe``.
+
+Linux and macOS only (docs/design.md §9): elsewhere the import fails at once,
+with one line saying so, rather than deep inside with a missing module.
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from .errors import FlorError
-from .runtime.api import arg, checkpointing, commit, log, loop
+try:  # the crash journal's liveness rule needs POSIX file locks
+    import fcntl  # noqa: F401
+except ImportError:
+    raise ImportError(
+        f"git-flor runs on Linux and macOS (POSIX) only, not on {sys.platform}: it needs fcntl file locks"
+    ) from None
+
+from .errors import FlorError  # noqa: E402
+from .runtime.api import arg, checkpointing, commit, log, loop  # noqa: E402
 
 __all__ = ["FlorError", "arg", "checkpointing", "commit", "dataframe", "log", "loop"]
 __version__ = "0.1.0"
 
 
 def dataframe(*names: str, **filters: Any) -> Any:
-    """All runs of all versions as one pandas DataFrame (DESIGN §5); see ``git flor log``."""
+    """All runs of all versions as one pandas DataFrame (docs/design.md §5); see ``git flor log``."""
     from .query.table import dataframe as build
 
     return build(*names, **filters)

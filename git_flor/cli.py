@@ -1,4 +1,4 @@
-"""``git flor``: argument parsing and error mapping only (the only click importer, DESIGN §6).
+"""``git flor``: argument parsing and error mapping only (the only click importer, docs/design.md §6).
 
 Every command is a function in :mod:`git_flor.commands`; this module maps
 :class:`FlorError` to one line on stderr and its exit code, and never lets a
@@ -41,9 +41,9 @@ def _run(fn: Callable[..., int], *args: Any, **kwargs: Any) -> None:
 
 def _log_internal_error() -> str:
     try:
-        from .storage.repo import flor_dir, open_repo
+        from .commands.common import error_log_path
 
-        path = flor_dir(open_repo()) / "error.log"
+        path = error_log_path()
     except Exception:
         import tempfile
         from pathlib import Path

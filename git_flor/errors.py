@@ -2,7 +2,7 @@
 
 Every failure a user can cause is a :class:`FlorError` whose message says what is
 wrong *and what to do next*; the CLI maps it to one line on stderr and the exit
-code documented in DESIGN §2. Nothing else in the package decides exit codes.
+code documented in docs/design.md §2. Nothing else in the package decides exit codes.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ class UnloggableValue(FlorError, TypeError):
     """A ``flor.log``/``flor.arg`` value that cannot be stored typed.
 
     Also a ``TypeError`` so training code that guards with ``except TypeError``
-    keeps working; never silently stringified (DESIGN §1).
+    keeps working; never silently stringified (docs/design.md §1).
     """
 
 

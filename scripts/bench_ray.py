@@ -7,7 +7,7 @@ repetition; tables quote medians over ``--reps``), so the numbers are comparable
    fixed seed; 40,000 examples, 512 hidden units) is recorded with a checkpoint every
    epoch; today's code adds a statement
    inside the step loop, so every epoch must be re-executed (jobs = segments between
-   checkpoints, planned for 2 workers). ``run.execute`` (materialise, run, write back
+   checkpoints, planned for 2 workers). ``jobs.execute`` (materialise, run, write back
    to git) is timed with the local pool at 1 and 2 workers and with the Ray executor on
    a 2-CPU Ray cluster on this machine. efficiency = t(local, 1) / (2 x t).
 2. **Per-task overhead.** Many short runs, each replayed with a statement before the
@@ -144,9 +144,9 @@ def run(tmp: Path, env: dict[str, str], opts: argparse.Namespace) -> None:
 
     from git_flor.query.runs import run_ids
     from git_flor.replay import ray_executor
-    from git_flor.replay.execute import LocalExecutor
+    from git_flor.replay.executors import LocalExecutor
+    from git_flor.replay.jobs import execute
     from git_flor.replay.plan import plan
-    from git_flor.replay.run import execute
     from git_flor.storage.index import connect
     from git_flor.storage.repo import open_repo
 
@@ -216,7 +216,7 @@ def run(tmp: Path, env: dict[str, str], opts: argparse.Namespace) -> None:
     med = statistics.median
     t1 = med(walls[("step", "local, 1 worker")])
     print(f"\n1. Step-level statement, {opts.epochs} epochs re-executed: {len(step_plan.jobs)} jobs "
-          f"(planned for 2 workers); run.execute wall time, median of {opts.reps}")
+          f"(planned for 2 workers); jobs.execute wall time, median of {opts.reps}")
     print(f"{'executor':22}{'wall s':>9}{'efficiency':>12}")
     for name in names:
         t = med(walls[("step", name)])
@@ -245,7 +245,7 @@ def _ship_cost(git: Any, the_plan: Any, store: str) -> tuple[float, float]:
     import ray
 
     from git_flor.replay import ray_executor
-    from git_flor.replay.run import execute
+    from git_flor.replay.jobs import execute
     from git_flor.storage.remote_store import Store
 
     seen: list[tuple[float, int]] = []

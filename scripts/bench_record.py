@@ -69,7 +69,7 @@ from bench_workload import (  # the shared training workload (scripts/)
     snapshot_gitflor,
 )
 
-#: Per-call budget of ``flor.log`` (DESIGN/README promise: recording is free next to a step).
+#: Per-call budget of ``flor.log`` (docs/design.md §1, README promise: recording is free next to a step).
 LOG_TARGET_NS = 2000.0
 #: Budget of git-flor's overhead on the training loop, in percent of the no-op run.
 TRAIN_TARGET_PCT = 1.0

@@ -234,7 +234,7 @@ def test_executor_ray_without_ray_installed_is_one_line_and_exit_2(repo: Path) -
 
 
 def test_a_cuda_run_on_a_cluster_without_gpus_fails_that_job_not_the_command(cluster: str) -> None:
-    from git_flor.replay.execute import Task
+    from git_flor.replay.executors import Task
     from git_flor.replay.ray_executor import RayExecutor
 
     tasks = [Task(0, [sys.executable, "-c", "pass"], "/", {}, gpus=1)]
@@ -263,7 +263,7 @@ def test_the_executor_ships_the_tree_rebases_its_paths_relays_progress_and_retur
     """The executor on its own, with a stand-in child: what a worker gets and what comes back."""
     import threading
 
-    from git_flor.replay.execute import Task
+    from git_flor.replay.executors import Task
     from git_flor.replay.ray_executor import RayExecutor
 
     scratch = tmp_path / "scratch"

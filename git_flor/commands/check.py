@@ -22,15 +22,13 @@ from typing import Any
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
 from ..query.runs import run_ids
 from ..storage import index
-from ..storage.records import SRC_DIR
+from ..storage.files import run_snapshot
 from ..storage.repo import workdir
 from .common import open_session
 
 
 def check_propagate(*, names: list[str] | None = None, rev: str | None = None, fmt: str = "text") -> int:
     """Propagate today's statements into every recorded version's snapshot, without writing anything."""
-    import pygit2
-
     from ..propagate import PropagationError, Propagator
 
     repo = open_session()
@@ -43,6 +41,7 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
         conn.close()
     # One check per distinct (script, source blob): many runs share a version.
     versions: dict[tuple[str, str], dict[str, Any]] = {}
+    texts: dict[tuple[str, str], str] = {}  # (script, blob) → the script as that version had it
     skipped: dict[str, str] = {}
     root = workdir(repo)
     for run, commit, shadow, script in rows:
@@ -52,12 +51,17 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
             skipped[script] = "not in today's working tree"
             continue
         try:
-            blob = repo[pygit2.Oid(hex=shadow)].peel(pygit2.Tree)[f"{SRC_DIR}/{script}"]
+            snapshot = run_snapshot(repo, shadow)
         except (KeyError, ValueError):
+            snapshot = None
+        blob = snapshot.file_id(script) if snapshot is not None else None
+        if snapshot is None or blob is None:
             skipped[script] = "a run's snapshot lacks it"
             continue
-        version = versions.setdefault((script, str(blob.id)), {"script": script, "blob": str(blob.id),
-                                                               "runs": [], "commits": []})
+        if (script, blob) not in texts:
+            texts[(script, blob)] = snapshot.read(script) or ""
+        version = versions.setdefault((script, blob), {"script": script, "blob": blob,
+                                                       "runs": [], "commits": []})
         version["runs"].append(run)
         if commit and commit not in version["commits"]:
             version["commits"].append(commit)
@@ -68,7 +72,7 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
                 propagators[script] = Propagator((root / script).read_text(), names or None)
             except PropagationError as exc:
                 raise UsageError(f"today's {script} cannot be analysed ({exc}); fix it, then check again") from None
-        result = propagators[script].apply(repo[pygit2.Oid(hex=blob)].data.decode("utf-8", "replace"))
+        result = propagators[script].apply(texts[(script, blob)])
         version["ok"] = result.ok
         version["placed"] = [p.name for p in result.placements]
         version["failures"] = [{"name": f.name, "reason": f.reason} for f in result.failures]

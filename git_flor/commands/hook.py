@@ -34,12 +34,11 @@ def hook(name: str, args: list[str], stdin: str = "") -> int:
 
         repo = open_repo()
         if name == "post-commit":
-            from ..storage.commit_links import link_commit
+            from ..storage.hook_notes import link_head
 
-            if not repo.head_is_unborn:
-                link_commit(repo, repo.head.target)
+            link_head(repo)
         elif name == "post-rewrite":
-            from ..storage.commit_links import follow_rewrites
+            from ..storage.hook_notes import follow_rewrites
 
             pairs = [tuple(line.split()[:2]) for line in stdin.splitlines() if len(line.split()) >= 2]
             follow_rewrites(repo, args[0] if args else "amend", pairs)  # type: ignore[arg-type]

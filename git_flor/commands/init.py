@@ -22,7 +22,7 @@ from typing import Any
 from ..errors import EXIT_OK, UsageError
 from ..storage import gitcmd
 from ..storage.refs import NOTES_REF, SHADOW_PREFIX
-from ..storage.repo import flor_dir, open_repo, workdir
+from ..storage.repo import ensure_flor_dir, flor_dir, open_repo, workdir
 from ..storage.sharing import fetch_refspecs
 
 HOOKS = ("post-commit", "post-rewrite")
@@ -62,8 +62,9 @@ def _write_executable(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _record_path(cwd: Path) -> Path:
-    return flor_dir(open_repo(cwd)) / INSTALL_FILE
+def _record_path(cwd: Path, *, create: bool = False) -> Path:
+    repo = open_repo(cwd)
+    return (ensure_flor_dir(repo) if create else flor_dir(repo)) / INSTALL_FILE
 
 
 def _load_record(cwd: Path) -> dict[str, Any]:
@@ -144,7 +145,7 @@ def init(*, remotes: bool = True) -> int:
     if added:
         said.append(f"set {added} git config value{'s' if added != 1 else ''} (notes follow amend/rebase, "
                     "merge as a union)")
-    _record_path(cwd).write_text(json.dumps(record, indent=1) + "\n")
+    _record_path(cwd, create=True).write_text(json.dumps(record, indent=1) + "\n")
     for line in said:
         print(line)
     return EXIT_OK

@@ -6,14 +6,18 @@ import difflib
 import json
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from ..propagate import PropagationError, flor_statement_names, propagate_source
 from ..query.runs import resolve_run
 from ..storage import files
-from ..storage.index import connect
+from ..storage.index import connect, stored_run
 from ..storage.repo import workdir
 from .common import open_session
+
+if TYPE_CHECKING:
+    from ..storage.repo import Repository
 
 
 def propagate(
@@ -29,25 +33,26 @@ def propagate(
     repo = open_session()
     root = workdir(repo)
     shadow = _run_shadow(repo, rev)
-    past_tree = files.tree_at(repo, rev, shadow)
+    past_tree = files.run_snapshot(repo, shadow) if shadow is not None else files.tree_at(repo, rev)
     today_tree = files.tree_at(repo, source_rev) if source_rev else None
 
     def today(path: str) -> str | None:
         if today_tree is not None:
-            return files.read(repo, today_tree, path)
+            return today_tree.read(path)
         full = root / path
         return full.read_text() if full.is_file() else None
 
     wanted = [n for spec in names for n in spec.split(",") if n] or None
     if not paths:
-        candidates = files.python_paths(repo, today_tree or repo.head.peel().tree) if not repo.head_is_unborn else []
-        paths = [p for p in candidates if _has_new(today(p), files.read(repo, past_tree, p), wanted)]
+        listed = today_tree or files.head_tree(repo)
+        candidates = listed.python_paths() if listed is not None else []
+        paths = [p for p in candidates if _has_new(today(p), past_tree.read(p), wanted)]
         if not paths:
             print("nothing to propagate: no file has flor statements that REV lacks", file=sys.stderr)
             return EXIT_OK
     report, failures, outputs = [], [], []
     for path in paths:
-        now, past = today(path), files.read(repo, past_tree, path)
+        now, past = today(path), past_tree.read(path)
         if now is None:
             raise UsageError(f"{path} is not in {'the working tree' if not source_rev else source_rev}")
         if past is None:
@@ -84,14 +89,13 @@ def _has_new(now: str | None, past: str | None, wanted: list[str] | None) -> boo
     return bool(new if wanted is None else new & set(wanted))
 
 
-def _run_shadow(repo: object, rev: str) -> str | None:
+def _run_shadow(repo: Repository, rev: str) -> str | None:
     """A run id (or unique prefix) names that run's snapshot; anything else is a revision."""
-    conn = connect(repo)  # type: ignore[arg-type]
+    conn = connect(repo)
     try:
         ids = [r[0] for r in conn.execute("SELECT run FROM runs")]
         if not any(i.startswith(rev) for i in ids):
             return None
-        run = resolve_run(ids, rev)
-        return conn.execute("SELECT shadow FROM runs WHERE run = ?", (run,)).fetchone()[0]
+        return stored_run(conn, resolve_run(ids, rev)).shadow
     finally:
         conn.close()

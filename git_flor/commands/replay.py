@@ -12,9 +12,10 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
 from ..query.runs import resolve_run, run_ids
-from ..replay.execute import LocalExecutor, Outcome
+from ..replay.executors import LocalExecutor, Outcome
+from ..replay.jobs import execute
 from ..replay.plan import Job, Plan, plan
-from ..replay.run import describe_failures, execute
+from ..replay.writeback import describe_failures
 from ..storage.index import connect
 from ..storage.repo import config_value
 from .common import open_session

@@ -9,9 +9,10 @@ from typing import Any
 from ..errors import EXIT_OK
 from ..query.output import emit, short_time
 from ..query.runs import resolve_run, select_runs
-from ..storage import links
+from ..storage import index_links as links
 from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
+from ..storage.revs import newest_commit
 from .common import open_session
 
 
@@ -28,7 +29,7 @@ def runs(*, rev: str | None = None, fmt: str = "table") -> int:
     table = table.assign(also_at=[also.get(r, []) for r in table["run"]])
     if fmt == "table":
         table = table.assign(
-            dirty=[f"→{_newest(repo, a)[:8]}" if d and a else str(d) for d, a in zip(table["dirty"], table["also_at"])],
+            dirty=[f"→{newest_commit(repo, a)[:8]}" if d and a else str(d) for d, a in zip(table["dirty"], table["also_at"])],
         ).drop(columns=["also_at"])
         table = table.assign(
             commit=table["commit"].fillna("").str.slice(0, 8),
@@ -88,16 +89,6 @@ def show(run: str, *, fmt: str = "text") -> int:
             print(f"  iteration {i}: {c['bytes'] / 1e6:.2f} MB{unsafe}")
     print(f"(code as it ran: git show {shadow[:12]}:src/{info.get('script', '')})")
     return EXIT_OK
-
-
-def _newest(repo: Any, commits: list[str]) -> str:
-    """The most recently committed of ``commits`` (after an amend: the amended one)."""
-
-    def when(hexid: str) -> int:
-        obj = repo.get(hexid)
-        return getattr(obj, "commit_time", -1)
-
-    return max(commits, key=when)
 
 
 def _why(link: links.Link) -> str:

@@ -11,33 +11,35 @@ query index notices the moved refs by itself.
 from __future__ import annotations
 
 from pathlib import Path
-
-import pygit2
+from typing import TYPE_CHECKING
 
 from ..errors import EXIT_OK, Partial, UsageError
 from ..storage import gitcmd, sharing
-from ..storage.refs import CKPT_PREFIX, NOTES_REF, SHADOW_PREFIX, shadow_refs
+from ..storage.refs import CKPT_PREFIX, NOTES_REF, SHADOW_PREFIX, ref_target, shadow_refs
 from ..storage.repo import workdir
 from .common import open_session
+
+if TYPE_CHECKING:
+    from ..storage.repo import Repository
 
 _ATTEMPTS = 5
 
 
-def _check_remote(repo: pygit2.Repository, remote: str) -> None:
+def _check_remote(repo: Repository, remote: str) -> None:
     names = gitcmd.git(["remote"], workdir(repo)).stdout.split()
     if remote not in names:
         known = f" (this repository has: {', '.join(names)})" if names else ""
         raise UsageError(f"no remote named {remote!r}{known}; add one with `git remote add {remote} URL`")
 
 
-def _fetch(repo: pygit2.Repository, remote: str, specs: list[str]) -> None:
+def _fetch(repo: Repository, remote: str, specs: list[str]) -> None:
     gitcmd.git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *specs], workdir(repo))
 
 
-def _merge_remote_notes(repo: pygit2.Repository, remote: str) -> str:
+def _merge_remote_notes(repo: Repository, remote: str) -> str:
     _fetch(repo, remote, [f"+{NOTES_REF}*:{sharing.staging_notes(remote)}*"])
-    theirs = repo.references.get(sharing.staging_notes(remote))
-    return "absent" if theirs is None else sharing.merge_notes(repo, theirs.target)
+    theirs = ref_target(repo, sharing.staging_notes(remote))
+    return "absent" if theirs is None else sharing.merge_notes(repo, theirs)
 
 
 def pull(remote: str = "origin") -> int:
@@ -47,8 +49,8 @@ def pull(remote: str = "origin") -> int:
     before = shadow_refs(repo)
     _fetch(repo, remote, sharing.fetch_refspecs(repo, remote))
     runs, clones = sharing.count_new_runs(repo, before, shadow_refs(repo))
-    theirs = repo.references.get(sharing.staging_notes(remote))
-    notes = "no notes there" if theirs is None else sharing.merge_notes(repo, theirs.target)
+    theirs = ref_target(repo, sharing.staging_notes(remote))
+    notes = "no notes there" if theirs is None else sharing.merge_notes(repo, theirs)
     adopted = sharing.adopt_manifests(repo, remote)
     print(f"{remote}: {runs} new run{'s' if runs != 1 else ''} from {clones} clone{'s' if clones != 1 else ''}; "
           f"notes: {notes}; {len(adopted.new) + len(adopted.updated)} checkpoint manifest(s)")
@@ -65,7 +67,7 @@ def push(remote: str = "origin") -> int:
     cwd = workdir(repo)
     specs = sharing.own_push_refspecs(repo)
     result = _push(cwd, remote, specs) if specs else {}
-    if repo.references.get(NOTES_REF) is not None:
+    if ref_target(repo, NOTES_REF) is not None:
         for _ in range(_ATTEMPTS):  # someone may push notes between our fetch and our push
             _merge_remote_notes(repo, remote)
             notes = _push(cwd, remote, [f"{NOTES_REF}:{NOTES_REF}"])

@@ -1,1 +1,1 @@
-"""The query room: records → pandas (the only pandas importer, DESIGN §6)."""
+"""The query room: records → pandas (the only pandas importer, docs/design.md §6)."""

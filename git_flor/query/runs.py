@@ -7,20 +7,20 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-import pygit2
-
 from ..errors import UsageError
-from ..storage import links
+from ..storage import index_links as links
 from ..storage.revs import commits_in
 
 if TYPE_CHECKING:
     import pandas as pd
 
+    from ..storage.repo import Repository
+
 RUN_COLUMNS = ["run", "commit", "dirty", "script", "tstamp", "duration", "status", "args"]
 
 
 def run_ids(
-    repo: pygit2.Repository,
+    repo: Repository,
     conn: sqlite3.Connection,
     *,
     rev: str | None = None,
@@ -45,7 +45,7 @@ def run_ids(
 
 
 def select_runs(
-    repo: pygit2.Repository,
+    repo: Repository,
     conn: sqlite3.Connection,
     *,
     rev: str | None = None,

@@ -1,4 +1,4 @@
-"""The wide table across versions (DESIGN §5).
+"""The wide table across versions (docs/design.md §5).
 
 One row per (run, loop position) at the finest loop depth among the requested
 names; a value logged at a coarser position (an epoch's ``val_acc`` among
@@ -12,16 +12,18 @@ from __future__ import annotations
 import re
 import sqlite3
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import pygit2
 
 from ..errors import UsageError
 from ..storage import index
 from ..storage.repo import open_repo
 from .runs import select_runs
+
+if TYPE_CHECKING:
+    from ..storage.repo import Repository
 
 INFO = ["run", "commit", "tstamp", "script"]
 _PROVENANCE = {index.RECORDED: "recorded", index.HINDSIGHT: "hindsight", index.ARG: "arg"}
@@ -36,7 +38,7 @@ def dataframe(
     run: str | Sequence[str] | None = None,
     where: str | None = None,
     provenance: bool = False,
-    repo: pygit2.Repository | None = None,
+    repo: Repository | None = None,
 ) -> pd.DataFrame:
     """The table for ``names`` (all names when none) over the selected runs."""
     repo = repo if repo is not None else open_repo()
@@ -49,7 +51,7 @@ def dataframe(
 
 
 def build(
-    repo: pygit2.Repository,
+    repo: Repository,
     conn: sqlite3.Connection,
     names: list[str],
     *,

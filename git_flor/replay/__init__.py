@@ -1,1 +1,1 @@
-"""The replay room: plan, materialise, execute, write back (DESIGN §4, §6: → storage, propagate)."""
+"""The replay room: plan, materialise, execute, write back (docs/design.md §4, §6: → storage, propagate)."""

@@ -1,7 +1,7 @@
 """A scratch copy of a run's version to replay in: written from git objects, never a checkout.
 
-The tree is the run's snapshot with the propagated script in place of its old
-one; nothing is registered as a worktree and no index is touched. The user's
+The tree is the run's snapshot with the propagated files in place of the old
+ones; nothing is registered as a worktree and no index is touched. The user's
 untracked and ignored inputs (data folders, caches) are made reachable at the
 same relative paths: directories as links (writes through them are copied up
 by the replay sandbox), small files as private copies, large files as links.
@@ -13,42 +13,19 @@ import os
 import shutil
 from pathlib import Path
 
-import pygit2
-from pygit2.enums import FileMode
+from ..storage.files import SourceTree, Tracked
 
 #: Untracked files up to this size are copied rather than linked: a copy cannot
 #: be clobbered by a writer the sandbox does not see (C code opening the path).
 COPY_LIMIT = 64 * 1024 * 1024
 
 
-def materialise(
-    repo: pygit2.Repository, tree: pygit2.Tree, overrides: dict[str, str], user_root: Path, dest: Path
-) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    _write_tree(repo, tree, dest)
-    for rel, text in overrides.items():
-        path = dest / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
-    _link_untracked(user_root, dest, tree, repo)
+def materialise(tree: SourceTree, user_root: Path, dest: Path) -> None:
+    """Write ``tree`` into ``dest`` and make the user's untracked inputs reachable around it."""
+    _link_untracked(user_root, dest, tree.write_to(dest))
 
 
-def _write_tree(repo: pygit2.Repository, tree: pygit2.Tree, dest: Path) -> None:
-    for entry in tree:
-        path = dest / entry.name
-        if entry.filemode == FileMode.TREE:
-            path.mkdir(exist_ok=True)
-            _write_tree(repo, repo[entry.id], path)
-        elif entry.filemode == FileMode.LINK:
-            os.symlink(repo[entry.id].data, path)
-        elif entry.filemode in (FileMode.BLOB, FileMode.BLOB_EXECUTABLE):
-            path.write_bytes(repo[entry.id].data)
-            if entry.filemode == FileMode.BLOB_EXECUTABLE:
-                path.chmod(0o755)
-        # submodules (commits) are not materialised
-
-
-def _link_untracked(user: Path, dest: Path, tree: pygit2.Tree | None, repo: pygit2.Repository) -> None:
+def _link_untracked(user: Path, dest: Path, tracked: Tracked) -> None:
     try:
         entries = list(os.scandir(user))
     except OSError:
@@ -57,10 +34,10 @@ def _link_untracked(user: Path, dest: Path, tree: pygit2.Tree | None, repo: pygi
         if entry.name == ".git":
             continue
         target = dest / entry.name
-        tracked = tree[entry.name] if tree is not None and entry.name in tree else None
-        if tracked is not None:
-            if tracked.filemode == FileMode.TREE and entry.is_dir(follow_symlinks=False):
-                _link_untracked(Path(entry.path), target, repo[tracked.id], repo)
+        if entry.name in tracked:
+            sub = tracked[entry.name]
+            if sub is not None and entry.is_dir(follow_symlinks=False):
+                _link_untracked(Path(entry.path), target, sub)
             continue
         if os.path.lexists(target):
             continue

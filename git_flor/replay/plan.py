@@ -10,21 +10,25 @@ starting from its own checkpoint — run in parallel.
 
 from __future__ import annotations
 
-import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pygit2
+from typing import TYPE_CHECKING, Any
 
 from ..propagate import PropagationError, flor_statement_names, propagate_source
-from ..storage import files
-from ..storage.checkpoints import read_manifest
-from ..storage.index import HINDSIGHT, RECORDED, chunks
-from ..storage.records import LOOPS_FILE, SRC_DIR
+from ..storage.checkpoints import Manifest, read_manifest
+from ..storage.files import SourceTree, run_snapshot
+from ..storage.index import HINDSIGHT, RECORDED, chunks, stored_run
+from ..storage.records import LoopTiming
 from ..storage.remote_store import local_payload, store_url
 from ..storage.repo import workdir
-from .strategy import analyse
+from ..storage.shadow import loop_timings
+from .strategy import Shape, analyse
+
+if TYPE_CHECKING:
+    import sqlite3
+
+    from ..storage.repo import Repository
 
 #: Seconds to start Python and import a training script's libraries (a rough prior).
 STARTUP = 0.6
@@ -87,8 +91,8 @@ class Plan:
 
 
 def plan(
-    repo: pygit2.Repository,
-    conn: Any,
+    repo: Repository,
+    conn: sqlite3.Connection,
     runs: list[str],
     names: list[str],
     *,
@@ -103,21 +107,21 @@ def plan(
     store = store_url(repo)
     today_cache: dict[str, str | None] = {}  # path → today's text
     for run_id in runs:
-        row = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run_id,)).fetchone()
-        shadow, meta = row[0], json.loads(row[1])
+        run = stored_run(conn, run_id)
+        meta = run.meta
         script = meta.get("script") or ""
         if not (root / script).is_file():
             skipped.append((run_id, f"its script {script!r} is not in today's working tree"))
             continue
-        commit = repo[shadow].peel(pygit2.Commit)
-        sources, wanted, problems = _carry(repo, commit, script, names, lambda p: _today(root, p, today_cache))
+        snapshot = run_snapshot(repo, run.shadow)
+        sources, wanted, problems = _carry(snapshot, script, names, lambda p: _today(root, p, today_cache))
         if problems:
             failed.append((run_id, "; ".join(problems)))
             continue
         if not wanted:
             skipped.append((run_id, f"today's code of {script} has no flor.log of {', '.join(names)}"))
             continue
-        past_script = files.read(repo, repo[commit.tree[SRC_DIR].id], script)
+        past_script = snapshot.read(script)
         if past_script is None:
             failed.append((run_id, f"{script} is not in the run's snapshot"))
             continue
@@ -131,9 +135,9 @@ def plan(
         except SyntaxError as exc:
             failed.append((run_id, f"the propagated {script} does not parse: {exc}"))
             continue
-        loops = json.loads(repo[commit.tree[LOOPS_FILE].id].data) if LOOPS_FILE in commit.tree else []
-        target = Target(run_id, meta, shadow, script_source, wanted, shape.outer_loop, sources)
-        _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, workers)
+        target = Target(run_id, meta, run.shadow, script_source, wanted, shape.outer_loop, sources)
+        _jobs(target, shape, manifest, loop_timings(repo, run.shadow), _existing(conn, run_id, wanted),
+              iters, force, workers)
         if target.jobs:
             targets.append(target)
         else:
@@ -149,23 +153,22 @@ def _today(root: Path, path: str, cache: dict[str, str | None]) -> str | None:
 
 
 def _carry(
-    repo: pygit2.Repository, commit: pygit2.Commit, script: str, names: list[str], today_of: Any
+    snapshot: SourceTree, script: str, names: list[str], today_of: Callable[[str], str | None]
 ) -> tuple[dict[str, str], list[str], list[str]]:
     """Propagate today's statements into every file of the run's snapshot that has them today.
 
     A statement added in a module the script imports (``model.py``) is carried there too.
     Returns (propagated sources by path, the names found, problems).
     """
-    src = repo[commit.tree[SRC_DIR].id]
     sources: dict[str, str] = {}
     wanted: list[str] = []
     problems: list[str] = []
-    for path in [script] + [p for p in files.python_paths(repo, src) if p != script]:
+    for path in [script] + [p for p in snapshot.python_paths() if p != script]:
         today = today_of(path)
         if today is None or not any(n in today for n in names):  # cheap before parsing
             continue
         here = [n for n in names if n in set(flor_statement_names(today))]
-        past = files.read(repo, src, path)
+        past = snapshot.read(path)
         if not here or past is None:
             continue
         try:
@@ -181,9 +184,7 @@ def _carry(
     return sources, wanted, problems
 
 
-def _available(
-    repo: pygit2.Repository, manifest: dict[int, dict[str, Any]], store: str | None
-) -> dict[int, dict[str, Any]]:
+def _available(repo: Repository, manifest: Manifest, store: str | None) -> Manifest:
     """Checkpoints replay can restore: payloads here, or (with ``flor.store``) fetched on demand.
 
     A clone that pulled a teammate's runs without their payloads plans as if those
@@ -197,7 +198,7 @@ def _available(
     }
 
 
-def _existing(conn: Any, run_id: str, names: list[str]) -> dict[str, set[int] | None]:
+def _existing(conn: sqlite3.Connection, run_id: str, names: list[str]) -> dict[str, set[int] | None]:
     """Per name, the outer-loop iterations that already have a value (None: a value outside loops)."""
     out: dict[str, set[int] | None] = {}
     for ch in chunks(conn, names, [run_id]):
@@ -210,48 +211,86 @@ def _existing(conn: Any, run_id: str, names: list[str]) -> dict[str, set[int] | 
     return out
 
 
+@dataclass(frozen=True)
+class CostModel:
+    """Seconds a job will take, from the original run's loop timings and checkpoint costs.
+
+    Every job pays a process start and the script's code before the outer loop;
+    re-executing an iteration costs what it cost originally; restoring a
+    checkpoint costs about what saving it did; a skipped iteration runs ~5% of
+    its body (the nested loops are restored, not run).
+    """
+
+    times: list[float]  # seconds of each outer-loop iteration of the original run
+    pre: float  # seconds from the run's start to its outer loop
+    duration: Any  # the original run's total seconds, as run.json has it (read only for ``full``)
+    restore_cost: dict[int, float]  # iteration → seconds to restore its checkpoint
+
+    @classmethod
+    def of(cls, meta: dict[str, Any], loops: list[LoopTiming], manifest: Manifest) -> CostModel:
+        outer: LoopTiming = loops[0] if loops else {"iters": [], "start": meta.get("start", 0)}
+        return cls(
+            times=list(outer.get("iters", [])),
+            pre=max(0.0, float(outer.get("start", 0)) - float(meta.get("start", 0))),
+            duration=meta.get("duration", 0),
+            restore_cost={i: float(e.get("seconds", 0.0)) for i, e in manifest.items()},
+        )
+
+    def estimate(self, mode: str, epochs: list[int], start: int = -1) -> float:
+        times, n = self.times, len(self.times)
+        base = STARTUP + self.pre
+        if mode == "prefix":
+            return base
+        if mode == "full":
+            return base + sum(times) + float(self.duration) * 0.05
+        if mode == "suffix":
+            return base + self.restore_cost.get(n - 1, 0.0)
+        if mode == "reexec":
+            return base + self.restore_cost.get(start, 0.0) + sum(times[start + 1 : max(epochs) + 1])
+        return base + sum(2 * self.restore_cost.get(i, 0.0) + 0.05 * times[i] for i in epochs if i < n)
+
+
 def _jobs(
     target: Target,
-    shape: Any,
-    manifest: dict[int, dict[str, Any]],
-    loops: list[dict[str, Any]],
+    shape: Shape,
+    manifest: Manifest,
+    loops: list[LoopTiming],
     existing: dict[str, set[int] | None],
     iters: dict[str, set[int]] | None,
     force: bool,
     workers: int,
 ) -> None:
-    outer = loops[0] if loops else {"iters": [], "start": target.meta.get("start", 0)}
-    n = len(outer.get("iters", []))
-    times = outer.get("iters", [])
-    pre = max(0.0, float(outer.get("start", 0)) - float(target.meta.get("start", 0)))
+    """Fill in ``target.jobs`` (and ``target.reasons``): choose each name's strategy, then cut jobs."""
+    cost = CostModel.of(target.meta, loops, manifest)
+    n = len(cost.times)
     requested = set(range(n))
     if iters and target.loop in iters:
         requested &= iters[target.loop]
-    safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
-    restore_cost = {i: float(e.get("seconds", 0.0)) for i, e in manifest.items()}
+    kinds, todo, reasons = _strategies(target.names, shape, existing, requested, force)
+    target.reasons.update(reasons)
+    target.jobs.extend(_cut(target.run, kinds, todo, manifest, cost, workers))
 
-    def est(mode: str, epochs: list[int], start: int = -1) -> float:
-        base = STARTUP + pre
-        if mode == "prefix":
-            return base
-        if mode == "full":
-            return base + sum(times) + float(target.meta.get("duration", 0)) * 0.05
-        if mode == "suffix":
-            return base + restore_cost.get(n - 1, 0.0)
-        if mode == "reexec":
-            return base + restore_cost.get(start, 0.0) + sum(times[start + 1 : max(epochs) + 1])
-        return base + sum(2 * restore_cost.get(i, 0.0) + 0.05 * times[i] for i in epochs if i < n)
 
+def _strategies(
+    names: list[str],
+    shape: Shape,
+    existing: dict[str, set[int] | None],
+    requested: set[int],
+    force: bool,
+) -> tuple[dict[str, str], dict[str, list[int]], dict[str, str]]:
+    """Per name still to compute: its strategy (prefix, suffix, skip, reexec, full) and the iterations
+    it needs; names already computed are left out. Also why a name is re-executed, not skipped."""
     todo: dict[str, list[int]] = {}
     kinds: dict[str, str] = {}
-    for name in target.names:
+    reasons: dict[str, str] = {}
+    for name in names:
         positions = shape.positions.get(name) or []
         where = {p.where for p in positions}
         if "unknown" in where or not positions:
             kinds[name] = "full"
         elif where & {"step"} or any(p.where == "epoch" and not p.skip_safe for p in positions):
             kinds[name] = "reexec"
-            target.reasons[name] = next((p.reason for p in positions if p.reason), "")
+            reasons[name] = next((p.reason for p in positions if p.reason), "")
         elif "epoch" in where:
             kinds[name] = "skip"
         else:
@@ -266,11 +305,27 @@ def _jobs(
             todo[name] = missing
         else:
             del kinds[name]
+    return kinds, todo, reasons
+
+
+def _cut(
+    run: str,
+    kinds: dict[str, str],
+    todo: dict[str, list[int]],
+    manifest: Manifest,
+    cost: CostModel,
+    workers: int,
+) -> list[Job]:
+    """The jobs for the chosen strategies: skipped iterations in ``workers`` chunks, re-executed ones
+    in segments from safe checkpoints, one prefix/suffix/full job where needed."""
     if not kinds:
-        return
+        return []
+    n = len(cost.times)
+    est = cost.estimate
     if "full" in kinds.values():
-        target.jobs.append(Job(target.run, "full", sorted(kinds), list(range(n)), -1, est("full", [])))
-        return
+        return [Job(run, "full", sorted(kinds), list(range(n)), -1, est("full", []))]
+    jobs: list[Job] = []
+    safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
     loop_names = [k for k, v in kinds.items() if v in ("skip", "reexec")]
     prefix_names = [k for k, v in kinds.items() if v == "prefix"]
     if loop_names:
@@ -283,17 +338,18 @@ def _jobs(
         rest = [i for i in epochs if i not in set(skip_epochs)]
         names = loop_names + prefix_names
         for chunk in _split(skip_epochs, workers):
-            target.jobs.append(Job(target.run, "skip", names, chunk, -1, est("skip", chunk)))
-        for start, seg in _segments(rest, safe, times, restore_cost, workers):
-            target.jobs.append(Job(target.run, "reexec", names, seg, start, est("reexec", seg, start)))
+            jobs.append(Job(run, "skip", names, chunk, -1, est("skip", chunk)))
+        for start, seg in _segments(rest, safe, cost.times, cost.restore_cost, workers):
+            jobs.append(Job(run, "reexec", names, seg, start, est("reexec", seg, start)))
     elif prefix_names:
-        target.jobs.append(Job(target.run, "prefix", prefix_names, [], -1, est("prefix", [])))
+        jobs.append(Job(run, "prefix", prefix_names, [], -1, est("prefix", [])))
     suffix_names = [k for k, v in kinds.items() if v == "suffix"]
     if suffix_names:
         if n and n - 1 in safe:
-            target.jobs.append(Job(target.run, "suffix", suffix_names, [], -1, est("suffix", [])))
+            jobs.append(Job(run, "suffix", suffix_names, [], -1, est("suffix", [])))
         else:
-            target.jobs.append(Job(target.run, "full", suffix_names, [], -1, est("full", [])))
+            jobs.append(Job(run, "full", suffix_names, [], -1, est("full", [])))
+    return jobs
 
 
 def _segments(
@@ -349,7 +405,3 @@ def _span(epochs: list[int]) -> str:
     if epochs == list(range(epochs[0], epochs[-1] + 1)):
         return f"{epochs[0]}" if len(epochs) == 1 else f"{epochs[0]}..{epochs[-1]}"
     return ",".join(map(str, epochs))
-
-
-def scratch_path(base: Path, target: Target, index: int) -> Path:
-    return base / target.run / str(index)

@@ -3,7 +3,7 @@
 One machine stops being enough when a hindsight question spans hundreds of runs,
 and teams already run a cluster engine; Ray is a widely run one, so this is an
 ``Executor`` on Ray rather than a scheduler of our own. It takes the very tasks
-``run.execute`` prepares for the local pool — a scratch directory holding the
+``jobs.execute`` prepares for the local pool — a scratch directory holding the
 propagated tree and the job's spec (``FLOR_REPLAY``), a command line, an
 environment — and moves what a worker lacks:
 
@@ -18,7 +18,7 @@ environment — and moves what a worker lacks:
   store lacks from this clone, so an unpushed run replays too;
 - **the records**: after the child exits, the worker returns the files the spec
   names under its scratch (the records file, the progress count) and the
-  driver writes them where ``run.execute`` reads them, so the write-back to git
+  driver writes them where ``jobs.execute`` reads them, so the write-back to git
   stays on the driver, once per run.
 
 The child is the same ``python script.py`` with the same environment as a local
@@ -28,7 +28,7 @@ attempt unpacks into a fresh directory and only a finished attempt returns
 records, and the driver gets one result per task: a retried job is never written
 twice. A job that fails in user code is a finished task with a non-zero exit,
 reported per run as locally (user errors are not retried). Ctrl-C cancels the
-tasks (the worker kills its child's process group) and ``run.execute`` keeps
+tasks (the worker kills its child's process group) and ``jobs.execute`` keeps
 the runs that finished.
 
 Progress: a small actor (no CPU reserved) collects each running task's outer-
@@ -57,7 +57,7 @@ from typing import Any
 
 from ..errors import UsageError
 from ..storage.checkpoints import PayloadStore
-from .execute import Outcome, Task
+from .executors import Outcome, Task
 
 INSTALL = "the ray executor needs Ray: pip install 'git-flor[ray]' (or replay with --executor local)"
 
@@ -239,8 +239,8 @@ def ship(task: Task, store: Any) -> tuple[dict[str, Any], bytes, dict[str, Path]
     if store is not None:
         for sha in shas:
             if not store.has(sha):
-                path = PayloadStore(objects).path(sha)
-                if not path.is_file():
+                path = PayloadStore(objects).find(sha)
+                if path is None:
                     raise _Refused(f"checkpoint payload {sha[:12]} is in neither {store.url} nor this clone: "
                                    "`git flor pull`, or ask the run's author to `git flor push`")
                 store.upload(sha, path)

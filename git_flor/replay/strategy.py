@@ -1,7 +1,7 @@
 """Where a hindsight statement sits in the (propagated) script, and how cheaply it can be replayed.
 
 Read with :mod:`ast` on the source that will actually run. The position decides
-the plan (DESIGN §4): before the outermost ``flor.loop`` → run the prefix only;
+the plan (docs/design.md §4): before the outermost ``flor.loop`` → run the prefix only;
 after it → restore the last checkpoint and run the suffix; in the outer body
 outside nested loops → per requested iteration restore the previous
 checkpoint and *skip* nested ``flor.loop``s, if that is safe; inside a nested

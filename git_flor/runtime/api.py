@@ -19,8 +19,8 @@ from ..errors import BadArgument, UnloggableValue
 from . import serial
 from .carried import LoopScope, analyse
 from .kwargs import cast, split_argv
-from .run import Run
 from .sandbox import route_torch_save
+from .session import Run
 from .values import PLAIN, to_json_value
 
 T = TypeVar("T")

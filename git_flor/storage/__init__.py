@@ -1,4 +1,4 @@
-"""The storage room: the only importer of pygit2 (DESIGN §6).
+"""The storage room: the only importer of pygit2 (docs/design.md §6).
 
 Everything durable lives in the repository: runs on the clone's shadow ref,
 a JSON-Lines note per commit, a crash journal and a rebuildable query index

@@ -22,13 +22,19 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 if TYPE_CHECKING:
     import pygit2
 
 OBJECTS_DIR = "objects"
 ITER_META = "_iteration.json"
+_HEX = frozenset("0123456789abcdef")
+
+
+def is_payload_id(name: str) -> bool:
+    """A payload's name is the sha256 of its bytes in lowercase hex."""
+    return len(name) == 64 and set(name) <= _HEX
 
 
 @dataclass(frozen=True)
@@ -47,14 +53,56 @@ class Pointer:
         )
 
 
+class IterationCheckpoint(TypedDict, total=False):
+    """A run's checkpoint at the end of one outer-loop iteration, as its manifest holds it."""
+
+    loop: str  # the outer loop's name
+    objects: dict[str, Pointer]  # saved object → its payload ("var:NAME" for carried variables)
+    unsaved: list[str]  # state that could not be saved: not a safe resume point when non-empty
+    seconds: float  # what saving took (replay's cost model reads it as the restore cost)
+
+
+#: A run's checkpoints: outer-loop iteration → its checkpoint.
+Manifest = dict[int, IterationCheckpoint]
+
+
 class PayloadStore:
-    """The content-addressed payload directory of one clone."""
+    """The content-addressed payload directory of one clone.
+
+    The one place that knows where a payload lives: ``<root>/ab/cdef…`` (written),
+    or flat ``<root>/abcdef…`` (accepted when read). A shared store
+    (:mod:`.remote_store`) mirrors the same relative paths.
+    """
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
     def path(self, sha: str) -> Path:
+        """Where payload ``sha`` is written."""
         return self.root / sha[:2] / sha[2:]
+
+    @staticmethod
+    def relative_paths(sha: str) -> list[str]:
+        """Where payload ``sha`` may be, relative to a store's root: fan-out first, then flat."""
+        return [f"{sha[:2]}/{sha[2:]}", sha]
+
+    def find(self, sha: str) -> Path | None:
+        """The file of payload ``sha`` in this store, None when it is not here."""
+        for rel in self.relative_paths(sha):
+            if (self.root / rel).is_file():
+                return self.root / rel
+        return None
+
+    def files(self) -> dict[str, Path]:
+        """Every payload file by its path relative to the root, in either layout (temp files excluded)."""
+        out: dict[str, Path] = {}
+        for dirpath, _, names in os.walk(self.root):
+            for name in names:
+                path = Path(dirpath) / name
+                rel = path.relative_to(self.root).as_posix()
+                if is_payload_id(rel.replace("/", "")):
+                    out[rel] = path
+        return out
 
     def put(self, data: bytes | list[Any]) -> tuple[str, int]:
         """Store ``data`` (bytes, or a list of buffers) once; return (sha256, size).
@@ -110,7 +158,7 @@ def store_for(common_dir: Path) -> PayloadStore:
 # -- manifests (need the repository) ------------------------------------------------------
 
 
-def write_manifest(repo: pygit2.Repository, run_id: str, iterations: dict[int, dict[str, Any]]) -> None:
+def write_manifest(repo: pygit2.Repository, run_id: str, iterations: Manifest) -> None:
     """Record the run's checkpoints as ``refs/flor/ckpt/<run-id>`` (one commit, replaced whole).
 
     ``iterations`` maps iteration → {"objects": {name: Pointer}, "unsaved": [names], "loop": name}.
@@ -140,7 +188,7 @@ def write_manifest(repo: pygit2.Repository, run_id: str, iterations: dict[int, d
     cas_update(repo, CKPT_PREFIX + run_id, build)
 
 
-def read_manifest(repo: pygit2.Repository, run_id: str) -> dict[int, dict[str, Any]]:
+def read_manifest(repo: pygit2.Repository, run_id: str) -> Manifest:
     """Iteration → {"objects": {name: Pointer}, "unsaved": [...], ...}; empty when none."""
     import pygit2
 
@@ -150,7 +198,7 @@ def read_manifest(repo: pygit2.Repository, run_id: str) -> dict[int, dict[str, A
     if ref is None:
         return {}
     tree = repo[ref.target].peel(pygit2.Tree)
-    out: dict[int, dict[str, Any]] = {}
+    out: Manifest = {}
     for entry in tree:
         if not entry.name.isdigit():
             continue
@@ -163,7 +211,7 @@ def read_manifest(repo: pygit2.Repository, run_id: str) -> dict[int, dict[str, A
                 meta = data
             else:
                 objects[_object_name(blob.name)] = Pointer(**data)
-        out[int(entry.name)] = {**meta, "objects": objects}
+        out[int(entry.name)] = {**meta, "objects": objects}  # type: ignore[typeddict-item]
     return out
 
 

@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pygit2
 
-from . import links
+from . import index_links
 from .records import LOGS_FILE, decode_lines, warn
 from .refs import shadow_refs
-from .repo import flor_dir
+from .repo import ensure_flor_dir, flor_dir
 from .shadow import read_blob, read_meta, walk
 
 SCHEMA = 4
@@ -71,16 +71,33 @@ class Chunk:
     vtype: str
 
 
+@dataclass(frozen=True)
+class StoredRun:
+    """A recorded run as the index knows it: enough to find its snapshot, records and checkpoints."""
+
+    run: str
+    shadow: str  # its shadow commit (snapshot in ``src/``, records beside it)
+    meta: dict[str, Any]  # its ``run.json``
+
+
+def stored_run(conn: sqlite3.Connection, run: str) -> StoredRun:
+    """The run ``run`` (a full id, as :func:`run_ids` of the query room gives); KeyError when unknown."""
+    row = conn.execute("SELECT shadow, meta FROM runs WHERE run = ?", (run,)).fetchone()
+    if row is None:
+        raise KeyError(run)
+    return StoredRun(run, row[0], json.loads(row[1]))
+
+
 def connect(repo: pygit2.Repository) -> sqlite3.Connection:
     """Open the index and bring it up to date with the shadow refs."""
-    path = flor_dir(repo) / INDEX_FILE
+    path = ensure_flor_dir(repo) / INDEX_FILE
     conn = _open(path)
     if _schema(conn) != SCHEMA:
         conn.close()
         path.unlink(missing_ok=True)
         conn = _open(path)
     sync(repo, conn)
-    links.sync(repo, conn)  # which commits each run belongs to, from the notes
+    index_links.sync(repo, conn)  # which commits each run belongs to, from the notes
     return conn
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import Pointer
-from .records import RunData, dumps, warn
+from .records import REC, RunData, dumps, is_record, warn
 
 if TYPE_CHECKING:
     import pygit2
@@ -45,11 +45,12 @@ class Journal:
 
     def append(self, lines: list[str]) -> None:
         if lines:
-            os.write(self._fd, ("\n".join(lines) + "\n").encode())
+            self.write("\n".join(lines) + "\n")
 
-    def logs(self) -> bytes:
-        """What was journaled as records: the run's ``logs.jsonl``."""
-        return record_lines(self.path)
+    def write(self, text: str) -> None:
+        """Append ``text``: whole lines, record lines (``encode_lines``) and event lines alike."""
+        if text:
+            os.write(self._fd, text.encode())
 
     def remove(self) -> None:
         """Delete the journal, then release the lock: the run is safely in git."""
@@ -58,18 +59,6 @@ class Journal:
         except FileNotFoundError:
             pass
         os.close(self._fd)
-
-
-def record_lines(path: Path) -> bytes:
-    """The journal's record lines, as ``logs.jsonl`` (no JSON parsing: a byte filter).
-
-    A record line is exactly a ``logs.jsonl`` line (events carry a "t" key, records do
-    not), so the run's log is written from the journal and each record is encoded once.
-    """
-    return b"".join(line + b"\n" for line in path.read_bytes().splitlines() if line.startswith(_REC))
-
-
-_REC = b'{"name":'
 
 
 def event_line(kind: str, **fields: Any) -> str:
@@ -85,12 +74,15 @@ def parse(path: Path) -> RunData | None:
             obj = json.loads(raw)
         except ValueError:
             continue
-        kind = obj.get("t", "rec")
+        if type(obj) is not dict:
+            continue
+        # Events say their kind under "t"; record lines are exactly logs.jsonl lines.
+        kind = obj["t"] if "t" in obj else (REC if is_record(obj) else None)
         if kind == "head":
             data = RunData(meta=obj["meta"])
         elif data is None:
             break
-        elif kind == "rec":
+        elif kind == REC:
             pos = tuple((f[0], f[1], f[2]) for f in obj["pos"])
             data.records.append((obj["name"], obj["value"], pos))
         elif kind == "arg":

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 import pygit2
-from pygit2.enums import FileMode
 
 from .refs import NOTES_REF, cas_update
 from .repo import signature
+from .trees import put_blobs
 
 
 def read_note(repo: pygit2.Repository, target: pygit2.Oid, ref: str = NOTES_REF) -> str | None:
@@ -32,22 +32,8 @@ def read_note(repo: pygit2.Repository, target: pygit2.Oid, ref: str = NOTES_REF)
 def add_lines(
     repo: pygit2.Repository, target: pygit2.Oid, lines: list[str], ref: str = NOTES_REF
 ) -> None:
-    """Union ``lines`` into the note on ``target``."""
-    sig = signature(repo)
-
-    def build(old: pygit2.Oid | None) -> pygit2.Oid:
-        tree = repo[old].peel(pygit2.Tree) if old is not None else None
-        hexid = str(target)
-        found = _find(tree, hexid) if tree is not None else None
-        existing = repo[found[1]].data.decode("utf-8", "replace").splitlines() if found else []
-        merged = sorted({line for line in existing + lines if line.strip()})
-        blob = repo.create_blob(("\n".join(merged) + "\n").encode())
-        path = found[0] if found else [hexid]
-        new_tree = _put(repo, tree, path, blob)
-        parents = [old] if old is not None else []
-        return repo.create_commit(None, sig, sig, "Notes added by 'git flor'", new_tree, parents)
-
-    cas_update(repo, ref, build)
+    """Union ``lines`` into the note on ``target`` (one notes commit, even when nothing is new)."""
+    _add(repo, {str(target): lines}, ref, "Notes added by 'git flor'", skip_unchanged=False)
 
 
 def add_many(
@@ -60,8 +46,13 @@ def add_many(
     commit keeps ``git log refs/notes/flor`` readable and costs one ref update.
     """
     wanted = {str(k): v for k, v in lines.items() if v}
-    if not wanted:
-        return
+    if wanted:
+        _add(repo, wanted, ref, message, skip_unchanged=True)
+
+
+def _add(
+    repo: pygit2.Repository, wanted: Mapping[str, list[str]], ref: str, message: str, *, skip_unchanged: bool
+) -> None:
     sig = signature(repo)
 
     def build(old: pygit2.Oid | None) -> pygit2.Oid:
@@ -69,19 +60,31 @@ def add_many(
         puts: dict[tuple[str, ...], pygit2.Oid] = {}
         for hexid, new in wanted.items():
             found = _find(tree, hexid) if tree is not None else None
-            existing = repo[found[1]].data.decode("utf-8", "replace").splitlines() if found else []
-            merged = sorted({line for line in existing + new if line.strip()})
-            if found and merged == existing:
+            existing = _lines(repo, found[1]) if found else []
+            merged = _union(existing, new)
+            if skip_unchanged and found and merged == existing:
                 continue
-            path = tuple(found[0]) if found else (hexid,)
-            puts[path] = repo.create_blob(("\n".join(merged) + "\n").encode())
+            puts[tuple(found[0]) if found else (hexid,)] = _blob(repo, merged)
         if not puts:
             return old  # type: ignore[return-value]  # nothing new: leave the ref as it is
-        new_tree = _put_many(repo, tree, puts)
+        new_tree = put_blobs(repo, tree, puts)
         parents = [old] if old is not None else []
         return repo.create_commit(None, sig, sig, message, new_tree, parents)
 
     cas_update(repo, ref, build)
+
+
+def _lines(repo: pygit2.Repository, blob: pygit2.Oid) -> list[str]:
+    return repo[blob].data.decode("utf-8", "replace").splitlines()
+
+
+def _union(*parts: list[str]) -> list[str]:
+    """Lines sorted and unique, blank ones dropped: git's ``cat_sort_uniq``."""
+    return sorted({line for part in parts for line in part if line.strip()})
+
+
+def _blob(repo: pygit2.Repository, lines: list[str]) -> pygit2.Oid:
+    return repo.create_blob(("\n".join(lines) + "\n").encode())
 
 
 def iter_notes(repo: pygit2.Repository, tree: pygit2.Tree) -> Iterator[tuple[str, tuple[str, ...], pygit2.Oid]]:
@@ -113,11 +116,8 @@ def union_trees(repo: pygit2.Repository, ours: pygit2.Tree, theirs: pygit2.Tree)
         if have is None:
             puts[path] = blob
         elif have[1] != blob:
-            lines = repo[have[1]].data.decode("utf-8", "replace").splitlines()
-            lines += repo[blob].data.decode("utf-8", "replace").splitlines()
-            merged = sorted({line for line in lines if line.strip()})
-            puts[have[0]] = repo.create_blob(("\n".join(merged) + "\n").encode())
-    return _put_many(repo, ours, puts) if puts else ours.id
+            puts[have[0]] = _blob(repo, _union(_lines(repo, have[1]), _lines(repo, blob)))
+    return put_blobs(repo, ours, puts) if puts else ours.id
 
 
 def _find(tree: pygit2.Tree, hexid: str) -> tuple[list[str], pygit2.Oid] | None:
@@ -135,34 +135,3 @@ def _find(tree: pygit2.Tree, hexid: str) -> tuple[list[str], pygit2.Oid] | None:
         if split >= 3:
             break
     return None
-
-
-def _put(
-    repo: pygit2.Repository, tree: pygit2.Tree | None, path: list[str], blob: pygit2.Oid
-) -> pygit2.Oid:
-    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    head, rest = path[0], path[1:]
-    if not rest:
-        builder.insert(head, blob, FileMode.BLOB)
-    else:
-        sub = tree[head] if tree is not None and head in tree else None
-        builder.insert(head, _put(repo, sub, rest, blob), FileMode.TREE)
-    return builder.write()
-
-
-def _put_many(
-    repo: pygit2.Repository, tree: pygit2.Tree | None, puts: Mapping[tuple[str, ...], pygit2.Oid]
-) -> pygit2.Oid:
-    """Insert many blobs at once, rewriting each touched subtree once."""
-    builder = repo.TreeBuilder(tree) if tree is not None else repo.TreeBuilder()
-    nested: dict[str, dict[tuple[str, ...], pygit2.Oid]] = {}
-    for path, blob in puts.items():
-        if len(path) == 1:
-            builder.insert(path[0], blob, FileMode.BLOB)
-        else:
-            nested.setdefault(path[0], {})[path[1:]] = blob
-    for head, sub_puts in nested.items():
-        sub = tree[head] if tree is not None and head in tree else None
-        sub_tree = repo[sub.id] if sub is not None and sub.type_str == "tree" else None
-        builder.insert(head, _put_many(repo, sub_tree, sub_puts), FileMode.TREE)
-    return builder.write()

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 RUN_FILE = "run.json"
 LOGS_FILE = "logs.jsonl"
@@ -24,7 +24,25 @@ Frame = tuple[str, int, Any]
 #: One ``flor.log`` call: (name, value, position).
 Record = tuple[str, Any, tuple[Frame, ...]]
 
+#: The ``kind`` of a record line (journal events say theirs under ``"t"``).
+REC = "rec"
+
+#: Every JSON line git-flor writes: the standard library's encoder with fixed separators,
+#: non-ASCII kept as UTF-8, NaN/Infinity spelled as Python's json module reads them back.
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+#: The same, for records: their values are fresh JSON trees (``runtime.values`` copies
+#: every list and dict), never cyclic, so the encoder's cycle bookkeeping is skipped.
+_dumps_records = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, check_circular=False).encode
+
+
+class LoopTiming(TypedDict, total=False):
+    """One ``flor.loop`` of a run, as ``loops.json`` holds it (replay's cost model reads these)."""
+
+    name: str
+    start: float  # wall clock when the loop began
+    iters: list[float]  # seconds of each iteration, in order
+    end: float | None  # wall clock when it ended (None while running)
+    ckpts: list[int]  # iterations with a checkpoint (outermost loop)
 
 
 @dataclass
@@ -33,8 +51,8 @@ class RunData:
 
     meta: dict[str, Any]
     records: list[Record] = field(default_factory=list)
-    loops: list[dict[str, Any]] = field(default_factory=list)
-    #: iteration → manifest entry ({"loop", "objects": {name: Pointer}, "unsaved", "seconds"})
+    loops: list[LoopTiming] = field(default_factory=list)
+    #: iteration → its checkpoint (a :class:`.checkpoints.IterationCheckpoint`)
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: ``logs.jsonl`` already encoded (the journal's record lines), else encoded from ``records``
     logs: bytes | None = None
@@ -52,33 +70,35 @@ class RunData:
 
 
 def encode_record(record: Record) -> str:
-    """One ``logs.jsonl`` line: ``{"name":…,"value":…,"pos":[[loop,index,value],…]}``.
-
-    Built by hand rather than through a dict and ``json.dumps``: this runs once per
-    ``flor.log`` call, and the common values (floats, ints, None) need no encoder.
-    """
+    """One ``logs.jsonl`` line: ``{"kind":"rec","name":…,"value":…,"pos":[[loop,index,value],…]}``."""
     name, value, pos = record
-    frames = ",".join([f"[{_string(f[0])},{f[1]},{_value(f[2])}]" for f in pos])
-    return f'{{"name":{_string(name)},"value":{_value(value)},"pos":[{frames}]}}'
+    return _dumps_records({"kind": REC, "name": name, "value": value, "pos": pos})
+
+
+#: Where one record ends and the next begins when a batch is encoded as one JSON array.
+_BETWEEN = '},{"kind":"rec",'
+
+
+def encode_lines(records: Sequence[Record]) -> str:
+    """Records as ``logs.jsonl`` text, a line each (what the journal appends and the run keeps).
+
+    One encoder call for the whole batch (a call per record would cost the encoder's
+    set-up each time, on the training path): the array is cut into lines where one
+    record object ends and the next begins. Every boundary looks like ``_BETWEEN``;
+    a value can contain that text only as structure (a string escapes its quotes),
+    so when it occurs more often than there are boundaries, the batch is encoded
+    record by record instead.
+    """
+    if not records:
+        return ""
+    text = _dumps_records([{"kind": REC, "name": n, "value": v, "pos": p} for n, v, p in records])[1:-1]
+    if text.count(_BETWEEN) == len(records) - 1:
+        return text.replace(_BETWEEN, '}\n{"kind":"rec",') + "\n"
+    return "".join([encode_record(r) + "\n" for r in records])
 
 
 def encode_records(records: Iterable[Record]) -> bytes:
-    return "".join([encode_record(r) + "\n" for r in records]).encode()
-
-
-def _value(value: Any) -> str:
-    kind = type(value)
-    if kind is float and -_INF < value < _INF:  # NaN and infinities: the encoder's spelling
-        return float.__repr__(value)
-    if kind is int:
-        return int.__repr__(value)
-    if value is None:
-        return "null"
-    return _dumps(value)
-
-
-_INF = float("inf")
-_string = json.encoder.encode_basestring  # type: ignore[attr-defined]
+    return encode_lines(list(records)).encode()
 
 
 def decode_records(data: bytes, *, origin: str = "") -> list[Record]:
@@ -95,7 +115,7 @@ def decode_lines(data: bytes, *, origin: str = "") -> list[dict[str, Any]]:
     lines = [line for line in data.splitlines() if line.strip()]
     try:
         objs = json.loads(b"[" + b",".join(lines) + b"]")
-        if all(_well_formed(o) for o in objs):
+        if all(is_record(o) for o in objs):
             return objs
     except ValueError:
         pass
@@ -105,11 +125,16 @@ def decode_lines(data: bytes, *, origin: str = "") -> list[dict[str, Any]]:
             obj = json.loads(line)
         except ValueError:
             obj = None
-        if _well_formed(obj):
+        if is_record(obj):
             out.append(obj)
         else:
             warn(f"skipping corrupt log record {origin}:{lineno}")
     return out
+
+
+def is_record(obj: Any) -> bool:
+    """A record line's object: kind ``rec`` (or no kind: lines written before records said it)."""
+    return type(obj) is dict and obj.get("kind", REC) == REC and "t" not in obj and _well_formed(obj)
 
 
 def _well_formed(obj: Any) -> bool:

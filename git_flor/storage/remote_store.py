@@ -8,7 +8,8 @@ for one it needs and this clone lacks. Any fsspec URL works: ``file:///mnt/x``
 
 Payloads are content-addressed: a payload file's path under
 ``$GIT_COMMON_DIR/flor/objects/``, slashes removed, is the sha256 of its bytes
-(``ab/cdef…`` or flat). The store mirrors those relative paths, uploads land
+(the layouts are :class:`~.checkpoints.PayloadStore`'s). The store mirrors those
+relative paths, uploads land
 under a temporary name and are renamed into place, and downloads are checked
 against their name, so a half-written or corrupt payload is never used.
 """
@@ -26,11 +27,8 @@ from typing import Any
 import pygit2
 
 from ..errors import FlorError, UsageError
-from .checkpoints import PayloadStore
-from .repo import flor_dir
-
-OBJECTS_DIR = "objects"
-_HEX = frozenset("0123456789abcdef")
+from .checkpoints import PayloadStore, is_payload_id, store_for
+from .repo import common_dir
 
 
 class PayloadMissing(FlorError):
@@ -47,26 +45,13 @@ def store_url(repo: pygit2.Repository) -> str | None:
     return str(value).strip() or None
 
 
-def objects_dir(repo: pygit2.Repository) -> Path:
-    return flor_dir(repo) / OBJECTS_DIR
-
-
-def _is_payload(rel: str) -> bool:
-    name = rel.replace("/", "")
-    return len(name) == 64 and set(name) <= _HEX
+def _local(repo: pygit2.Repository) -> PayloadStore:
+    return store_for(common_dir(repo))
 
 
 def local_payloads(repo: pygit2.Repository) -> dict[str, Path]:
     """Every payload of this clone by its path relative to the objects dir (temp files excluded)."""
-    root = objects_dir(repo)
-    out: dict[str, Path] = {}
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            path = Path(dirpath) / name
-            rel = path.relative_to(root).as_posix()
-            if _is_payload(rel):
-                out[rel] = path
-    return out
+    return _local(repo).files()
 
 
 def _open_store(url: str) -> tuple[Any, str]:
@@ -114,22 +99,14 @@ def _put(fs: Any, root: str, rel: str, path: Path) -> None:
     fs.mv(tmp, target)
 
 
-def _candidates(sha: str) -> list[str]:
-    return [f"{sha[:2]}/{sha[2:]}", sha]
-
-
 def local_payload(repo: pygit2.Repository, sha: str) -> Path | None:
-    root = objects_dir(repo)
-    for rel in _candidates(sha):
-        if (root / rel).is_file():
-            return root / rel
-    return None
+    return _local(repo).find(sha)
 
 
 def fetch_payload(repo: pygit2.Repository, sha: str) -> Path:
     """The local path of payload ``sha``, downloading it from the store first when missing here."""
     sha = sha.lower()
-    if len(sha) != 64 or not set(sha) <= _HEX:
+    if not is_payload_id(sha):
         raise UsageError(f"{sha!r} is not a payload id (a sha256 in hex)")
     found = local_payload(repo, sha)
     if found is not None:
@@ -147,12 +124,12 @@ def fetch_payload(repo: pygit2.Repository, sha: str) -> Path:
             f"checkpoint payload {sha[:12]} is in neither this clone nor {url}: "
             "ask the run's author to `git flor push` (with flor.store set)"
         )
-    return _download(fs, root, rel, sha, objects_dir(repo) / rel, url)
+    return _download(fs, root, rel, sha, _local(repo).root / rel, url)
 
 
 def _in_store(fs: Any, root: str, sha: str) -> str | None:
     """The payload's path relative to the store root, or None when the store lacks it."""
-    for rel in _candidates(sha):
+    for rel in PayloadStore.relative_paths(sha):
         if fs.exists(f"{root}/{rel}"):
             return rel
     return None
@@ -209,11 +186,11 @@ class Store:
     def upload(self, sha: str, path: Path) -> None:
         """Put the local payload ``path`` (whose sha256 is ``sha``) into the store, unless there."""
         if not self.has(sha):
-            _put(self.fs, self.root, _candidates(sha)[0], path)
+            _put(self.fs, self.root, PayloadStore.relative_paths(sha)[0], path)
             self._present.add(sha)
 
     def download(self, sha: str, dest_root: Path) -> Path:
-        """Payload ``sha`` as ``dest_root/ab/cdef…`` (a PayloadStore's layout), sha256-checked."""
+        """Payload ``sha`` under ``dest_root`` in a PayloadStore's layout, sha256-checked."""
         rel = _in_store(self.fs, self.root, sha)
         if rel is None:
             raise PayloadMissing(

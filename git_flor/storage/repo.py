@@ -16,6 +16,10 @@ import pygit2
 
 from ..errors import NotARepository
 
+#: The repository handle every room passes around. Only storage looks inside it;
+#: the other rooms name it (under ``TYPE_CHECKING``) and hand it back to storage.
+Repository = pygit2.Repository
+
 
 def open_repo(start: str | os.PathLike[str] | None = None) -> pygit2.Repository:
     """Open the repository containing ``start`` (default: the current directory)."""
@@ -44,8 +48,16 @@ def common_dir(repo: pygit2.Repository) -> Path:
 
 
 def flor_dir(repo: pygit2.Repository) -> Path:
-    """``$GIT_COMMON_DIR/flor``: journal, query index, checkpoint payloads (never pushed)."""
-    path = common_dir(repo) / "flor"
+    """``$GIT_COMMON_DIR/flor``: journal, query index, checkpoint payloads (never pushed).
+
+    A getter only: it may not exist yet. Writers call :func:`ensure_flor_dir`.
+    """
+    return common_dir(repo) / "flor"
+
+
+def ensure_flor_dir(repo: pygit2.Repository) -> Path:
+    """:func:`flor_dir`, created when missing (by the first run, command or hook that writes there)."""
+    path = flor_dir(repo)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -59,7 +71,7 @@ def clone_id(repo: pygit2.Repository) -> str:
 
     Created with O_EXCL so concurrent first runs agree on one id.
     """
-    path = flor_dir(repo) / "clone-id"
+    path = ensure_flor_dir(repo) / "clone-id"
     try:
         return path.read_text().strip()
     except FileNotFoundError:

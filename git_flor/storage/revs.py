@@ -35,3 +35,13 @@ def commits_in(repo: pygit2.Repository, spec: str) -> set[str]:
     else:
         walker.hide(start)
     return {str(c.id) for c in walker}
+
+
+def newest_commit(repo: pygit2.Repository, commits: list[str]) -> str:
+    """The most recently committed of ``commits`` (after an amend: the amended one); absent ones last."""
+
+    def when(hexid: str) -> int:
+        obj = repo.get(hexid)
+        return getattr(obj, "commit_time", -1)
+
+    return max(commits, key=when)

@@ -24,6 +24,7 @@ from .records import (
     LOOPS_FILE,
     RUN_FILE,
     SRC_DIR,
+    LoopTiming,
     RunData,
     decode_records,
     dumps,
@@ -98,6 +99,11 @@ def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> byte
     tree = commit.tree
     return repo[tree[name].id].data if name in tree else b""
 
+
+def loop_timings(repo: pygit2.Repository, shadow: str) -> list[LoopTiming]:
+    """The ``flor.loop`` timings of the run at shadow commit ``shadow`` (empty for a run without any)."""
+    data = read_blob(repo, repo[pygit2.Oid(hex=shadow)].peel(pygit2.Commit), LOOPS_FILE)
+    return json.loads(data) if data else []
 
 
 def find_run(repo: pygit2.Repository, run_id: str) -> pygit2.Commit | None:

@@ -4,8 +4,9 @@ The hot path (``flor.log``) only appends a tuple to ``records``. New records
 become journal lines at least once a second (a daemon thread) and at the end of
 every outer-loop iteration (the training thread, which avoids handing the GIL
 back and forth), so a killed process loses at most a second of records. At exit
-the run is written to git once; its ``logs.jsonl`` is the journal's record lines,
-so each record is encoded exactly once.
+the run is written to git once; its ``logs.jsonl`` is the record text the journal
+was given, kept as it was encoded, so each record is encoded exactly once and the
+journal is never read back.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from typing import Any
 
 from ..storage.checkpoints import store_for
 from ..storage.journal import Journal, event_line
-from ..storage.records import Frame, Record, RunData, encode_record, warn
+from ..storage.records import Frame, Record, RunData, encode_lines, warn
 from .checkpoint import Checkpointer
 from .packages import imported_versions
-from .replay import Replayer
+from .replay_mode import Replayer
 from .sandbox import Sandbox, route_torch_save
 
 
@@ -55,7 +56,8 @@ class Run:
         self.echo = os.environ.get("FLOR_QUIET", "") in ("", "0")
         self._events: deque[str] = deque()
         self._flushed = 0
-        self._journal_complete = True  # every record so far is in the journal
+        self._journal_complete = True  # every journal write so far succeeded (warn once when not)
+        self._logs: list[str] = []  # logs.jsonl text so far, one piece per flush
         self._flush_lock = threading.Lock()
         self._wake = threading.Event()
         self._stop = False
@@ -117,8 +119,8 @@ class Run:
         _chain_excepthook(self)
 
     def _attach_replay(self, path: str) -> None:
-        """Replay mode: no repository, no journal; results to the spec's file (see .replay)."""
-        from .replay import ReplaySpec
+        """Replay mode: no repository, no journal; results to the spec's file (see .replay_mode)."""
+        from .replay_mode import ReplaySpec
 
         spec = ReplaySpec.load(path)
         self.replayer = Replayer(spec)
@@ -180,11 +182,11 @@ class Run:
         if journal is None:
             return
         n = len(self.records)
-        lines = [encode_record(r) for r in self.records[self._flushed : n]]
-        while self._events:
-            lines.append(self._events.popleft())
+        records = encode_lines(self.records[self._flushed : n])
+        self._logs.append(records)  # the run's logs.jsonl, encoded once, kept whatever the disk says
+        events = [self._events.popleft() for _ in range(len(self._events))]
         try:
-            journal.append(lines)
+            journal.write(records + "".join([e + "\n" for e in events]))
         except OSError as exc:
             if self._journal_complete:
                 warn(f"cannot write the crash journal ({exc}); records are kept in memory")
@@ -230,7 +232,7 @@ class Run:
             self._append_pending()
             data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops,
                            checkpoints=checkpoints,
-                           logs=self._journal.logs() if self._journal_complete else None)
+                           logs="".join(self._logs).encode())
             try:
                 shadow = commit_run(self._repo, data)
             except Exception as exc:  # keep the journal: the next command recovers the run

@@ -3,7 +3,7 @@
 Both only *add* note lines to ``refs/notes/flor`` (one notes commit per hook,
 compare-and-swap), so they merge as a union with every other writer and the
 run's own record never changes: a run keeps the commit it ran at, and the
-notes say which other commits it belongs to (see :mod:`.links`).
+notes say which other commits it belongs to (see :mod:`.index_links`).
 
 Line shapes (JSON, keys sorted so identical facts dedupe):
 
@@ -88,6 +88,11 @@ def _unborn_runs(repo: pygit2.Repository) -> Iterable[dict[str, Any]]:
                 if meta.get("commit") is None and not meta.get("replay_of"):
                     records = decode_records(read_blob(repo, shadow, LOGS_FILE))
                     yield json.loads(note_line(RunData(meta=meta, records=records), shadow.id))
+
+
+def link_head(repo: pygit2.Repository) -> list[str]:
+    """:func:`link_commit` for the commit just made (HEAD); nothing on an unborn branch."""
+    return [] if repo.head_is_unborn else link_commit(repo, repo.head.target)
 
 
 def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
