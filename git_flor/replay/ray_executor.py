@@ -61,6 +61,8 @@ from .executors import Outcome, Task
 
 INSTALL = "the ray executor needs Ray: pip install 'git-flor[ray]' (or replay with --executor local)"
 
+#: This git-flor's package directory (the driver's and each worker's own).
+PACKAGE = Path(__file__).resolve().parents[1]
 #: Retries of a task whose worker process or node died (Ray's own, for system failures only).
 MAX_RETRIES = 3
 #: How often the worker reads its child's progress file and the driver reads the board (s).
@@ -91,7 +93,6 @@ class RayExecutor:
         self.address = address
         self.store_url = store_url
         self.workers = max(1, workers)
-        self._owned = False
         self._refs: dict[Any, Task] = {}
         self._cancelled = False
         if address and not store_url:
@@ -114,7 +115,6 @@ class RayExecutor:
                 ray.init(address=self.address, **kwargs)
             else:  # "local": a new instance, never one found in /tmp/ray by accident
                 ray.init(address="local", num_cpus=self.workers, include_dashboard=False, **kwargs)
-                self._owned = True
         except Exception as exc:  # unreachable, refused (e.g. no auth token), version mismatch
             where = self.address or "a local Ray"
             raise UsageError(f"cannot start or reach {where} ({_first_line(exc)}); check RAY_ADDRESS / "
@@ -177,8 +177,6 @@ class RayExecutor:
         finally:
             if ray.is_initialized():
                 ray.kill(board)
-            if self._owned:
-                self.close()
 
     def cancel(self) -> None:
         """Cancel every unfinished task: queued ones never start, running ones kill their child."""
@@ -254,7 +252,7 @@ def ship(task: Task, store: Any) -> tuple[dict[str, Any], bytes, dict[str, Path]
     progress = spec.get("progress") or ""
     job = {
         "key": task.key, "root": root, "argv": task.argv, "cwd": task.cwd, "env": task.env,
-        "python": sys.executable,
+        "python": sys.executable, "package": str(PACKAGE),
         "spec": os.path.relpath(spec_path, root), "shas": shas,
         "objects": None if store is not None else str(objects),
         "files": sorted(returns), "progress": os.path.relpath(progress, root) if _under(progress, root) else "",
@@ -360,15 +358,24 @@ def run_job(job: dict[str, Any], tree: bytes, tmp: Path, store_url: str | None,
     else:
         payloads = Path(job["objects"])
     root = job["root"]
-    spec_file = scratch / job["spec"]
-    spec = _rebase(json.loads(spec_file.read_text()), root, str(scratch))
-    spec["store"] = str(payloads)
-    spec_file.write_text(json.dumps(spec))
-    argv = _rebase(list(job["argv"]), root, str(scratch))
+    # The driver's git-flor (the child's launcher is a file of it) is this worker's copy here.
+    argv = _rebase(_rebase(list(job["argv"]), root, str(scratch)), job["package"], str(PACKAGE))
     if argv and argv[0] == job["python"]:  # the driver's Python: this worker's has git-flor too
         argv[0] = sys.executable
     env = _rebase(dict(job["env"]), root, str(scratch))
     cwd = _rebase(job["cwd"], root, str(scratch))
+    spec_file = scratch / job["spec"]
+    # Every JSON file the command names in the scratch (the replay spec, the launch spec):
+    # its paths moved to this machine's scratch, the isolation fitted to this machine.
+    named = [spec_file, *(Path(a) for a in argv[1:] if a.endswith(".json") and _under(a, str(scratch)))]
+    for path in dict.fromkeys(named):
+        data = _rebase(json.loads(path.read_text()), root, str(scratch))
+        if path == spec_file:
+            data["store"] = str(payloads)
+        if isinstance(data.get("isolation"), dict):
+            _fit_isolation(data["isolation"], root, tmp)
+        path.write_text(json.dumps(data))
+    spec = json.loads(spec_file.read_text())
     progress = Path(spec["progress"]) if spec.get("progress") else None
     t0 = time.perf_counter()
     proc = _start(argv, cwd, env)
@@ -390,6 +397,21 @@ def run_job(job: dict[str, Any], tree: bytes, tmp: Path, store_url: str | None,
         if path.is_file() and path != spec_file:
             files[rel] = path.read_bytes()
     return {"returncode": proc.returncode, "seconds": seconds, "stderr": err[-4000:], "files": files}
+
+
+def _fit_isolation(iso: dict[str, Any], driver_scratch: str, tmp: Path) -> None:
+    """The launcher's isolation section (``isolation.launch_spec``), as it must be on this machine.
+
+    Overlays keep the user's folders that exist here (a shared filesystem: still
+    protected) and drop those that do not (nothing of the user's to write to, and an
+    overlay cannot be mounted on a missing folder); a folder kept out of the overlays
+    because it holds the driver's scratch becomes the one that holds this worker's.
+    """
+    if "overlays" in iso:
+        iso["overlays"] = [ov for ov in iso["overlays"] if os.path.isdir(ov.get("lower", ""))]
+    if "keep" in iso:
+        keep = [str(tmp) if _under(driver_scratch, k) else k for k in iso["keep"]]
+        iso["keep"] = [k for k in dict.fromkeys(keep) if os.path.isdir(k)]
 
 
 def _rebase(value: Any, old: str, new: str) -> Any:
