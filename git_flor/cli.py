@@ -315,16 +315,20 @@ def propagate_cmd(
 @click.option("--apply", "apply", multiple=True, required=True, help="Names to fill in (comma-separated or repeated).")
 @click.option("--iter", "iters", multiple=True, help="Only these iterations, e.g. epoch=3,7 or epoch=0..9.")
 @click.option("--where", help='A pandas query over args and values selecting runs, e.g. "lr < 1e-3".')
-@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores).")
+@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores; on Ray, the cluster's CPUs).")
 @click.option("--dry-run", is_flag=True, help="Show the schedule and stop.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Recompute values that already exist.")
 @click.option("--trust-checkpoints", is_flag=True,
               help="Resume from checkpoints even where the original run left nothing to verify the replay by.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Where jobs run: local processes, or a Ray cluster (RAY_ADDRESS or git config "
+                   "flor.ray.address; else a local Ray). Default: git config flor.executor, else local.")
 def replay_cmd(
     selectors: tuple[str, ...], apply: tuple[str, ...], iters: tuple[str, ...], where: str | None,
     workers: int | None, dry_run: bool, yes: bool, force: bool, trust_checkpoints: bool, fmt: str,
+    executor: str | None,
 ) -> None:
     """Fill in today's flor.log statements for past runs (SELECTORS: run ids or revisions; default all).
 
@@ -340,13 +344,14 @@ def replay_cmd(
     Example:
       git flor replay --apply grad_norm --dry-run
       git flor replay HEAD~5..HEAD --apply grad_norm --iter epoch=0,9 --workers 4 --yes
+      RAY_ADDRESS=head:6379 git flor replay --apply grad_norm --executor ray --yes
     """
     from .commands.replay import replay
 
     interactive = not yes and sys.stdin.isatty()
     confirm = (lambda msg: click.confirm(msg, default=True)) if interactive else None
     _run(replay, selectors, apply, iters=iters, where=where, workers=workers, dry_run=dry_run,
-         force=force, trust_checkpoints=trust_checkpoints, fmt=fmt, confirm=confirm)
+         force=force, trust_checkpoints=trust_checkpoints, fmt=fmt, confirm=confirm, executor=executor)
 
 
 @cli.command("gc")

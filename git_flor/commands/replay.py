@@ -8,7 +8,7 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, Unverified, UsageError
 from ..query.runs import resolve_run, run_ids
@@ -20,7 +20,11 @@ from ..replay.plan import Job, Plan, plan
 from ..replay.writeback import describe_failures
 from ..runtime.replay_mode import DIVERGED
 from ..storage.index import connect
+from ..storage.repo import config_value
 from .common import open_session
+
+if TYPE_CHECKING:
+    from ..replay.ray_executor import RayExecutor
 
 
 def parse_iters(specs: Sequence[str]) -> dict[str, set[int]]:
@@ -52,13 +56,23 @@ def replay(
     trust_checkpoints: bool = False,
     fmt: str = "table",
     confirm: Callable[[str], bool] | None = None,
+    executor: str | None = None,
 ) -> int:
     names = [n for spec in apply for n in spec.split(",") if n]
     if not names:
         raise UsageError("say which values to fill in: --apply NAME[,NAME...]")
-    workers = workers or os.cpu_count() or 1
     chosen_iters = parse_iters(iters)
     repo = open_session()
+    kind = executor or config_value(repo, "flor.executor") or "local"
+    if kind not in EXECUTORS:
+        raise UsageError(f"unknown executor {kind!r} (from --executor or `git config flor.executor`): "
+                         f"use one of {', '.join(EXECUTORS)}")
+    runner: RayExecutor | None = None
+    if kind == "ray" and not dry_run:
+        runner = _ray(repo, workers)
+        if runner.address and not workers:  # a cluster: its CPUs say how finely to split the work
+            workers = runner.cpus()  # (a local Ray gets the cores, and starts only when there is work)
+    workers = workers or os.cpu_count() or 1
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)
@@ -70,14 +84,20 @@ def replay(
     isolation = _isolation(repo, the_plan) if the_plan.jobs else None
     _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
+        _close(runner)
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
     total = sum(j.estimate for j in the_plan.jobs)
-    if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
+    where_to = "on the Ray cluster's" if kind == "ray" else "on"
+    if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s {where_to} {workers} worker(s)?"):
+        _close(runner)
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
     violations: list[str] = []
     with _Progress() as progress:
-        results = execute(repo, the_plan, LocalExecutor(workers), progress, isolation, violations)
+        try:
+            results = execute(repo, the_plan, runner or LocalExecutor(workers), progress, isolation, violations)
+        finally:
+            _close(runner)  # a local Ray started for this command stops here
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
     _summary(results)
     if violations:
@@ -152,6 +172,24 @@ def _summary(results: list[Any]) -> None:
               "from the original run:", file=sys.stderr)
         for run, why in fallbacks:
             print(f"  run {run}: {why}", file=sys.stderr)
+
+
+#: What ``--executor`` / ``git config flor.executor`` may name.
+EXECUTORS = ("local", "ray")
+
+
+def _ray(repo: object, workers: int | None) -> RayExecutor:
+    """The Ray executor for RAY_ADDRESS or ``flor.ray.address``, else for a local Ray started when jobs run."""
+    from ..replay.ray_executor import RayExecutor  # imports ray: only when asked for
+    from ..storage.remote_store import store_url
+
+    address = os.environ.get("RAY_ADDRESS") or config_value(repo, "flor.ray.address")  # type: ignore[arg-type]
+    return RayExecutor(address, store_url(repo), workers or os.cpu_count() or 1)  # type: ignore[arg-type]
+
+
+def _close(runner: RayExecutor | None) -> None:
+    if runner is not None:
+        runner.close()
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:

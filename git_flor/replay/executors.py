@@ -3,7 +3,8 @@
 A job is a command line, a working directory and an environment; the executor
 runs many of them and reports each result as it finishes. ``LocalExecutor``
 runs them as subprocesses on this machine, ``workers`` at a time; a
-distributed engine plugs in by implementing the same two methods.
+distributed engine plugs in by implementing the same two methods
+(``ray_executor.RayExecutor`` does, for a Ray cluster).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Task:
     argv: list[str]
     cwd: str
     env: dict[str, str]
+    #: GPUs the job needs (the run used CUDA): a cluster schedules it where they are.
+    gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Outcome:
 
 
 class Executor(Protocol):
+    #: True when jobs read checkpoint payloads from this clone's objects dir, so the
+    #: caller brings them down from ``flor.store`` first; an executor whose workers
+    #: fetch them from the store themselves (no ``.git`` there) says False.
+    local_payloads: bool
+
     def run(self, tasks: list[Task]) -> Iterator[Outcome]:
         """Run every task; yield each outcome as it completes (any order)."""
         ...
@@ -46,6 +54,8 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
+    local_payloads = True
+
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
         self._procs: dict[int, subprocess.Popen[str]] = {}

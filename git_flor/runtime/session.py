@@ -267,6 +267,8 @@ class Run:
         unused = unused_kwargs(self.kwargs, self.meta["args"])
         if unused and self.replayer is None:
             self.warn_once("kwargs", unused)
+        if _used_cuda():
+            self.meta["cuda"] = True  # its replay needs a GPU (a Ray cluster schedules it on one)
         for seg in self.loops:
             if seg["end"] is None:
                 seg["end"] = end
@@ -317,6 +319,15 @@ def _link_if_committed(repo: Any, data: RunData, shadow: Any) -> None:
         link_finished_run(repo, data, shadow)
     except Exception as exc:  # noqa: BLE001 — the run is safely in git; only the link is missing
         warn(f"run {data.run_id} is recorded, but linking it to the commit of its code failed ({exc})")
+
+
+def _used_cuda() -> bool:
+    """Whether the script initialised CUDA (never imports torch: only a script that did can have)."""
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:  # a torch build without CUDA support, or a half-imported module
+        return False
 
 
 def _relative(path: Path, root: Path) -> str | None:
