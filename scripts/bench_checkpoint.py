@@ -58,6 +58,10 @@ WORKLOAD = textwrap.dedent(
 )
 
 
+# `git flor` must be this environment's (the script may be run as .venv/bin/python without activating it).
+os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def run(repo: Path, script: str, mb: int, **env: str) -> float:
     out = subprocess.run([sys.executable, script, str(mb)], cwd=repo, capture_output=True, text=True,
                          env={**os.environ, "FLOR_QUIET": "1", **env}, check=True)
