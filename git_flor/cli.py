@@ -313,6 +313,56 @@ def replay_cmd(
          force=force, fmt=fmt, confirm=confirm)
 
 
+@cli.group("ckpt")
+def ckpt_group() -> None:
+    """A run's checkpoints as a model registry: list them, export one saved object as a plain file.
+
+    From Python: flor.load("model", run=ID, iter={"epoch": 7}, into=net).
+
+    \b
+    Example:
+      git flor ckpt list 3f2a
+      git flor ckpt export 3f2a --name model --iter epoch=7 -o model.pt
+    """
+
+
+@ckpt_group.command("list")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def ckpt_list_cmd(run: str, fmt: str) -> None:
+    """Every object saved at every checkpointed iteration of RUN (id or unique prefix), with its size.
+
+    \b
+    Example:
+      git flor ckpt list 3f2a --format json
+    """
+    from .commands.ckpt import listing
+
+    _run(listing, run, fmt=fmt)
+
+
+@ckpt_group.command("export")
+@click.argument("run")
+@click.option("--name", required=True, help="The object's name in flor.checkpointing (or a loop-carried variable).")
+@click.option("--iter", "iteration", help="LOOP=N, e.g. epoch=7 (default: the last saved iteration).")
+@click.option("-o", "--output", required=True, help="The file to write ('-' for stdout).")
+def ckpt_export_cmd(run: str, name: str, iteration: str | None, output: str) -> None:
+    """Write one saved object of RUN as a file that torch.load, numpy.load or pickle.load reads.
+
+    The payload comes from this clone, or from the store of `git config flor.store` when only
+    the manifest was pulled. Exit 2 when RUN, the name or the iteration was not saved (the
+    message lists what was).
+
+    \b
+    Example:
+      git flor ckpt export 3f2a --name model --iter epoch=7 -o model.pt
+      python -c "import torch; net.load_state_dict(torch.load('model.pt'))"
+    """
+    from .commands.ckpt import export
+
+    _run(export, run, name=name, iteration=iteration, output=output)
+
+
 @cli.command("gc")
 @click.option("--keep-every", type=int, help="Thin each run's checkpoints to every K-th iteration (first and last always kept).")
 @click.option("--dry-run", is_flag=True, help="Show what would be deleted; delete nothing.")

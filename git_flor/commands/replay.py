@@ -17,24 +17,7 @@ from ..replay.jobs import execute
 from ..replay.plan import Job, Plan, plan
 from ..replay.writeback import describe_failures
 from ..storage.index import connect
-from .common import open_session
-
-
-def parse_iters(specs: Sequence[str]) -> dict[str, set[int]]:
-    """``epoch=3,7`` / ``epoch=0..9`` (inclusive) → {"epoch": {...}}."""
-    out: dict[str, set[int]] = {}
-    for spec in specs:
-        name, sep, values = spec.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--iter expects NAME=SPEC, e.g. epoch=3,7 or epoch=0..9; got {spec!r}")
-        chosen = out.setdefault(name, set())
-        for part in values.split(","):
-            lo, dots, hi = part.partition("..")
-            try:
-                chosen.update(range(int(lo), int(hi) + 1) if dots else [int(part)])
-            except ValueError:
-                raise UsageError(f"--iter {spec!r}: {part!r} is not an iteration or a range like 0..9") from None
-    return out
+from .common import open_session, parse_iters
 
 
 def replay(
