@@ -28,7 +28,7 @@ except ImportError:
 from .errors import FlorError  # noqa: E402
 from .runtime.api import arg, checkpointing, commit, log, loop  # noqa: E402
 
-__all__ = ["FlorError", "arg", "checkpointing", "commit", "dataframe", "load", "log", "loop"]
+__all__ = ["FlorError", "arg", "checkpointing", "commit", "dataframe", "load", "log", "loop", "plot"]
 __version__ = "0.1.0"
 
 
@@ -55,3 +55,15 @@ def load(name: str, run: str | None = None, iter: int | Mapping[str, int] | None
     from .runtime.registry import load as restore
 
     return restore(name, run, iter, into)
+
+
+
+def plot(*names: str, **options: Any) -> Any:
+    """``git flor plot`` from Python: the matplotlib ``Figure`` (Jupyter shows it inline).
+
+    Options as the command's: ``x``, ``by``, ``rev``, ``where``, ``provenance``, and
+    ``output`` (a .png/.svg/.pdf to write). Needs matplotlib: ``pip install 'git-flor[plot]'``.
+    """
+    from .query.plot import plot as draw
+
+    return draw(*names, **options)

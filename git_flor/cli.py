@@ -119,6 +119,38 @@ def log_cmd(
     _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance)
 
 
+@cli.command("plot")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--x", "x", help="epoch, step… (a loop name) or tstamp; default: the finest loop of each NAME.")
+@click.option("--by", default="run", show_default=True, help="One line per run, per commit, or per value of an argument (e.g. lr).")
+@click.option("--rev", help="Only runs at this commit (HEAD~3) or in this range (A..B).")
+@click.option("--where", help='A pandas query over args and values, e.g. "lr < 1e-3".')
+@click.option("-o", "--output", help="Write an image: .png, .svg or .pdf (needs matplotlib: the [plot] extra).")
+@click.option("--provenance", is_flag=True, help="Ring the points that are hindsight values.")
+@click.option("--text", is_flag=True, help="Draw the text chart even when stdout is not a terminal.")
+def plot_cmd(
+    names: tuple[str, ...], x: str | None, by: str, rev: str | None, where: str | None, output: str | None,
+    provenance: bool, text: bool,
+) -> None:
+    """Draw NAME across runs and versions: one panel per NAME, one line per run (or group).
+
+    A nested loop as --x counts its positions across the outer loop (the global step); a
+    value logged more finely than --x is averaged over each x; --x tstamp draws each run's
+    last value at its start time. Groups (--by commit, --by ARG) draw the mean of their
+    runs with the min-max band. Hindsight values are drawn like recorded ones. Without -o,
+    on a terminal: a text chart; otherwise exit 2.
+
+    \b
+    Example:
+      git flor plot val_acc loss --by lr -o curves.png
+      git flor plot val_acc --x tstamp --rev main~20..main -o history.svg
+      git flor plot loss --x epoch --where "lr < 0.3"
+    """
+    from .commands.plot import plot
+
+    _run(plot, names, x=x, by=by, rev=rev, where=where, output=output, provenance=provenance, text=text)
+
+
 @cli.command("reindex")
 def reindex_cmd() -> None:
     """Rebuild the query index (a cache under .git/flor) from the refs."""
