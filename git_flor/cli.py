@@ -322,15 +322,22 @@ def propagate_cmd(
 @click.option("--dry-run", is_flag=True, help="Show the schedule and stop.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Recompute values that already exist.")
+@click.option("--trust-checkpoints", is_flag=True,
+              help="Resume from checkpoints even where the original run left nothing to verify the replay by.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
 def replay_cmd(
     selectors: tuple[str, ...], apply: tuple[str, ...], iters: tuple[str, ...], where: str | None,
-    workers: int | None, dry_run: bool, yes: bool, force: bool, fmt: str,
+    workers: int | None, dry_run: bool, yes: bool, force: bool, trust_checkpoints: bool, fmt: str,
 ) -> None:
     """Fill in today's flor.log statements for past runs (SELECTORS: run ids or revisions; default all).
 
     Today's statements are carried into each run's own code, which is re-run from
     its checkpoints only as far as they need, in parallel. Asks once on a terminal.
+    Every segment that resumes from a checkpoint or skips work is verified against
+    the values and state fingerprints the original run recorded, and falls back
+    (an earlier checkpoint, then the start) when they differ. Exit 4: values were
+    written but the script did not reproduce its own recorded values from the start
+    (not deterministic); they show as "hindsight (unverified)" in git flor log --provenance.
 
     \b
     Example:
@@ -342,7 +349,7 @@ def replay_cmd(
     interactive = not yes and sys.stdin.isatty()
     confirm = (lambda msg: click.confirm(msg, default=True)) if interactive else None
     _run(replay, selectors, apply, iters=iters, where=where, workers=workers, dry_run=dry_run,
-         force=force, fmt=fmt, confirm=confirm)
+         force=force, trust_checkpoints=trust_checkpoints, fmt=fmt, confirm=confirm)
 
 
 @cli.group("ckpt")

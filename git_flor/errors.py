@@ -11,6 +11,8 @@ EXIT_OK = 0
 EXIT_CHECK_FAILED = 1
 EXIT_USAGE = 2
 EXIT_PARTIAL = 3
+#: replay wrote values that a re-execution from the start did not verify (not deterministic)
+EXIT_UNVERIFIED = 4
 EXIT_NOT_A_REPO = 128
 
 
@@ -42,6 +44,12 @@ class Partial(FlorError):
     """Some of the requested work was done and some was not."""
 
     exit_code = EXIT_PARTIAL
+
+
+class Unverified(FlorError):
+    """Everything requested was written, but some values could not be verified (see replay)."""
+
+    exit_code = EXIT_UNVERIFIED
 
 
 class UnloggableValue(FlorError, TypeError):

@@ -58,9 +58,9 @@ WORKLOAD = textwrap.dedent(
 )
 
 
-def run(repo: Path, script: str, mb: int) -> float:
+def run(repo: Path, script: str, mb: int, **env: str) -> float:
     out = subprocess.run([sys.executable, script, str(mb)], cwd=repo, capture_output=True, text=True,
-                         env={**os.environ, "FLOR_QUIET": "1"}, check=True)
+                         env={**os.environ, "FLOR_QUIET": "1", **env}, check=True)
     return float(out.stdout.strip().splitlines()[-1])
 
 
@@ -73,19 +73,24 @@ def overhead(reps: int, mb: int) -> None:
         (repo / "flor_run.py").write_text(WORKLOAD.format(import_flor="import git_flor as flor"))
         subprocess.run(["git", "add", "."], cwd=repo, check=True)
         subprocess.run(["git", "-c", "user.name=b", "-c", "user.email=b@x", "commit", "-qm", "w"], cwd=repo, check=True)
-        base, flor = [], []
-        for _ in range(reps):
+        base, flor, nofp = [], [], []
+        for _ in range(reps):  # interleaved: the machine may be shared
             base.append(run(repo, "base.py", mb))
             flor.append(run(repo, "flor_run.py", mb))
+            nofp.append(run(repo, "flor_run.py", mb, FLOR_WITNESS="0"))
         runs = json.loads(subprocess.run(["git", "flor", "runs", "--format", "json"], cwd=repo,
                                          capture_output=True, text=True, check=True).stdout)
         shows = [json.loads(subprocess.run(["git", "flor", "show", r["run"], "--format", "json"], cwd=repo,
                                            capture_output=True, text=True, check=True).stdout) for r in runs]
-        taken = statistics.median(len(s["checkpoints"]) for s in shows)
-        b, f = statistics.median(base), statistics.median(flor)
+        with_fp = [s for s in shows if s.get("fingerprints")]
+        taken = statistics.median(len(s["checkpoints"]) for s in with_fp or shows)
+        fps = statistics.median(s["fingerprints"] for s in with_fp) if with_fp else 0
+        b, f, n = statistics.median(base), statistics.median(flor), statistics.median(nofp)
         print(f"large state ({mb} MB), 1000 short iterations; medians of {reps} (training loop, seconds)")
-        print(f"  no-op flor     {b:8.3f}")
-        print(f"  git-flor       {f:8.3f}   overhead {100 * (f / b - 1):+.2f} %   checkpoints taken: {taken:.0f} of 1000")
+        print(f"  no-op flor               {b:8.3f}")
+        print(f"  git-flor                 {f:8.3f}   overhead {100 * (f / b - 1):+.2f} %   "
+              f"checkpoints taken: {taken:.0f}, fingerprints: {fps:.0f} of 1000")
+        print(f"  git-flor FLOR_WITNESS=0  {n:8.3f}   overhead {100 * (n / b - 1):+.2f} %   (no fingerprints)")
 
 
 def throughput(reps: int, mb: int) -> None:

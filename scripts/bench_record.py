@@ -455,6 +455,16 @@ def bench_train(bench: Bench, reps: int, n_train: int, flordb_python: str | None
             "train_git_flor.py",
             env={"FLOR_CKPT_BOUND": "0"},
         ),
+        # Verified replay's witnesses (state fingerprints at iteration ends) off, side by
+        # side: what the fingerprints cost within the same overhead bound.
+        Variant(
+            "git-flor-nofp",
+            "git-flor FLOR_WITNESS=0 (no fingerprints)",
+            py,
+            repo,
+            "train_git_flor.py",
+            env={"FLOR_WITNESS": "0"},
+        ),
     ]
     if flordb_python is not None:
         # Its own repository: FlorDB switches to a branch of its own, edits .gitignore

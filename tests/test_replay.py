@@ -376,10 +376,11 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     import sys
     import time
 
+    slow = f"slow_{os.getpid()}.py"  # a name no other process on this machine runs
     repo = tmp_path / "ctrlc"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    (repo / "slow.py").write_text(textwrap.dedent(
+    (repo / slow).write_text(textwrap.dedent(
         """\
         import time
         import git_flor as flor
@@ -391,9 +392,9 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     ))
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "slow")
-    run_script(repo, "slow.py")
-    run_script(repo, "slow.py", "--kwargs", "x=2")
-    (repo / "slow.py").write_text((repo / "slow.py").read_text() + "    flor.log(\"h\", epoch + x)\n")
+    run_script(repo, slow)
+    run_script(repo, slow, "--kwargs", "x=2")
+    (repo / slow).write_text((repo / slow).read_text() + "    flor.log(\"h\", epoch + x)\n")
     # As a terminal's Ctrl-C does: SIGINT to the foreground process group (python -m git_flor is
     # what `git flor` runs; git itself just dies of the signal).
     proc = subprocess.Popen([sys.executable, "-m", "git_flor", "replay", "--apply", "h", "--yes", "--workers", "1"],
@@ -409,7 +410,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     assert "interrupted" in err
     rows = json.loads(flor(repo, "log", "h", "--format", "json").stdout)
     assert {r["run"] for r in rows if r["h"] is not None}  # the fast run's values were kept
-    assert subprocess.run(["pgrep", "-f", "slow.py"], capture_output=True).returncode != 0
+    assert subprocess.run(["pgrep", "-f", slow], capture_output=True).returncode != 0
 
 
 def test_a_statement_added_in_an_imported_module_is_replayed(tmp_path: Path) -> None:

@@ -24,7 +24,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "storage": {"errors"},
     "propagate": {"errors"},
     "runtime": {"errors", "storage"},
-    "replay": {"errors", "storage", "propagate", "runtime.replay_mode"},
+    "replay": {"errors", "storage", "propagate", "runtime.replay_mode", "runtime.launch"},
     "query": {"errors", "storage"},
     "commands": {"errors", "storage", "propagate", "replay", "query", "runtime"},
     "cli": {"errors", "commands"},

@@ -10,12 +10,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..errors import EXIT_OK, EXIT_PARTIAL, Partial, UsageError
+from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, Unverified, UsageError
 from ..query.runs import resolve_run, run_ids
 from ..replay.executors import LocalExecutor, Outcome
+from ..replay.isolation import Isolation, choose, outside_dirs
 from ..replay.jobs import execute
 from ..replay.plan import Job, Plan, plan
 from ..replay.writeback import describe_failures
+from ..runtime.replay_mode import DIVERGED
 from ..storage.index import connect
 from .common import open_session, parse_iters
 
@@ -29,6 +31,7 @@ def replay(
     workers: int | None = None,
     dry_run: bool = False,
     force: bool = False,
+    trust_checkpoints: bool = False,
     fmt: str = "table",
     confirm: Callable[[str], bool] | None = None,
 ) -> int:
@@ -41,24 +44,58 @@ def replay(
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)
-        the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers)
+        the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers,
+                        trust_checkpoints=trust_checkpoints)
     finally:
         conn.close()
-    _show(the_plan, fmt)
+    isolation = _isolation(repo, the_plan) if the_plan.jobs else None
+    _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
     total = sum(j.estimate for j in the_plan.jobs)
     if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
+    violations: list[str] = []
     with _Progress() as progress:
-        results = execute(repo, the_plan, LocalExecutor(workers), progress)
+        results = execute(repo, the_plan, LocalExecutor(workers), progress, isolation, violations)
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
-    values = sum(r.values for r in results)
-    print(f"replayed {len(results)} run(s): {values} hindsight value(s) written", file=sys.stderr)
+    _summary(results)
+    if violations:
+        for failure in failures:
+            print(f"git flor replay: {failure}", file=sys.stderr)
+        for path in violations:
+            print(f"git flor replay: ISOLATION VIOLATED: {path} changed while the replay ran", file=sys.stderr)
+        raise CheckFailed(
+            f"{len(violations)} of your files changed during the replay ({isolation.mode if isolation else '?'} "
+            "isolation); restore them from your backups or VCS and report this"
+        )
     if failures:
         raise Partial("; ".join(failures) + " (the other runs' values were kept)")
+    unverified = [f"run {r.run}: {why}" for r in results for why in r.unverified]
+    if unverified:
+        n = sum(r.unverified_values for r in results)
+        raise Unverified(
+            f"{n} value(s) are unverified: re-executed from the start, the script did not reproduce its own "
+            f"recorded values or state, so it is not deterministic ({unverified[0]}); they are stored and "
+            "show as 'hindsight (unverified)' in git flor log --provenance — seed every RNG to make them exact"
+        )
     return EXIT_OK
+
+
+def _summary(results: list[Any]) -> None:
+    """What was written and what it was verified by; every fallback with its first mismatch."""
+    values = sum(r.values for r in results)
+    checked = sum(r.checked_values for r in results)
+    fps = sum(r.checked_fps for r in results)
+    print(f"replayed {len(results)} run(s): {values} hindsight value(s) written, verified by {checked} "
+          f"recorded value(s) and {fps} state fingerprint(s) of the original runs", file=sys.stderr)
+    fallbacks = [(r.run, why) for r in results for why in r.fallbacks]
+    if fallbacks:
+        print(f"{len(fallbacks)} segment(s) fell back to a more conservative plan because the replay differed "
+              "from the original run:", file=sys.stderr)
+        for run, why in fallbacks:
+            print(f"  run {run}: {why}", file=sys.stderr)
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:
@@ -79,13 +116,27 @@ def _select(repo: object, conn: object, selectors: Sequence[str], where: str | N
     return ids
 
 
-def _show(the_plan: Plan, fmt: str) -> None:
+def _isolation(repo: Any, the_plan: Plan) -> Isolation:
+    """How the jobs' children will be kept away from the user's files (a probe in a throwaway child)."""
+    from ..storage.repo import workdir
+
+    root = workdir(repo)
+    return choose(root, outside_dirs(root, [t.meta for t in the_plan.targets]))
+
+
+def _show(the_plan: Plan, fmt: str, isolation: Isolation | None = None) -> None:
+    if isolation is not None:
+        print(isolation.describe(), file=sys.stderr)
     if fmt == "json":
-        sys.stdout.write(json.dumps(the_plan.to_json(), indent=2) + "\n")
+        data = the_plan.to_json()
+        if isolation is not None:
+            data["isolation"] = isolation.to_json()
+        sys.stdout.write(json.dumps(data, indent=2) + "\n")
         return
-    rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s") for j in the_plan.jobs]
+    rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s", _verified_by(j))
+            for j in the_plan.jobs]
     if rows:
-        header = ("run", "mode", "names", "plan", "estimate")
+        header = ("run", "mode", "names", "plan", "estimate", "verified by")
         widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -97,6 +148,12 @@ def _show(the_plan: Plan, fmt: str) -> None:
         print(f"cannot replay {run}: {why}", file=sys.stderr)
     if not rows:
         print("nothing to replay", file=sys.stderr)
+
+
+def _verified_by(job: Job) -> str:
+    if not job.strict:
+        return "from the start" + (f" ({job.fallbacks[0]})" if job.fallbacks else "")
+    return f"{job.witnesses} witness(es)"
 
 
 class _Progress:
@@ -124,19 +181,22 @@ class _Progress:
             bar.close()
 
     def begin(self, jobs: list[tuple[Job, Path, int]]) -> None:
-        self.total = len(jobs)
-        self.done = 0
+        """A round of jobs (the first, or the fallbacks of segments that diverged)."""
+        self.offset = len(self.bars)
+        self.total = getattr(self, "total", 0) + len(jobs)
+        self.done = getattr(self, "done", 0)
         if not self.live:
             return
         from tqdm import tqdm
 
-        for pos, (job, path, length) in enumerate(jobs):
+        for pos, (job, path, length) in enumerate(jobs, self.offset):
             label = f"{job.run} {job.describe()}"
             self.bars.append(tqdm(total=max(length, 1), desc=label[:48], position=pos, unit="it",
                                   leave=True, file=sys.stderr, dynamic_ncols=True))
             self.files.append(path)
-        self._thread = threading.Thread(target=self._poll, daemon=True)
-        self._thread.start()
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._poll, daemon=True)
+            self._thread.start()
 
     def _poll(self) -> None:
         while not self._stop.wait(0.2):
@@ -150,9 +210,11 @@ class _Progress:
 
     def end(self, key: int, job: Job, outcome: Outcome) -> None:
         self.done += 1
-        state = "ok" if outcome.returncode == 0 else f"FAILED (exit {outcome.returncode})"
+        state = "ok" if outcome.returncode == 0 else (
+            "diverged from the original run: falling back" if outcome.returncode == DIVERGED
+            else f"FAILED (exit {outcome.returncode})")
         if self.live:
-            bar = self.bars[key]
+            bar = self.bars[self.offset + key]
             bar.update(bar.total - bar.n)
             bar.set_postfix_str(f"{state} {outcome.seconds:.2f}s")
             return

@@ -13,6 +13,7 @@ from ..storage import index_links as links
 from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
 from ..storage.revs import newest_commit
+from ..storage.shadow import read_witness
 from .common import open_session
 
 
@@ -60,12 +61,14 @@ def show(run: str, *, fmt: str = "text") -> int:
         conn.close()
     info: dict[str, Any] = json.loads(meta)
     info["shadow"] = shadow
-    info["values"] = {n: {"count": c, "hindsight": bool(s == 1)} for n, c, s in names}
+    info["values"] = {n: {"count": c, "hindsight": s in (1, 3)} for n, c, s in names}
     info["also_at"] = [{"commit": link.commit, "why": _why(link)} for link in other]
     info["checkpoints"] = {
         str(i): {"bytes": sum(p.size for p in e["objects"].values()), "unsaved": e.get("unsaved", [])}
         for i, e in sorted(read_manifest(repo, run_id).items())
     }
+    fingerprints, _ = read_witness(repo, shadow)
+    info["fingerprints"] = len([i for i in fingerprints if i >= 0])
     if fmt == "json":
         sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
@@ -76,6 +79,13 @@ def show(run: str, *, fmt: str = "text") -> int:
             print(f"{key + ':':15} {_fmt(info[key])}")
     for item in info["also_at"]:
         print(f"{'also at:':15} {item['commit'][:12]} ({item['why']})")
+    launch = info.get("launch") or {}
+    if launch.get("kind") == "module":
+        print(f"{'launched as:':15} python -m {launch.get('module')}")
+    wrote = sorted((info.get("outputs") or {}).get("files") or {})
+    if wrote:
+        more = f", … ({len(wrote)} files)" if len(wrote) > 5 else ""
+        print(f"{'wrote:':15} {', '.join(wrote[:5])}{more}")
     print("values:")
     for name, meta_v in info["values"].items():
         tag = " (hindsight)" if meta_v["hindsight"] else ""
@@ -87,6 +97,9 @@ def show(run: str, *, fmt: str = "text") -> int:
         for i, c in ckpts.items():
             unsafe = f"  (not a safe resume point: {', '.join(c['unsaved'])})" if c["unsaved"] else ""
             print(f"  iteration {i}: {c['bytes'] / 1e6:.2f} MB{unsafe}")
+    if info["fingerprints"]:
+        print(f"witnesses:      state fingerprints of {info['fingerprints']} iteration ends (replays are checked "
+              "against them)")
     print(f"(code as it ran: git show {shadow[:12]}:src/{info.get('script', '')})")
     return EXIT_OK
 

@@ -26,10 +26,11 @@ if TYPE_CHECKING:
     from ..storage.repo import Repository
 
 INFO = ["run", "commit", "tstamp", "script"]
-_PROVENANCE = {index.RECORDED: "recorded", index.HINDSIGHT: "hindsight", index.ARG: "arg"}
+_PROVENANCE = {index.RECORDED: "recorded", index.HINDSIGHT: "hindsight", index.ARG: "arg",
+               index.UNVERIFIED: "hindsight (unverified)"}
 # When one name has several values at one position, the one kept is the most
 # direct: a recorded value over a hindsight one over an argument of that name.
-_PRIORITY = {index.ARG: 0, index.HINDSIGHT: 1, index.RECORDED: 2}
+_PRIORITY = {index.ARG: 0, index.UNVERIFIED: 1, index.HINDSIGHT: 2, index.RECORDED: 3}
 
 
 def dataframe(

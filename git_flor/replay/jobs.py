@@ -6,24 +6,41 @@ its hindsight records to a file there (:mod:`git_flor.runtime.replay_mode` is
 the child's side). :mod:`.writeback` turns each run's records into one shadow
 commit when its last job finishes; Ctrl-C stops the children and keeps what
 finished.
+
+Jobs run in rounds: a strict job whose child reports that the original run's
+witnesses disagree (:data:`~git_flor.runtime.replay_mode.DIVERGED`) is re-planned
+more conservatively (:func:`.verify.fallback`) and run in the next round; its
+values are never collected.
 """
 
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..runtime.replay_mode import ReplaySpec
+from ..runtime.replay_mode import DIVERGED, ReplaySpec
 from ..storage.checkpoints import Manifest, read_manifest, store_for
 from ..storage.files import SourceTree, run_snapshot
 from ..storage.remote_store import ensure_payloads
 from ..storage.repo import common_dir, workdir
 from .executors import Executor, Outcome, Task
+from .guard import guard
+from .isolation import (
+    Isolation,
+    changed,
+    choose,
+    created_files,
+    fingerprint,
+    outside_dirs,
+    rmtree,
+    walked,
+)
+from .isolation import launch_spec as isolation_spec
+from .launcher import command, launch_spec
 from .materialise import materialise
 from .plan import Job, Plan, Target
 from .writeback import Result, WriteBack
@@ -35,16 +52,20 @@ if TYPE_CHECKING:
 SPEC_FILE = ".git-flor-replay.json"
 OUT_FILE = ".git-flor-replay.out"
 PROGRESS_FILE = ".git-flor-replay.progress"
+STATUS_FILE = ".git-flor-replay.status"
+#: Rounds at most: skip → re-execution from a checkpoint → from the start (→ one spare).
+MAX_ROUNDS = 4
 
 
 class Monitor(Protocol):
     """Shows how a replay goes (the command's progress bars); execution does not depend on it."""
 
     def begin(self, jobs: list[tuple[Job, Path, int]]) -> None:
-        """Every job, with the file its child counts iterations in and how many it will run."""
+        """Every job of a round (the first, or fallbacks), with the file its child counts
+        iterations in and how many it will run."""
 
     def end(self, key: int, job: Job, outcome: Outcome) -> None:
-        """Job ``key`` (its index in ``begin``'s list) finished."""
+        """Job ``key`` (its index in this round's ``begin`` list) finished."""
 
 
 @dataclass(frozen=True)
@@ -64,69 +85,131 @@ class Prepared:
     def progress(self) -> Path:
         return self.scratch / PROGRESS_FILE
 
+    def status(self) -> dict[str, Any]:
+        """What the child verified and how it ended (empty when it died before writing it)."""
+        try:
+            raw = json.loads((self.scratch / STATUS_FILE).read_text())
+        except (OSError, ValueError):
+            return {}
+        return raw if isinstance(raw, dict) else {}
 
-def execute(repo: Repository, plan: Plan, executor: Executor, monitor: Monitor | None = None) -> list[Result]:
-    """Run every job of ``plan`` on ``executor`` and write each run's values back as it completes."""
+
+def execute(
+    repo: Repository,
+    plan: Plan,
+    executor: Executor,
+    monitor: Monitor | None = None,
+    isolation: Isolation | None = None,
+    violations: list[str] | None = None,
+) -> list[Result]:
+    """Run every job of ``plan`` on ``executor``, fall back where witnesses disagree, write each run back.
+
+    ``violations`` receives the user's files that changed meanwhile (there should be none).
+    """
     base = Path(tempfile.mkdtemp(prefix="git-flor-replay-"))
+    user_root = workdir(repo)
+    outside = outside_dirs(user_root, [t.meta for t in plan.targets])
+    iso = isolation or choose(user_root, outside)
+    watched = sorted({p for t in plan.targets for p in _absolute_outputs(t.meta)})
+    before = fingerprint(user_root, walked(outside), watched, exclude=base)
     try:
         trees = {t.run: propagated_tree(repo, t) for t in plan.targets}
-        prepared = prepare(repo, plan, trees, base)
-        if monitor is not None:
-            monitor.begin([(p.job, p.progress, _length(p.job)) for p in prepared])
+        executed = {t.run: propagated_tree(repo, t, guarded=True) for t in plan.targets}
         writeback = WriteBack(repo, plan.targets, {run: tree.id for run, tree in trees.items()})
+        pending = [(t, j) for t in plan.targets for j in t.jobs]
+        rounds = 0
         try:
-            for outcome in executor.run([p.task for p in prepared]):
-                done = prepared[outcome.key]
-                writeback.collect(done.target, done.job, outcome, done.out)
+            while pending:
+                rounds += 1
+                prepared = prepare(repo, pending, executed, base / str(rounds), iso, base, outside)
                 if monitor is not None:
-                    monitor.end(outcome.key, done.job, outcome)
-                writeback.job_done(done.target)
+                    monitor.begin([(p.job, p.progress, _length(p.job)) for p in prepared])
+                pending = []
+                for outcome in executor.run([p.task for p in prepared]):
+                    done = prepared[outcome.key]
+                    status = done.status()
+                    if monitor is not None:
+                        monitor.end(outcome.key, done.job, outcome)
+                    diverged = status.get("diverged") if outcome.returncode == DIVERGED else None
+                    if diverged and done.job.strict and rounds < MAX_ROUNDS:
+                        pending.append((done.target, writeback.fall_back(done.target, done.job, diverged)))
+                        continue
+                    writeback.collect(done.target, done.job, outcome, done.out, status)
+                    writeback.job_done(done.target)
         except KeyboardInterrupt:
             executor.cancel()
             writeback.interrupted()  # keep what finished
             raise
         return writeback.all_results()
     finally:
-        shutil.rmtree(base, ignore_errors=True)
+        if violations is not None:
+            violations.extend(changed(before, fingerprint(user_root, walked(outside), watched, exclude=base)))
+        rmtree(base)
 
 
-def propagated_tree(repo: Repository, target: Target) -> SourceTree:
-    """The run's snapshot with the propagated files in place of the old ones (stored in git)."""
-    return run_snapshot(repo, target.shadow).with_texts(target.sources or {target.meta["script"]: target.source})
+def _absolute_outputs(meta: dict[str, Any]) -> list[str]:
+    files = (meta.get("outputs") or {}).get("files") or {}
+    return [p for p in files if os.path.isabs(p)]
 
 
-def prepare(repo: Repository, plan: Plan, trees: dict[str, SourceTree], base: Path) -> list[Prepared]:
-    """Per job, in plan order: its payloads here, its scratch copy written, its spec and command line."""
+def propagated_tree(repo: Repository, target: Target, guarded: bool = False) -> SourceTree:
+    """The run's snapshot with the propagated files in place of the old ones (stored in git).
+
+    ``guarded``: as executed, each requested statement wrapped so that its failure is its
+    own (see .guard); the provenance stored with the values is the unguarded code.
+    """
+    texts = target.sources or {target.meta["script"]: target.source}
+    if guarded:
+        texts = {path: guard(text, target.names) for path, text in texts.items()}
+    return run_snapshot(repo, target.shadow).with_texts(texts)
+
+
+def prepare(
+    repo: Repository, jobs: list[tuple[Target, Job]], trees: dict[str, SourceTree], base: Path,
+    iso: Isolation, root: Path, outside: list[str],
+) -> list[Prepared]:
+    """Per job, in order: its payloads here, its scratch copy written, its spec and command line.
+
+    ``root``: the replay's scratch root (kept out of the isolation's view of the user's files).
+    """
     user_root = workdir(repo)
     store = store_for(common_dir(repo))
     prepared: list[Prepared] = []
-    for target in plan.targets:
-        manifest = read_manifest(repo, target.run)
-        for job in target.jobs:
-            needed = _needed(manifest, job)
-            # With a shared payload store (git config flor.store), bring them here first.
-            ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
-            key = len(prepared)
-            scratch = base / target.run / str(key)
-            materialise(trees[target.run], user_root, scratch)
-            spec = ReplaySpec(
-                run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
-                start_from=job.start_from, args=target.meta.get("args", {}), store=str(store.root),
-                out=str(scratch / OUT_FILE), user_root=str(user_root),
-                scratch_root=str(scratch), checkpoints=needed,
-                progress=str(scratch / PROGRESS_FILE),
-            )
-            spec_path = scratch / SPEC_FILE
-            spec_path.write_text(spec.to_json())
-            task = Task(key, child_argv(target.meta), str(scratch / (target.meta.get("cwd") or ".")),
-                        child_env(spec_path))
-            prepared.append(Prepared(target, job, scratch, task))
+    manifests: dict[str, Manifest] = {}
+    for target, job in jobs:
+        if target.run not in manifests:
+            manifests[target.run] = read_manifest(repo, target.run)
+        needed = _needed(manifests[target.run], job)
+        # With a shared payload store (git config flor.store), bring them here first.
+        ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
+        key = len(prepared)
+        scratch = base / target.run / str(key)
+        created = created_files(target.meta)
+        hidden_rel = {p for p in created if not os.path.isabs(p)}
+        hide = sorted({p for p in created if os.path.isabs(p)} | {str(user_root / p) for p in hidden_rel})
+        materialise(trees[target.run], user_root, scratch, hidden=hidden_rel)
+        w = target.witnesses(job)
+        spec = ReplaySpec(
+            run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
+            start_from=job.start_from, args=target.meta.get("args", {}), store=str(store.root),
+            out=str(scratch / OUT_FILE), user_root=str(user_root),
+            scratch_root=str(scratch), checkpoints=needed,
+            progress=str(scratch / PROGRESS_FILE),
+            expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
+            status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
+            expect_nested=w.nested, skip_ignore=job.skip_ignore,
+        )
+        spec_path = scratch / SPEC_FILE
+        spec_path.write_text(spec.to_json())
+        # Started the way the run was (a path, or -m), always the scratch copy, isolated.
+        launch = launch_spec(target.meta, scratch, user_root, isolation_spec(iso, scratch, root, hide, outside))
+        launch_path = scratch / ".git-flor-launch.json"
+        launch_path.write_text(json.dumps(launch))
+        cwd = Path(launch["cwd"])
+        cwd.mkdir(parents=True, exist_ok=True)
+        task = Task(key, command(launch_path, launch["script"]), str(cwd), child_env(spec_path))
+        prepared.append(Prepared(target, job, scratch, task))
     return prepared
-
-
-def child_argv(meta: dict[str, Any]) -> list[str]:
-    """The run's own command line (``sys.argv`` as it was), run by this interpreter."""
-    return [sys.executable, *(meta.get("argv") or [meta["script"]])]
 
 
 def child_env(spec_path: Path) -> dict[str, str]:

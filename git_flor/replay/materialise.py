@@ -5,13 +5,18 @@ ones; nothing is registered as a worktree and no index is touched. The user's
 untracked and ignored inputs (data folders, caches) are made reachable at the
 same relative paths: directories as links (writes through them are copied up
 by the replay sandbox), small files as private copies, large files as links.
+
+Files the original run itself created (``hidden``: its ``best.npy``, its
+``out/model.pt``) are *not* made reachable: today's copy may be another run's,
+and the replay must read the one it writes itself (or fail loudly), never that.
+A linked directory holding such a file becomes a real directory of links.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from ..storage.files import SourceTree, Tracked
 
@@ -20,12 +25,18 @@ from ..storage.files import SourceTree, Tracked
 COPY_LIMIT = 64 * 1024 * 1024
 
 
-def materialise(tree: SourceTree, user_root: Path, dest: Path) -> None:
-    """Write ``tree`` into ``dest`` and make the user's untracked inputs reachable around it."""
-    _link_untracked(user_root, dest, tree.write_to(dest))
+def materialise(
+    tree: SourceTree, user_root: Path, dest: Path, hidden: set[str] | frozenset[str] = frozenset()
+) -> None:
+    """Write ``tree`` into ``dest`` and make the user's untracked inputs reachable around it, but ``hidden``
+    (files the run itself wrote: a replay must see its own, never another run's)."""
+    holders = {str(PurePosixPath(h).parents[k]) for h in hidden for k in range(len(PurePosixPath(h).parents) - 1)}
+    _link_untracked(user_root, dest, tree.write_to(dest), frozenset(hidden), holders, "")
 
 
-def _link_untracked(user: Path, dest: Path, tracked: Tracked) -> None:
+def _link_untracked(
+    user: Path, dest: Path, tracked: Tracked | None, hidden: frozenset[str], holders: set[str], rel: str
+) -> None:
     try:
         entries = list(os.scandir(user))
     except OSError:
@@ -34,12 +45,17 @@ def _link_untracked(user: Path, dest: Path, tracked: Tracked) -> None:
         if entry.name == ".git":
             continue
         target = dest / entry.name
-        if entry.name in tracked:
+        path = f"{rel}/{entry.name}" if rel else entry.name
+        if tracked is not None and entry.name in tracked:
             sub = tracked[entry.name]
             if sub is not None and entry.is_dir(follow_symlinks=False):
-                _link_untracked(Path(entry.path), target, sub)
+                _link_untracked(Path(entry.path), target, sub, hidden, holders, path)
             continue
-        if os.path.lexists(target):
+        if path in hidden or os.path.lexists(target):
+            continue
+        if path in holders and entry.is_dir(follow_symlinks=False):
+            target.mkdir()
+            _link_untracked(Path(entry.path), target, None, hidden, holders, path)
             continue
         if entry.is_file(follow_symlinks=False) and entry.stat().st_size <= COPY_LIMIT:
             shutil.copy2(entry.path, target)

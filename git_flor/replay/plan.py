@@ -18,11 +18,13 @@ from typing import TYPE_CHECKING, Any
 from ..propagate import PropagationError, flor_statement_names, propagate_source
 from ..storage.checkpoints import Manifest, read_manifest
 from ..storage.files import SourceTree, run_snapshot
-from ..storage.index import HINDSIGHT, RECORDED, chunks, stored_run
-from ..storage.records import LoopTiming
+from ..storage.index import HINDSIGHT, RECORDED, UNVERIFIED, chunks, stored_run
+from ..storage.records import LoopTiming, Record
 from ..storage.remote_store import local_payload, store_url
 from ..storage.repo import workdir
-from ..storage.shadow import loop_timings
+from ..storage.shadow import loop_timings, read_records, read_witness
+from . import verify
+from .expect import expectations
 from .strategy import Shape, analyse
 
 if TYPE_CHECKING:
@@ -42,6 +44,16 @@ class Job:
     epochs: list[int] = field(default_factory=list)
     start_from: int = -1
     estimate: float = 0.0
+    #: how many of the original run's records and fingerprints the job is checked against
+    witnesses: int = 0
+    #: why earlier plans of this work were abandoned (a witness disagreed), oldest first
+    fallbacks: list[str] = field(default_factory=list)
+    #: skip: variables whose early restore no requested statement can see (see strategy.Position)
+    skip_ignore: list[str] = field(default_factory=list)
+
+    @property
+    def strict(self) -> bool:
+        return verify.strict(self.mode, self.start_from)
 
     def describe(self) -> str:
         if self.mode in ("prefix", "suffix", "full"):
@@ -65,6 +77,20 @@ class Target:
     sources: dict[str, str] = field(default_factory=dict)
     jobs: list[Job] = field(default_factory=list)
     reasons: dict[str, str] = field(default_factory=dict)  # name → why it is not skipped
+    #: the original run's witnesses: its records, its fingerprints, its outer loop and length
+    recorded: list[Record] = field(default_factory=list)
+    fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
+    nested_fps: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    outer_name: str | None = None
+    iterations: int = 0
+    #: iterations with a checkpoint that is a safe resume point (fallbacks choose among them)
+    safe: list[int] = field(default_factory=list)
+
+    def witnesses(self, job: Job) -> verify.Witnesses:
+        return verify.witnesses(job.mode, job.epochs, job.start_from, self.iterations, self.outer_name,
+                                self.recorded, self.fingerprints, self.nested_fps)
+    #: name → "each"/"once": how many values a job must bring back (see .expect)
+    expect: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -81,7 +107,8 @@ class Plan:
         return {
             "jobs": [
                 {"run": j.run, "mode": j.mode, "names": j.names, "epochs": j.epochs,
-                 "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe()}
+                 "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe(),
+                 "verified_by": j.witnesses, "strict": j.strict}
                 for j in self.jobs
             ],
             "skipped": [{"run": r, "why": w} for r, w in self.skipped],
@@ -99,6 +126,7 @@ def plan(
     iters: dict[str, set[int]] | None = None,
     force: bool = False,
     workers: int = 1,
+    trust_checkpoints: bool = False,
 ) -> Plan:
     targets: list[Target] = []
     skipped: list[tuple[str, str]] = []
@@ -116,8 +144,11 @@ def plan(
         snapshot = run_snapshot(repo, run.shadow)
         sources, wanted, problems = _carry(snapshot, script, names, lambda p: _today(root, p, today_cache))
         if problems:
-            failed.append((run_id, "; ".join(problems)))
-            continue
+            # One statement's failure is its own: the others of this run are still replayed.
+            rest = f" (replaying {', '.join(wanted)})" if wanted else ""
+            failed.append((run_id, "; ".join(problems) + rest))
+            if not wanted:
+                continue
         if not wanted:
             skipped.append((run_id, f"today's code of {script} has no flor.log of {', '.join(names)}"))
             continue
@@ -135,14 +166,38 @@ def plan(
         except SyntaxError as exc:
             failed.append((run_id, f"the propagated {script} does not parse: {exc}"))
             continue
+        loops = loop_timings(repo, run.shadow)
         target = Target(run_id, meta, run.shadow, script_source, wanted, shape.outer_loop, sources)
-        _jobs(target, shape, manifest, loop_timings(repo, run.shadow), _existing(conn, run_id, wanted),
-              iters, force, workers)
+        target.recorded = read_records(repo, run.shadow)
+        target.fingerprints, target.nested_fps = read_witness(repo, run.shadow)
+        target.outer_name = loops[0]["name"] if loops else shape.outer_loop
+        target.iterations = len(loops[0].get("iters", [])) if loops else 0
+        target.safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
+        _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, workers)
+        _own_outputs(target, manifest, loops)
+        _witness(target, trust_checkpoints)
+        target.expect = expectations(script_source, shape.positions)
         if target.jobs:
             targets.append(target)
         else:
             skipped.append((run_id, "already computed (use --force to recompute)"))
     return Plan(targets, skipped, failed)
+
+
+def _witness(target: Target, trust_checkpoints: bool) -> None:
+    """Count each job's witnesses; a strict job with none re-executes from the start instead.
+
+    Nothing could tell whether such a job's restored or skipped state is right (a run
+    recorded before fingerprints existed, with no recorded values in those iterations),
+    so unless the user trusts checkpoints explicitly it runs where it needs no trust.
+    """
+    for job in target.jobs:
+        w = target.witnesses(job)
+        if not trust_checkpoints and verify.without_witness(job.mode, job.start_from, w):
+            job.fallbacks.append("no witness: the original run recorded nothing to verify this segment by")
+            job.mode, job.start_from = ("full", -1) if job.mode == "suffix" else ("reexec", -1)
+            w = target.witnesses(job)
+        job.witnesses = w.count
 
 
 def _today(root: Path, path: str, cache: dict[str, str | None]) -> str | None:
@@ -176,11 +231,12 @@ def _carry(
         except PropagationError as exc:
             problems.append(f"today's {path} cannot be read: {exc}")
             continue
-        if not result.ok:
-            problems.extend(f"{path}: {f}" for f in result.failures)
+        problems.extend(f"{path}: {f}" for f in result.failures)
+        placed = [n for n in here if n not in {f.name for f in result.failures}]
+        if not placed:
             continue
         sources[path] = result.source
-        wanted.extend(n for n in here if n not in wanted)
+        wanted.extend(n for n in placed if n not in wanted)
     return sources, wanted, problems
 
 
@@ -202,7 +258,7 @@ def _existing(conn: sqlite3.Connection, run_id: str, names: list[str]) -> dict[s
     """Per name, the outer-loop iterations that already have a value (None: a value outside loops)."""
     out: dict[str, set[int] | None] = {}
     for ch in chunks(conn, names, [run_id]):
-        if ch.src not in (RECORDED, HINDSIGHT):
+        if ch.src not in (RECORDED, HINDSIGHT, UNVERIFIED):
             continue
         if not ch.dims:
             out[ch.name] = None
@@ -269,6 +325,11 @@ def _jobs(
     kinds, todo, reasons = _strategies(target.names, shape, existing, requested, force)
     target.reasons.update(reasons)
     target.jobs.extend(_cut(target.run, kinds, todo, manifest, cost, workers))
+    # What a skip may restore early because no requested statement reads it (see verification).
+    ignore = [p.ignore for k in kinds for p in shape.positions.get(k) or [] if p.where == "epoch"]
+    for job in target.jobs:
+        if job.mode == "skip" and ignore:
+            job.skip_ignore = sorted(frozenset.intersection(*ignore))
 
 
 def _strategies(
@@ -350,6 +411,63 @@ def _cut(
         else:
             jobs.append(Job(run, "full", suffix_names, [], -1, est("full", [])))
     return jobs
+
+
+def _own_outputs(target: Target, manifest: dict[int, dict[str, Any]], loops: list[dict[str, Any]]) -> None:
+    """Re-plan jobs that would read a file the original run wrote *before* where the job starts.
+
+    Such a job would read whatever is on disk today — maybe another run's ``best.npy``.
+    It must start from before the write so that it reads the one it writes itself:
+    a re-execution from the latest safe checkpoint before it (or from the start);
+    a suffix job becomes a full re-execution. Positions: -1 before the outer loop,
+    ``i`` in iteration ``i``, ``n`` after the loop, -2 unknown (see ``runtime.outputs``).
+    """
+    pairs = _reads_of_own_writes(target.meta)
+    if not pairs or not target.jobs:
+        return
+    n = len(loops[0].get("iters", [])) if loops else 0
+    safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
+    jobs: list[Job] = []
+    for job in target.jobs:
+        if job.mode == "reexec":
+            ran = set(range(job.start_from + 1, max(job.epochs) + 1)) | {-1}
+            bad = [w for r, w in pairs if r in ran and w not in ran]
+        elif job.mode == "skip":  # a write in this iteration may be inside a skipped loop
+            bad = [w for r, w in pairs if r in set(job.epochs) and w != -1]
+        elif job.mode == "suffix":
+            bad = [w for r, w in pairs if r >= n and w not in (-1, n)]
+        else:
+            bad = []
+        if not bad:
+            jobs.append(job)
+        elif job.mode == "suffix":
+            jobs.append(Job(job.run, "full", job.names, [], -1, job.estimate))
+            target.reasons.update({k: "reads a file the run wrote in its loop" for k in job.names})
+        else:
+            start = max((c for c in safe if c < min(bad)), default=-1)
+            start = min(start, job.start_from) if job.mode == "reexec" else start
+            jobs.append(Job(job.run, "reexec", job.names, job.epochs, start, job.estimate))
+            target.reasons.update({k: "reads a file the run wrote earlier" for k in job.names})
+    target.jobs[:] = jobs
+
+
+def _reads_of_own_writes(meta: dict[str, Any]) -> list[tuple[int, int]]:
+    """(position of a read, position of the write it depends on) for files the run read back."""
+    files = (meta.get("outputs") or {}).get("files") or {}
+    pairs: set[tuple[int, int]] = set()
+    for events in files.values():
+        last_w: int | None = None
+        first: int | None = None
+        for pos, kind in events:
+            if kind == "r":
+                dep = last_w if last_w is not None else first
+                if dep is not None:
+                    pairs.add((int(pos), int(dep)))
+                continue
+            first = int(pos) if first is None else first
+            if kind == "w":
+                last_w = int(pos)
+    return sorted(pairs)
 
 
 def _segments(

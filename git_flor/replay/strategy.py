@@ -33,6 +33,9 @@ class Position:
     skip_safe: bool = False
     reason: str = ""
     line: int = 0
+    #: names the code after a skipped loop changes and the statement never reads: a skip
+    #: restores their end-of-iteration state early, which is harmless (verification ignores them)
+    ignore: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -93,12 +96,18 @@ def analyse(
         if name not in positions:
             continue
         positions[name].append(
-            _position(name, node, outer, nested, parents, checkpointed, imported, _Links(registered, kinds))
+            _position(name, node, outer, nested, parents, checkpointed, imported,
+                      _Links(registered, kinds, _constructed_with(tree)))
         )
     outer_name = None
     if outer is not None and outer.iter.args and isinstance(outer.iter.args[0], ast.Constant):  # type: ignore[attr-defined]
         outer_name = outer.iter.args[0].value  # type: ignore[attr-defined]
     return Shape(positions, outer_name, registered)
+
+
+def flor_aliases(tree: ast.AST) -> tuple[set[str], dict[str, str]]:
+    """(names git_flor is imported as, ``from git_flor import X as Y`` → {Y: X})."""
+    return _aliases(tree)
 
 
 def _aliases(tree: ast.AST) -> tuple[set[str], dict[str, str]]:
@@ -157,6 +166,9 @@ def _position(
     before = [lp for lp in nested if lp.end_lineno is not None and lp.end_lineno < line]  # type: ignore[attr-defined]
     if not before:
         return Position(name, "epoch", skip_safe=True, line=line)
+    if _reads_gradients(body_stmt):
+        return Position(name, "epoch", reason="reads gradients (`.grad`), which a skipped loop leaves and no "
+                                              "checkpoint holds", line=line)
     skipped_writes: set[str] = set()
     for lp in before:
         skipped_writes |= _writes(lp) - imported
@@ -169,22 +181,32 @@ def _position(
     # The restore gives the state at the *end* of the iteration: anything the code after
     # the skipped loop changes (before or after the statement) must not be read by it.
     after = [s for s in outer.body if s.lineno > first_end and s not in before]
-    changed = links.closure(set().union(*(_changes(s, checkpointed) for s in after)) if after else set())
+    aliases = _aliases_of(outer, checkpointed)
+    changed = links.closure(set().union(*(_changes(s, checkpointed, aliases) for s in after)) if after else set())
     stale = sorted(changed & reads)
     if stale:
         return Position(name, "epoch", reason=f"reads `{stale[0]}`, which code after the skipped loop changes", line=line)
-    return Position(name, "epoch", skip_safe=True, line=line)
+    return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads))
 
 
 class _Links:
     """Registered objects that change each other: a scheduler its optimizer, an optimizer its model."""
 
-    def __init__(self, registered: frozenset[str], kinds: dict[str, str]) -> None:
+    def __init__(
+        self, registered: frozenset[str], kinds: dict[str, str], built_from: dict[str, set[str]] | None = None
+    ) -> None:
         self.registered = registered
         self.kinds = kinds
+        #: variable → the names passed when it was built (``sched = StepLR(opt, ...)``)
+        self.built_from = built_from or {}
 
     def closure(self, changed: set[str]) -> set[str]:
         out = set(changed)
+        # An object built from another changes that one when stepped (an unregistered
+        # scheduler sets its optimizer's lr). One level: the optimizer's lr changing does
+        # not change the model.
+        for name in changed - self.registered:
+            out |= self.built_from.get(name, set())
         optimizers = {v for v, t in self.kinds.items() if ".optim." in t and "lr_scheduler" not in t}
         unknown = self.registered - set(self.kinds)
         for name in changed & self.registered:
@@ -229,9 +251,62 @@ def _root(node: ast.AST) -> str | None:
     return node.id if isinstance(node, ast.Name) else None
 
 
-def _changes(stmt: ast.AST, checkpointed: frozenset[str]) -> set[str]:
-    """Checkpointed names this statement changes in a way a second run would not repeat."""
+def _constructed_with(tree: ast.AST) -> dict[str, set[str]]:
+    """``x = Something(a, b.c, k=d)`` → {"x": {"a", "b", "d"}} (object-building calls only)."""
+    out: dict[str, set[str]] = {}
+    for n in ast.walk(tree):
+        if isinstance(n, ast.Assign) and isinstance(n.value, ast.Call):
+            args = [*n.value.args, *(k.value for k in n.value.keywords)]
+            roots = {r for r in (_root(a) for a in args) if r}
+            for t in n.targets:
+                key = t.id if isinstance(t, ast.Name) else _root(t)
+                if key and roots:
+                    out.setdefault(key, set()).update(roots - {key})
+    return out
+
+
+def _reads_gradients(stmt: ast.AST) -> bool:
+    return any(isinstance(n, ast.Attribute) and n.attr in ("grad", "grads") for n in ast.walk(stmt))
+
+
+def _aliases_of(outer: ast.AST, checkpointed: frozenset[str]) -> dict[str, str]:
+    """Names that refer into a checkpointed object: ``for g in opt.param_groups``, ``p = w[0:2]``."""
+    out: dict[str, str] = {}
+    for n in ast.walk(outer):
+        if isinstance(n, (ast.For, ast.comprehension)) and isinstance(n.target, ast.Name):
+            root = _root(n.iter)
+            if root in checkpointed:
+                out[n.target.id] = root
+        elif isinstance(n, ast.Assign) and len(n.targets) == 1 and isinstance(n.targets[0], ast.Name):
+            root = _root(n.value)
+            if root in checkpointed and not isinstance(n.value, ast.Call):
+                out[n.targets[0].id] = root
+    return out
+
+
+def _changes(stmt: ast.AST, checkpointed: frozenset[str], aliases: dict[str, str] | None = None) -> set[str]:
+    """Checkpointed names this statement changes in a way a second run would not repeat.
+
+    Also through an alias (``for g in opt.param_groups: g["lr"] *= 0.5``) and an ``out=``
+    argument (``np.clip(w, -1, 1, out=w)``).
+    """
+    aliases = aliases or {}
     out: set[str] = set()
+
+    def root_of(node: ast.AST) -> str | None:
+        root = _root(node)
+        return aliases.get(root, root) if root is not None else None
+
+    for n in ast.walk(stmt):
+        if isinstance(n, ast.Call):
+            for kw in n.keywords:
+                if kw.arg == "out" and root_of(kw.value) in checkpointed:
+                    out.add(root_of(kw.value))  # type: ignore[arg-type]
+        if isinstance(n, (ast.Subscript, ast.Attribute)) and isinstance(n.ctx, ast.Store) \
+                and root_of(n) in checkpointed:
+            out.add(root_of(n))  # type: ignore[arg-type]
+        elif isinstance(n, ast.AugAssign) and root_of(n.target) in checkpointed and not isinstance(n.target, ast.Name):
+            out.add(root_of(n.target))  # type: ignore[arg-type]
     for n in ast.walk(stmt):
         if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store) and n.id in checkpointed:
             out.add(n.id)

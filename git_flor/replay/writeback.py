@@ -16,7 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 from ..storage.hindsight import ReplayResult, commit_replay
 from ..storage.records import Record, decode_records
+from . import verify
 from .executors import Outcome
+from .expect import shortfall
 from .plan import Job, Target
 
 if TYPE_CHECKING:
@@ -25,12 +27,23 @@ if TYPE_CHECKING:
 
 @dataclass
 class Result:
-    """What replaying one run did: the shadow commit written (if any), how many values, what failed."""
+    """What replaying one run did: the shadow commit written (if any), how many values, what failed,
+    and what verified it (docs/design.md §4)."""
 
     run: str
     shadow: str | None = None
     values: int = 0
     failures: list[str] = field(default_factory=list)
+    #: witnesses that agreed: the original's records recomputed, fingerprints matched
+    checked_values: int = 0
+    checked_fps: int = 0
+    #: segments re-planned because a witness disagreed (why, per fallback)
+    fallbacks: list[str] = field(default_factory=list)
+    #: why values from the start were not reproducible (the script is not deterministic)
+    unverified: list[str] = field(default_factory=list)
+    unverified_values: int = 0
+    #: what each job did, for the replay commit's provenance
+    jobs: list[dict[str, Any]] = field(default_factory=list)
 
 
 class WriteBack:
@@ -40,19 +53,54 @@ class WriteBack:
         self.repo = repo
         self.trees = trees  # run → the propagated source tree its jobs ran
         self.targets = targets
-        self.collected: dict[str, list[Record]] = {t.run: [] for t in targets}
+        #: per run, each record with whether the job that made it was verified
+        self.collected: dict[str, list[tuple[Record, bool]]] = {t.run: [] for t in targets}
         self.results = {t.run: Result(t.run) for t in targets}
         self.started = {t.run: time.time() for t in targets}
         self.remaining = {t.run: len(t.jobs) for t in targets}
 
-    def collect(self, target: Target, job: Job, outcome: Outcome, out: Path) -> None:
-        """Take one finished job's records (from its ``out`` file), or note its failure."""
-        if outcome.returncode == 0:
-            if out.is_file():  # absent when the script never reached a flor call
-                self.collected[target.run].extend(decode_records(out.read_bytes(), origin=str(out)))
-        else:
+    def fall_back(self, target: Target, job: Job, diverged: dict[str, Any]) -> Job:
+        """``job`` re-planned more conservatively after a witness disagreed (see .verify); it
+        replaces the job, so the run still waits for the same number of jobs."""
+        why = f"{job.describe()}: {diverged.get('why', 'diverged')}"
+        mode, start = verify.fallback(job.mode, job.epochs, job.start_from, str(diverged.get("at", "run")),
+                                      target.safe)
+        self.results[target.run].fallbacks.append(why)
+        new = Job(target.run, mode, job.names, list(job.epochs), start, job.estimate,
+                  fallbacks=[*job.fallbacks, why])
+        new.witnesses = target.witnesses(new).count
+        return new
+
+    def collect(self, target: Target, job: Job, outcome: Outcome, out: Path, status: dict[str, Any]) -> None:
+        """Take one finished job's records (from its ``out`` file, marked verified or not), what its
+        child says it verified, or note its failure."""
+        result = self.results[target.run]
+        unverified = status.get("unverified")
+        checked = {"values": int(status.get("values", 0)), "fingerprints": int(status.get("fingerprints", 0))}
+        entry: dict[str, Any] = {
+            "mode": job.mode, "epochs": job.epochs, "start_from": job.start_from, "verified_by": checked,
+            "status": "unverified" if unverified else "verified", "fallbacks": job.fallbacks,
+        }
+        if unverified:
+            entry["why"] = unverified
+        result.jobs.append(entry)
+        if outcome.returncode != 0:
             last = (outcome.stderr.strip().splitlines() or ["no output"])[-1]
-            self.results[target.run].failures.append(f"{job.describe()}: exit {outcome.returncode}: {last}")
+            result.failures.append(f"{job.describe()}: exit {outcome.returncode}: {last}")
+            entry["status"] = "failed"
+            return
+        # the out file is absent when the script never reached a flor call
+        records = decode_records(out.read_bytes(), origin=str(out)) if out.is_file() else []
+        self.collected[target.run].extend((r, not unverified) for r in records)
+        if unverified and records:
+            result.unverified.append(f"{job.describe()}: {unverified}")
+        short = shortfall(target, job, records)
+        if short:  # never "0 values, exit 0"
+            result.failures.append(f"{job.describe()}: {short}")
+        result.checked_values += checked["values"]
+        result.checked_fps += checked["fingerprints"]
+        for name, error in sorted((status.get("failed") or {}).items()):
+            result.failures.append(f"`{name}` raised {error} in this version (its values only)")
 
     def job_done(self, target: Target) -> None:
         """One job of ``target`` is accounted for; the last one writes the run back."""
@@ -63,7 +111,7 @@ class WriteBack:
     def interrupted(self) -> None:
         """Ctrl-C: write back what finished of runs that were part-way through."""
         for target in self.targets:
-            if 0 < self.remaining[target.run] < len(target.jobs) and self.collected[target.run]:
+            if self.remaining[target.run] > 0 and self.collected[target.run]:
                 self.results[target.run].failures.append("interrupted")
                 self._write(target)
 
@@ -72,14 +120,21 @@ class WriteBack:
 
     def _write(self, target: Target) -> None:
         result = self.results[target.run]
-        merged = merge_records(self.collected[target.run])
-        result.values = len(merged)
-        if not merged:
+        records = self.collected[target.run]
+        # Verified first: where two jobs produced a value, the verified one is kept.
+        merged = merge_records([r for r, ok in records if ok])
+        have = {(n, tuple((f[0], f[1]) for f in pos)) for n, _, pos in merged}
+        unverified = [r for r in merge_records([r for r, ok in records if not ok])
+                      if (r[0], tuple((f[0], f[1]) for f in r[2])) not in have]
+        result.values = len(merged) + len(unverified)
+        result.unverified_values = len(unverified)
+        if not merged and not unverified:
             return
         result.shadow = commit_replay(self.repo, ReplayResult(
             replay_of=target.run, meta=target.meta, tree=self.trees[target.run], names=target.names,
-            jobs=[{"mode": j.mode, "epochs": j.epochs, "start_from": j.start_from} for j in target.jobs],
-            records=merged, start=self.started[target.run], end=time.time(), errors=result.failures,
+            jobs=result.jobs, records=merged, start=self.started[target.run], end=time.time(),
+            errors=result.failures, unverified=unverified,
+            verified_by={"values": result.checked_values, "fingerprints": result.checked_fps},
         ))
 
 

@@ -21,6 +21,8 @@ from .carried import LoopScope, analyse
 from .kwargs import cast, split_argv
 from .sandbox import route_torch_save
 from .session import Run
+from .state_scope import EMPTY, StateScope
+from .state_scope import analyse as analyse_state
 from .values import PLAIN, to_json_value
 
 T = TypeVar("T")
@@ -48,9 +50,9 @@ def log(name: str, value: T) -> T:
     run = _run if _run is not None else _current()
     if type(name) is not str:
         raise UnloggableValue(f"flor.log: the name must be a str, got {name!r}")
-    if run.keep is not None and not run.keep(name, run.ctx):
-        return value  # replay: not a requested name or iteration
     stored = value if type(value) in PLAIN else to_json_value(name, value)
+    if run.keep is not None and not run.keep(name, stored, run.ctx):
+        return value  # replay: a recorded statement (checked against the original), or not requested
     run.records.append((name, stored, run.ctx))
     if run.echo:
         sys.stdout.write(f"{name}: {stored}\n")
@@ -94,6 +96,7 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
             run.ctx = parent
             if top and run.checkpointer is not None:
                 run.nested_rng.append(serial.capture_rng())
+                run.checkpointer.nested_end(parent[0][1], len(run.nested_rng) - 1)
         return
     yield from _outer(run, name, iterable)
 
@@ -101,14 +104,17 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
 def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
     frame = _caller_frame()
     scope = _scope(frame)
+    state = _state_scope(frame)
     total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
     seq = run.loop_begin(name)
     items = iter(iterable)
     if run.replayer is not None and seq == 0:
-        yield from _replay_outer(run, name, items, frame, scope, seq)
+        yield from _replay_outer(run, name, items, frame, scope, state, seq)
         return
     clock = time.perf_counter
     ckpt = run.checkpointer
+    if ckpt is not None:
+        ckpt.loop_begin(name, frame, scope, state)
     i = -1
     try:
         for i, item in enumerate(items):
@@ -120,26 +126,36 @@ def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
             run.iteration_done(seq, dt)
             if ckpt is not None:
                 last = total is not None and i == total - 1
-                ckpt.iteration_end(name, i, dt, frame, scope, last, run.nested_rng)
+                ckpt.iteration_end(name, i, dt, frame, scope, state, last, run.nested_rng)
         if ckpt is not None and i >= 0 and i not in ckpt.iterations and total is None:
-            ckpt.iteration_end(name, i, 0.0, frame, scope, True, run.nested_rng)  # the last, now known
+            # The last iteration, now known: a checkpoint of it, and the witness of its end.
+            ckpt.iteration_end(name, i, 0.0, frame, scope, state, True, run.nested_rng)
     finally:
         run.ctx = ()
         run.loop_end(seq)
 
 
 def _replay_outer(
-    run: Run, name: str, items: Iterator[T], frame: FrameType | None, scope: LoopScope | None, seq: int
+    run: Run,
+    name: str,
+    items: Iterator[T],
+    frame: FrameType | None,
+    scope: LoopScope | None,
+    state: StateScope,
+    seq: int,
 ) -> Iterator[T]:
     replayer = run.replayer
     assert replayer is not None
-    replayer.frame, replayer.scope = frame, scope
+    replayer.frame, replayer.scope, replayer.state = frame, scope, state
+    replayer.outer_name = name
+    replayer.loop_begin(run.objects)
     if run.sandbox is not None:
         route_torch_save(run.sandbox)  # torch may have been imported after git_flor
     try:
         for i, item in replayer.outer(items, run.objects):
             run.ctx = ((name, i, item if type(item) in PLAIN else None),)
             yield item
+            replayer.iteration_end(i, run.objects)
             replayer.tick()
     finally:
         run.ctx = ()
@@ -161,6 +177,13 @@ def _scope(frame: FrameType | None) -> LoopScope | None:
     return analyse("".join(lines), frame.f_lineno) if lines else None
 
 
+def _state_scope(frame: FrameType | None) -> StateScope:
+    if frame is None:
+        return EMPTY
+    lines = linecache.getlines(frame.f_code.co_filename, frame.f_globals)
+    return analyse_state("".join(lines), frame.f_lineno) if lines else EMPTY
+
+
 @contextmanager
 def checkpointing(**objects: Any) -> Iterator[None]:
     """Register the objects whose state checkpoints save and replay restores (model, optimizer, ...)."""
@@ -173,6 +196,16 @@ def checkpointing(**objects: Any) -> Iterator[None]:
         run.checkpointer.register(objects)
     run.set_meta(checkpointing=registered)
     yield
+
+
+def _hindsight_failed(name: str, exc: BaseException) -> None:
+    """Called by the guard replay wraps around a requested statement that raised (see replay.guard).
+
+    Outside replay there is no guard, so this is never reached from recorded code.
+    """
+    run = _current()
+    if run.replayer is not None:
+        run.replayer.statement_failed(name, exc)
 
 
 def commit() -> str | None:

@@ -24,14 +24,18 @@ from typing import Any
 
 from ..storage.checkpoints import PayloadStore, Pointer
 from ..storage.records import warn
-from . import serial
+from . import reachable, serial
 from .carried import LoopScope
+from .fingerprint import fingerprint, own_modules, watched
+from .state_scope import StateScope
 
 DEFAULT_BOUND = 0.01
 RNG = "rng"
 #: RNG states at the end of each nested loop of the iteration: replay's skip mode
 #: restores them so code after a skipped nested loop draws what it drew originally.
 NESTED_RNG = "rng@nested"
+#: The fingerprint key of the state where the outer loop begins (before iteration 0).
+BEGIN = -1
 
 
 def default_bound() -> float:
@@ -47,6 +51,17 @@ class Checkpointer:
         self.bound = default_bound() if bound is None else bound
         self.objects: dict[str, Any] = {}
         self.iterations: dict[int, dict[str, Any]] = {}
+        #: iteration → state fingerprint at its end: the witnesses verified replay checks against
+        self.fingerprints: dict[int, dict[str, str]] = {}
+        #: iteration → fingerprints where each nested loop of its body ended: a replay that
+        #: skips that loop checks the state it restores there against them
+        self.nested: dict[int, list[dict[str, str]]] = {}
+        self._fp_cost = 0.0
+        self._where: tuple[FrameType | None, LoopScope | None, StateScope] | None = None
+        self._rng_begin: dict[str, str] = {}
+        #: FLOR_WITNESS=0 turns fingerprints off (replays then cannot verify resumed segments
+        #: and re-execute them from the start unless told --trust-checkpoints)
+        self.witness = os.environ.get("FLOR_WITNESS", "1") not in ("0", "false", "no")
         self._event = journal_event  # callable(kind, **fields): appends to the run's journal
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -87,46 +102,114 @@ class Checkpointer:
         dt: float,
         frame: FrameType | None,
         scope: LoopScope | None,
+        state: StateScope,
         last: bool,
         nested_rng: list[Any] | None = None,
     ) -> None:
-        """Called by the outer ``flor.loop`` between iterations, with the script's frame."""
+        """Called by the outer ``flor.loop`` between iterations, with the script's frame.
+
+        Takes the iteration's fingerprint when the overhead bound allows it (always
+        with a checkpoint, so every restore can be verified, and at the first and
+        last iteration), then maybe a checkpoint.
+        """
         self._compute += dt
-        if not self.iterations and self._writer is None:
-            # The first checkpoint waits (a few iterations at most) for its copy buffers:
-            # copying a large state into fresh memory costs page faults on this thread.
-            due = last or self.bound >= 1 or not self._prefaulting
-        else:
-            due = last or self.bound >= 1 or self._spent + self._last_cost <= self.bound * self._compute
+        due = self._checkpoint_due(last)
+        if self.witness and i not in self.fingerprints and (
+            due or last or not self.fingerprints or self.bound >= 1
+            or self._spent + self._fp_cost <= self.bound * self._compute
+        ):
+            t0 = time.perf_counter()
+            fp = self._moved(fingerprint(self.objects, frame, scope, state))
+            self._fp_cost = time.perf_counter() - t0
+            with self._lock:
+                self._spent += self._fp_cost
+                self.fingerprints[i] = fp
+            self._event("fp", i=i, loop=loop, fp=fp)
         if not due:
             return
         if self._writer is not None and self._writer.is_alive():
             if not last and self.bound < 1:
                 return  # one pending write at most: skip rather than stall training
             self._writer.join()  # the last one, or a bound of 1 (100 %): every iteration
-        self._take(loop, i, frame, scope, nested_rng or [])
+        self._take(loop, i, frame, scope, state, nested_rng or [])
+
+    def loop_begin(self, loop: str, frame: FrameType | None, scope: LoopScope | None, state: StateScope) -> None:
+        """The state where the outer loop begins: a replay from the start compares its own with it."""
+        if BEGIN in self.fingerprints or not self.witness:
+            return  # the outer loop entered again (a second phase): the first beginning counts
+        self._where = (frame, scope, state)
+        fp = fingerprint(self.objects, frame, scope, state)
+        # A global RNG nobody seeded differs from process to process; it witnesses something
+        # only once the loop draws from it, so it enters a fingerprint only when it moved.
+        self._rng_begin = {k: v for k, v in fp.items() if k.startswith("rng:")}
+        fp = {k: v for k, v in fp.items() if not k.startswith("rng:")}
+        self.fingerprints[BEGIN] = fp
+        self._event("fp", i=BEGIN, loop=loop, fp=fp)
+
+    def nested_end(self, i: int, k: int) -> None:
+        """Nested loop ``k`` of outer iteration ``i`` ended: its fingerprint, when affordable."""
+        if self._where is None or len(self.nested.get(i, [])) != k:
+            return
+        if self.bound < 1 and self._spent + self._fp_cost > self.bound * self._compute and self.fingerprints:
+            return
+        t0 = time.perf_counter()
+        fp = self._moved(fingerprint(self.objects, *self._where))
+        cost = time.perf_counter() - t0
+        with self._lock:
+            self._spent += cost
+            self.nested.setdefault(i, []).append(fp)
+        self._event("nfp", i=i, k=k, fp=fp)
+
+    def _moved(self, fp: dict[str, str]) -> dict[str, str]:
+        """``fp`` without the global RNGs that have not moved since the loop began (see loop_begin)."""
+        return {k: v for k, v in fp.items() if not (k.startswith("rng:") and self._rng_begin.get(k) == v)}
+
+    def _checkpoint_due(self, last: bool) -> bool:
+        if not self.iterations and self._writer is None:
+            # The first checkpoint waits (a few iterations at most) for its copy buffers:
+            # copying a large state into fresh memory costs page faults on this thread.
+            return last or self.bound >= 1 or not self._prefaulting
+        return last or self.bound >= 1 or self._spent + self._last_cost <= self.bound * self._compute
 
     def _take(
-        self, loop: str, i: int, frame: FrameType | None, scope: LoopScope | None, nested_rng: list[Any]
+        self, loop: str, i: int, frame: FrameType | None, scope: LoopScope | None, state: StateScope,
+        nested_rng: list[Any],
     ) -> None:
         t0 = time.perf_counter()
         snaps: dict[str, tuple[str, str, Any]] = {}
         unsaved: list[str] = []
         registered_ids = {id(o) for o in self.objects.values()}
+        own = own_modules(frame)
         for name, obj in self.objects.items():
             self._capture(snaps, unsaved, name, obj, "object")
+            flags = reachable.train_flags(obj)
+            if flags is not None:  # state_dict does not hold train/eval
+                snaps[f"train:{name}"] = ("pickle", "train", pickle.dumps(flags, protocol=serial.PICKLE))
         if scope is None:
             unsaved.append("<loop-carried state: the loop body could not be analysed>")
         elif frame is not None:
             from .carried import read_vars
 
+            saved_ids = set(registered_ids)
             for name, value in read_vars(frame, scope.names).items():
                 if id(value) in registered_ids or isinstance(value, _NOT_STATE):
                     continue
-                self._capture(snaps, unsaved, f"var:{name}", value, "var")
+                saved_ids.add(id(value))
+                self._capture(snaps, unsaved, f"var:{name}", value, "var", own, registered_ids)
             for name, value in read_vars(frame, scope.passed).items():
                 if id(value) not in registered_ids and _advances(value):
+                    saved_ids.add(id(value))
                     self._capture(snaps, unsaved, f"var:{name}", value, "var")
+            # Module-level names helpers assign through `global` (a step counter).
+            for name in sorted(state.declared_global):
+                value = frame.f_globals.get(name)
+                if name in frame.f_globals and not isinstance(value, _NOT_STATE) and id(value) not in saved_ids:
+                    saved_ids.add(id(value))
+                    self._capture(snaps, unsaved, f"glob:{name}", value, "global", own, registered_ids)
+            # RNG objects held inside the loop's objects (a loader's generator, data.rng).
+            roots = {comp.split(":", 1)[1]: v for comp, v in watched(frame, scope, state)}
+            for path, rng in reachable.rng_paths(roots, saved_ids):
+                self._capture(snaps, unsaved, f"rngobj:{path}", rng, "rngobj")
         snaps[RNG] = ("pickle", RNG, pickle.dumps(serial.capture_rng(), protocol=serial.PICKLE))
         snaps[NESTED_RNG] = ("pickle", RNG, pickle.dumps(nested_rng, protocol=serial.PICKLE))
         capture_time = time.perf_counter() - t0
@@ -136,11 +219,20 @@ class Checkpointer:
         )
         self._writer.start()
 
-    def _capture(self, snaps: dict, unsaved: list[str], name: str, obj: Any, kind: str) -> None:
+    def _capture(
+        self, snaps: dict, unsaved: list[str], name: str, obj: Any, kind: str,
+        own: frozenset[str] = frozenset(), registered_ids: set[int] | None = None,
+    ) -> None:
         with self._lock:
             reuse = self._reuse.pop(name, None)
         try:
-            serializer, snap = serial.capture(obj, reuse)
+            if (type(obj).__module__ or "") in own and isinstance(getattr(obj, "__dict__", None), dict) \
+                    and not callable(getattr(obj, "state_dict", None)):
+                # The script's own object (a trainer on `self`): restored attribute by
+                # attribute, in place, so the objects it links stay the ones training uses.
+                serializer, snap = serial.capture_attrs(obj, registered_ids or set())
+            else:
+                serializer, snap = serial.capture(obj, reuse)
         except serial.Unsaveable as exc:
             unsaved.append(name)
             if name not in self._warned:
@@ -178,7 +270,7 @@ class Checkpointer:
         )
 
     def finish(self) -> dict[int, dict[str, Any]]:
-        """Wait for the pending write; the manifest entries, by iteration."""
+        """Wait for the pending write; the manifest entries, by iteration (see also ``fingerprints``)."""
         if self._writer is not None:
             self._writer.join()
         with self._lock:
@@ -215,6 +307,9 @@ def restore(
         if ptr is None:
             raise RuntimeError(f"checkpoint has no saved state for {name!r}")
         serial.restore(obj, ptr.serializer, serial.deserialise(ptr.serializer, store.get(ptr.sha256)))
+        flags = pointers.get(f"train:{name}")
+        if flags is not None:
+            reachable.set_train_flags(obj, pickle.loads(store.get(flags.sha256)))
     if frame is not None and scope is not None:
         current = read_vars(frame, scope.names + scope.passed)
         rebound: dict[str, Any] = {}
@@ -225,6 +320,17 @@ def restore(
             value = serial.deserialise(ptr.serializer, store.get(ptr.sha256))
             rebound[name] = serial.restore(current.get(name), ptr.serializer, value)
         write_vars(frame, rebound, scope.module_level)
+        for key, ptr in pointers.items():
+            if ptr.kind == "global":
+                name = key[len("glob:") :]
+                value = serial.deserialise(ptr.serializer, store.get(ptr.sha256))
+                frame.f_globals[name] = serial.restore(frame.f_globals.get(name), ptr.serializer, value)
+        roots = {**frame.f_globals, **read_vars(frame, tuple(frame.f_locals))}
+        for key, ptr in pointers.items():
+            if ptr.kind == "rngobj":
+                target = reachable.resolve(roots, key[len("rngobj:") :])
+                if target is not None:
+                    serial.restore(target, ptr.serializer, serial.deserialise(ptr.serializer, store.get(ptr.sha256)))
     rng = pointers.get(RNG)
     if rng is not None:
         serial.restore_rng(pickle.loads(store.get(rng.sha256)))

@@ -18,12 +18,25 @@ the runtime:
               in full;
   ``full``    run everything (a statement whose position could not be placed).
   The process exits as soon as the last needed iteration is done.
+
+Verification (docs/design.md §7): the spec carries the
+original run's witnesses for what this job covers — its recorded values and its
+state fingerprints. Every recorded statement the job passes is compared bit for
+bit (as its JSON encoding), every fingerprinted iteration end it reaches, and
+the state right after every checkpoint restore. In a *strict* job (one that
+starts from a checkpoint or skips work) the first mismatch ends the process at
+once with :data:`DIVERGED` and a status naming it, so the parent discards the
+job's values and re-plans it more conservatively. A job that runs from the
+start is not strict: a mismatch there means the script is not deterministic,
+and its values are kept marked ``unverified``.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,9 +44,17 @@ from types import FrameType
 from typing import Any
 
 from ..storage.checkpoints import PayloadStore, Pointer
+from ..storage.records import dumps
 from . import serial
 from .carried import LoopScope, write_vars
-from .checkpoint import NESTED_RNG, RNG, restore
+from .checkpoint import BEGIN, NESTED_RNG, RNG, restore
+from .fingerprint import differences, fingerprint
+from .state_scope import EMPTY, StateScope
+
+#: Exit status of a strict job whose replayed state or values differ from the original run's.
+DIVERGED = 86
+#: A recorded value's position: the loop frames as (loop name, index).
+Key = tuple[str, tuple[tuple[str, int], ...]]
 
 
 @dataclass
@@ -50,6 +71,19 @@ class ReplaySpec:
     scratch_root: str
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
     progress: str = ""  # a file the parent polls: how many outer iterations are done
+    #: the original's records this job may pass: [name, [[loop, index], ...], JSON of the value]
+    expect_records: list[list[Any]] = field(default_factory=list)
+    #: the original's fingerprints at the iteration ends (and restores) this job reaches
+    expect_fps: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: stop at the first mismatch (a job that starts from a checkpoint or skips work)
+    strict: bool = True
+    status: str = ""  # where the child writes what it verified (JSON)
+    #: every name the original run logged: a statement of another name is hindsight, not a witness
+    recorded_names: list[str] = field(default_factory=list)
+    #: skip: per iteration, the original's state where each nested loop ended
+    expect_nested: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    #: skip: variables no requested statement reads, changed after the skipped loop (not compared there)
+    skip_ignore: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -58,6 +92,8 @@ class ReplaySpec:
             int(i): {**e, "objects": {n: Pointer(**p) for n, p in e["objects"].items()}}
             for i, e in raw.get("checkpoints", {}).items()
         }
+        raw["expect_fps"] = {int(i): fp for i, fp in raw.get("expect_fps", {}).items()}
+        raw["expect_nested"] = {int(i): fps for i, fps in raw.get("expect_nested", {}).items()}
         return cls(**raw)
 
     def to_json(self) -> str:
@@ -86,9 +122,31 @@ class Replayer:
         self.store = PayloadStore(Path(spec.store))
         self.skip_entry: dict[str, Any] | None = None  # the end-of-iteration checkpoint (skip mode)
         self.nested_seen = 0
+        self.current = -1  # skip: the outer iteration running
         self.frame: FrameType | None = None
         self.scope: LoopScope | None = None
+        self.state: StateScope = EMPTY
         self.done = 0
+        self.outer_name: str | None = None
+        self.expected: dict[Key, list[str]] = {}
+        self.by_iteration: dict[int, list[Key]] = {}
+        for name, pos, value in spec.expect_records:
+            key: Key = (name, tuple((str(f[0]), int(f[1])) for f in pos))
+            self.expected.setdefault(key, []).append(value)
+        for key in self.expected:
+            if key[1]:
+                self.by_iteration.setdefault(key[1][0][1], []).append(key)
+        self.recorded_names = frozenset(spec.recorded_names)
+        #: components that differed already where the loop began in a job from the start: the
+        #: prefix does not reproduce them (an unseeded RNG nothing uses), so they witness nothing
+        self.ignored: frozenset[str] = frozenset()
+        self.produced: dict[Key, int] = {}
+        self.covered: set[int] = set()  # outer iterations this job has entered
+        self.checked_values = 0
+        self.checked_fps = 0
+        self.unverified: str | None = None
+        #: requested statements that raised here: name → the error (their own loss only)
+        self.failed: dict[str, str] = {}
 
     def tick(self) -> None:
         """One outer iteration done: tell the parent's progress bar (a tiny file it polls)."""
@@ -97,15 +155,94 @@ class Replayer:
             with open(self.spec.progress, "w") as fh:
                 fh.write(str(self.done))
 
-    def keep(self, name: str, ctx: tuple[Any, ...]) -> bool:
-        """Only requested names; inside the outer loop, only at requested iterations."""
-        return name in self.names and (not ctx or ctx[0][1] in self.epochs or self.spec.mode == "full")
+    def keep(self, name: str, value: Any, ctx: tuple[Any, ...]) -> bool:
+        """Only requested names, at requested iterations; a recorded one is checked instead."""
+        if name in self.recorded_names:  # also a requested one recomputed with --force: a witness too
+            self._check_record(name, value, ctx)
+        if name in self.names:
+            return not ctx or ctx[0][1] in self.epochs or self.spec.mode == "full"
+        return False
+
+    # -- verification ----------------------------------------------------------------------
+
+    def _check_record(self, name: str, value: Any, ctx: tuple[Any, ...]) -> None:
+        key: Key = (name, tuple((f[0], f[1]) for f in ctx))
+        expected = self.expected.get(key)
+        if expected is None:
+            if not ctx or (ctx[0][0] == self.outer_name and ctx[0][1] in self.covered):
+                self.diverge("run", f"`{name}` was logged at {_where(key)}, where the original run logged nothing")
+            return
+        k = self.produced.get(key, 0)
+        self.produced[key] = k + 1
+        if k >= len(expected):
+            self.diverge("run", f"`{name}` was logged more often at {_where(key)} than in the original run")
+        elif dumps(value) != expected[k]:
+            self.diverge("run", f"`{name}` at {_where(key)} is {dumps(value)[:40]}, the original run logged "
+                                f"{expected[k][:40]}")
+        else:
+            self.checked_values += 1
+
+    def loop_begin(self, objects: dict[str, Any]) -> None:
+        """Where the outer loop begins: note what the prefix did not reproduce (see ``ignored``)."""
+        expected = self.spec.expect_fps.get(BEGIN)
+        if expected is None or self.spec.strict:
+            return
+        begin = fingerprint(objects, self.frame, self.scope, self.state)
+        self.ignored = frozenset(differences(expected, begin))
+
+    def _check_state(self, i: int, objects: dict[str, Any], where: str) -> None:
+        expected = self.spec.expect_fps.get(i)
+        if expected is None:
+            return
+        diffs = [d for d in differences(expected, fingerprint(objects, self.frame, self.scope, self.state))
+                 if d not in self.ignored]
+        if diffs:
+            at = "after restoring the checkpoint of" if where == "restore" else "at the end of"
+            self.diverge(where, f"state `{diffs[0]}` differs {at} {self.outer_name or 'iteration'} {i}")
+        else:
+            self.checked_fps += 1
+
+    def iteration_end(self, i: int, objects: dict[str, Any]) -> None:
+        """Outer iteration ``i`` is done: every value it should have logged, and its fingerprint."""
+        for key in self.by_iteration.get(i, []):
+            if key[1][0][0] != self.outer_name or (self.spec.mode == "skip" and len(key[1]) > 1):
+                continue  # a skipped nested loop's values are not recomputed
+            missing = len(self.expected[key]) - self.produced.get(key, 0)
+            if missing > 0:
+                self.diverge("run", f"`{key[0]}` was not logged at {_where(key)} as in the original run")
+        self._check_state(i, objects, "run")
+
+    def diverge(self, where: str, why: str) -> None:
+        """A witness disagrees: a strict job stops now; a job from the start goes on, unverified."""
+        if not self.spec.strict:
+            if self.unverified is None:
+                self.unverified = why
+            return
+        self._write_status({"diverged": {"at": where, "why": why}})
+        sys.stdout.flush()
+        sys.stderr.write(f"git-flor replay: diverged: {why}\n")
+        sys.stderr.flush()
+        os._exit(DIVERGED)  # no atexit: this job's values must not be written
+
+    def _write_status(self, extra: dict[str, Any]) -> None:
+        if not self.spec.status:
+            return
+        status = {"values": self.checked_values, "fingerprints": self.checked_fps,
+                  "unverified": self.unverified, "failed": self.failed, **extra}
+        with open(self.spec.status, "w") as fh:
+            fh.write(json.dumps(status))
 
     def restore(self, i: int, objects: dict[str, Any]) -> None:
         restore(self.store, self.spec.checkpoints[i], objects, self.frame, self.scope)
+        self._check_state(i, objects, "restore")
 
     def outer(self, items: Iterator[Any], objects: dict[str, Any]) -> Iterator[tuple[int, Any]]:
         """The (index, item) pairs the outer loop yields in this mode."""
+        for i, item in self._outer(items, objects):
+            self.covered.add(i)
+            yield i, item
+
+    def _outer(self, items: Iterator[Any], objects: dict[str, Any]) -> Iterator[tuple[int, Any]]:
         spec = self.spec
         if spec.mode == "full":
             yield from enumerate(items)
@@ -140,6 +277,7 @@ class Replayer:
                 self.restore(i - 1, objects)
             self.skip_entry = spec.checkpoints.get(i)
             self.nested_seen = 0
+            self.current = i
             yield i, item
             self.skip_entry = None
             if i >= todo[-1]:
@@ -164,7 +302,33 @@ class Replayer:
                 f"{k}; replay it with re-execution (--force after removing its checkpoints)"
             )
         serial.restore_rng(rngs[k])
+        self._check_skip(k, objects)
         return True
+
+    def _check_skip(self, k: int, objects: dict[str, Any]) -> None:
+        """The state a skip restored must be the state the original had where that loop ended.
+
+        Code after the loop (``np.clip(w, out=w)``, ``sched.step()``) may have changed it
+        before the checkpoint was taken; a statement placed before that code would then
+        read the wrong state. Variables the planner proved no requested statement reads
+        are not compared (``lr /= 4`` after the loop does not spoil ``flor.log("w", w)``).
+        """
+        fps = self.spec.expect_nested.get(self.current, [])
+        if k >= len(fps):
+            return
+        names = set(self.spec.skip_ignore)
+        ignored = {f"var:{n}" for n in names} | {f"mod:{n}" for n in names}
+        if self.frame is not None and names:
+            scope = self.frame.f_globals if self.scope is None or self.scope.module_level else self.frame.f_locals
+            ids = {id(scope[n]) for n in names if n in scope}
+            ignored |= {f"obj:{key}" for key, obj in objects.items() if id(obj) in ids}
+        actual = fingerprint(objects, self.frame, self.scope, self.state)
+        diffs = [d for d in differences(fps[k], actual) if d not in ignored and d not in self.ignored]
+        if diffs:
+            self.diverge("run", f"state `{diffs[0]}` restored for skipped nested loop {k} of "
+                                f"{self.outer_name or 'iteration'} {self.current} is not the state that loop left")
+        else:
+            self.checked_fps += 1
 
     def write(self, records: list[Any], meta: dict[str, Any]) -> None:
         """Append this run's records to the spec's file (a script may ``flor.commit()`` twice)."""
@@ -172,3 +336,12 @@ class Replayer:
 
         with open(self.spec.out, "a") as fh:
             fh.write("".join(encode_record(r) + "\n" for r in records))
+        self._write_status({})
+
+    def statement_failed(self, name: str, exc: BaseException) -> None:
+        """A requested statement raised in this version: only its own values are lost."""
+        self.failed.setdefault(name, f"{type(exc).__name__}: {exc}"[:300])
+
+
+def _where(key: Key) -> str:
+    return ", ".join(f"{loop} {i}" for loop, i in key[1]) or "the top level"

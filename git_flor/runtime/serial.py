@@ -65,6 +65,22 @@ def capture(obj: Any, reuse: Any = None) -> tuple[str, Any]:
         raise Unsaveable(f"{type(exc).__name__}: {exc}") from None
 
 
+def capture_attrs(obj: Any, skip: set[int]) -> tuple[str, Any]:
+    """An object of the script's own classes (a trainer on ``self``), attribute by attribute.
+
+    Each attribute is captured by its own most faithful method, so a restore puts the
+    state back *into* the attributes' objects: the scheduler keeps driving the optimizer
+    that trains, the optimizer keeps the model's parameters. Attributes that are objects
+    registered on their own (``skip``: their ids) are restored as such.
+    """
+    parts: dict[str, tuple[str, Any]] = {}
+    for key, value in vars(obj).items():
+        if id(value) in skip or isinstance(value, (type(capture), type(sys), type)):
+            continue
+        parts[key] = capture(value)
+    return "attrs", parts
+
+
 def reusable(serializer: str) -> bool:
     """Whether a written snapshot of this kind can take the next copy (see ``capture``)."""
     return serializer in ("numpy", "torch_tensor", "state_dict")
@@ -96,6 +112,9 @@ def serialise(serializer: str, snapshot: Any) -> list[Any]:
     """The payload as a list of buffers (large arrays as zero-copy memoryviews)."""
     if serializer == "pickle":
         return [snapshot]
+    if serializer == "attrs":
+        parts = {k: (ser, b"".join(bytes(b) for b in serialise(ser, snap))) for k, (ser, snap) in snapshot.items()}
+        return [pickle.dumps(parts, protocol=PICKLE)]
     if serializer == "numpy":
         np = _numpy()
         buf = io.BytesIO()
@@ -119,6 +138,8 @@ def serialise(serializer: str, snapshot: Any) -> list[Any]:
 def deserialise(serializer: str, data: bytes) -> Any:
     if serializer == "pickle":
         return pickle.loads(data)
+    if serializer == "attrs":
+        return {k: (ser, deserialise(ser, raw)) for k, (ser, raw) in pickle.loads(data).items()}
     if serializer == "numpy":
         if data[:1] == b"P":
             return pickle.loads(data[1:])
@@ -176,6 +197,13 @@ def restore(obj: Any, serializer: str, value: Any) -> Any:
         return obj
     if serializer == "py_random":
         obj.setstate(value)
+        return obj
+    if serializer == "attrs":
+        for key, (ser, part) in value.items():
+            current = getattr(obj, key, None)
+            restored = restore(current, ser, part)
+            if restored is not current:
+                setattr(obj, key, restored)
         return obj
     return _restore_pickled(obj, value)
 

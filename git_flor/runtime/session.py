@@ -27,9 +27,10 @@ from ..storage.checkpoints import store_for
 from ..storage.journal import Journal, event_line
 from ..storage.records import Frame, Record, RunData, encode_lines, warn
 from .checkpoint import Checkpointer
+from .outputs import Outputs, absolute_dirs, watch_torch
 from .packages import imported_versions
 from .replay_mode import Replayer
-from .sandbox import Sandbox, route_torch_save
+from .sandbox import installed_sandbox
 
 
 class Run:
@@ -68,7 +69,9 @@ class Run:
         self.objects: dict[str, Any] = {}  # registered with flor.checkpointing
         self.recorded_args: dict[str, Any] | None = None
         self.replayer: Replayer | None = None
-        self.sandbox: Sandbox | None = None
+        self.sandbox: Any = None
+        #: record mode: the files this run writes (replay keeps them its own, see .outputs)
+        self.outputs: Outputs | None = None
         #: replay mode's filter of what to record (None: record everything)
         self.keep: Any = None
         #: RNG states at the end of each nested loop of the current outer iteration
@@ -109,8 +112,11 @@ class Run:
             tree=str(snap.tree),
             script=script,
             cwd=_relative(Path.cwd(), root) or ".",
+            launch=_launch_form(),
         )
         self._repo = repo
+        self.outputs = Outputs(self._position, str(root), (str(repo.path), str(repo_mod.common_dir(repo))))
+        self.outputs.install()
         store = store_for(repo_mod.common_dir(repo))
         self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
@@ -126,9 +132,7 @@ class Run:
         self.replayer = Replayer(spec)
         self.keep = self.replayer.keep
         self.recorded_args = spec.args
-        self.sandbox = Sandbox(spec.user_root, spec.scratch_root)
-        self.sandbox.install()
-        route_torch_save(self.sandbox)
+        self.sandbox = installed_sandbox(spec.user_root, spec.scratch_root)
         self.meta.update(replay_of=spec.run, mode=spec.mode, epochs=spec.epochs)
         atexit.register(self.finish)
         _chain_excepthook(self)
@@ -147,7 +151,17 @@ class Run:
         self.meta.update(fields)
         self.event("meta", fields=fields)
 
+    def _position(self) -> int:
+        """The outer-loop position of a file access: -1 before the loop, i in it, n after it."""
+        if self.ctx:
+            return int(self.ctx[0][1])
+        if self.loops and self.loops[0]["end"] is not None:
+            return len(self.loops[0]["iters"])
+        return -1
+
     def loop_begin(self, name: str) -> int:
+        if self.outputs is not None:
+            watch_torch(self.outputs)  # torch imported after the run attached
         seq = len(self.loops)
         self.loops.append({"name": name, "start": time.time(), "iters": [], "end": None})
         self.event("loop", seq=seq, name=name, start=self.loops[seq]["start"])
@@ -223,13 +237,23 @@ class Run:
             return None
         from ..storage.shadow import commit_run
 
+        if self.outputs is not None:
+            # (less a margin: file times come from the kernel's coarse clock, a tick behind time.time())
+            self.outputs.scan_dirs([self.outputs.root, *absolute_dirs(self.meta["args"], self.outputs.root)],
+                                   self.meta["start"] - 0.05)
+            self.outputs.active = False  # a later run of this process (flor.commit()) has its own
+            self.meta["outputs"] = self.outputs.summary()
+
         checkpoints = self.checkpointer.finish() if self.checkpointer is not None else {}
         for seg in self.loops:
             seg["ckpts"] = sorted(i for i, e in checkpoints.items() if e["loop"] == seg["name"])
         with self._flush_lock:
             self._append_pending()
+            ck = self.checkpointer
             data = RunData(meta=dict(self.meta), records=self.records, loops=self.loops,
                            checkpoints=checkpoints,
+                           fingerprints=dict(ck.fingerprints) if ck is not None else {},
+                           nested_fps=dict(ck.nested) if ck is not None else {},
                            logs="".join(self._logs).encode())
             try:
                 shadow = commit_run(self._repo, data)
@@ -257,6 +281,21 @@ def _relative_script(argv: list[str], root: Path) -> str:
         if rel is not None:
             return rel
     return candidate or "<interactive>"
+
+
+def _launch_form() -> dict[str, str]:
+    """How the script was started, so replay starts the snapshot's copy the same way.
+
+    ``python -m pkg.train`` runs a module (relative imports, ``sys.path[0]`` = cwd);
+    ``python train.py`` / ``python /abs/train.py`` a path. Replay resolves either
+    inside its scratch copy, never against today's working tree.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    name = getattr(spec, "name", None)
+    if name and name != "__main__":
+        return {"kind": "module", "module": name}
+    return {"kind": "path"}
 
 
 def _chain_excepthook(run: Run) -> None:

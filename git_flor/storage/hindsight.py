@@ -27,11 +27,16 @@ class ReplayResult:
     meta: dict[str, Any]  # that run's ``run.json``
     tree: str  # the propagated source tree the values came from (a git tree id)
     names: list[str]  # the statements requested
-    jobs: list[dict[str, Any]]  # how it was replayed: {"mode", "epochs", "start_from"} per job
+    #: how it was replayed, per job: {"mode", "epochs", "start_from", "verified_by", "status", "fallbacks"}
+    jobs: list[dict[str, Any]]
     records: list[Record]  # the hindsight values, one per (name, loop position)
     start: float
     end: float
     errors: list[str] = field(default_factory=list)  # failed jobs: the result is partial
+    #: values whose job re-ran from the start without reproducing the original (not deterministic)
+    unverified: list[Record] = field(default_factory=list)
+    #: how many of the original's recorded values and fingerprints the replay reproduced
+    verified_by: dict[str, int] = field(default_factory=dict)
 
 
 def commit_replay(repo: pygit2.Repository, result: ReplayResult) -> str:
@@ -43,10 +48,11 @@ def commit_replay(repo: pygit2.Repository, result: ReplayResult) -> str:
             "branch": meta.get("branch"), "dirty": meta.get("dirty"),
             "tree": result.tree, "script": meta.get("script"), "cwd": meta.get("cwd"),
             "argv": meta.get("argv"), "args": meta.get("args", {}), "names": result.names,
-            "jobs": result.jobs,
+            "jobs": result.jobs, "verified_by": result.verified_by,
             "start": result.start, "end": result.end, "duration": result.end - result.start,
             "status": "partial" if result.errors else "ok", "errors": result.errors,
         },
         records=result.records,
+        unverified=result.unverified,
     )
     return str(commit_run(repo, data))

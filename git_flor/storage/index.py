@@ -20,16 +20,17 @@ import numpy as np
 import pygit2
 
 from . import index_links
-from .records import LOGS_FILE, decode_lines, warn
+from .records import LOGS_FILE, UNVERIFIED_FILE, decode_lines, warn
 from .refs import shadow_refs
 from .repo import ensure_flor_dir, flor_dir
 from .shadow import read_blob, read_meta, walk
 
-SCHEMA = 4
+SCHEMA = 5
 INDEX_FILE = "index.sqlite"
 
-#: Provenance of a value in the table.
-RECORDED, HINDSIGHT, ARG = 0, 1, 2
+#: Provenance of a value in the table (UNVERIFIED: hindsight that a non-deterministic script
+#: did not reproduce its own recorded values for, see docs/design.md §7).
+RECORDED, HINDSIGHT, ARG, UNVERIFIED = 0, 1, 2, 3
 #: Separator of loop names in a chunk's ``dims``.
 DIM_SEP = "\x1f"
 
@@ -195,11 +196,13 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
         _insert(conn, rid, target, records, RECORDED)
     else:
         # A newer replay of a name replaces the older one's values for that run.
+        unverified = decode_lines(read_blob(repo, commit, UNVERIFIED_FILE), origin=origin)
         conn.executemany(
-            "DELETE FROM chunks WHERE run = ? AND name = ? AND src = ?",
-            [(target, n, HINDSIGHT) for n in {r["name"] for r in records}],
+            "DELETE FROM chunks WHERE run = ? AND name = ? AND src IN (?, ?)",
+            [(target, n, HINDSIGHT, UNVERIFIED) for n in {r["name"] for r in records + unverified}],
         )
         _insert(conn, rid, target, records, HINDSIGHT)
+        _insert(conn, rid, target, unverified, UNVERIFIED)
 
 
 def _insert(conn: sqlite3.Connection, rid: int, run: str, records: list[dict[str, Any]], src: int) -> None:

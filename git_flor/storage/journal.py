@@ -95,6 +95,10 @@ def parse(path: Path) -> RunData | None:
             loops[obj["seq"]]["end"] = obj["end"]
         elif kind == "meta":
             data.meta.update(obj["fields"])
+        elif kind == "fp":
+            data.fingerprints.setdefault(obj["i"], obj["fp"])
+        elif kind == "nfp" and len(data.nested_fps.setdefault(obj["i"], [])) == obj["k"]:
+            data.nested_fps[obj["i"]].append(obj["fp"])
         elif kind == "ckpt":
             data.checkpoints[obj["i"]] = {
                 "loop": obj["loop"],

@@ -17,6 +17,10 @@ from typing import Any, TypedDict
 RUN_FILE = "run.json"
 LOGS_FILE = "logs.jsonl"
 LOOPS_FILE = "loops.json"
+#: State fingerprints at outer-loop iteration ends: the witnesses verified replay checks.
+WITNESS_FILE = "witness.json"
+#: A replay's values that a full re-execution could not reproduce witnesses for (not deterministic).
+UNVERIFIED_FILE = "unverified.jsonl"
 SRC_DIR = "src"
 
 #: One loop frame of a record's position: (loop name, 0-based index, iterated value or None).
@@ -54,6 +58,12 @@ class RunData:
     loops: list[LoopTiming] = field(default_factory=list)
     #: iteration → its checkpoint (a :class:`.checkpoints.IterationCheckpoint`)
     checkpoints: dict[int, dict[str, Any]] = field(default_factory=dict)
+    #: a replay's values that are not verified (kept apart from ``records``, see UNVERIFIED_FILE)
+    unverified: list[Record] = field(default_factory=list)
+    #: outer-loop iteration → state fingerprint at its end (component → digest)
+    fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
+    #: outer-loop iteration → fingerprints where each nested loop of its body ended
+    nested_fps: dict[int, list[dict[str, str]]] = field(default_factory=dict)
     #: ``logs.jsonl`` already encoded (the journal's record lines), else encoded from ``records``
     logs: bytes | None = None
 

@@ -24,7 +24,10 @@ from .records import (
     LOOPS_FILE,
     RUN_FILE,
     SRC_DIR,
+    UNVERIFIED_FILE,
+    WITNESS_FILE,
     LoopTiming,
+    Record,
     RunData,
     decode_records,
     dumps,
@@ -45,6 +48,12 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
     logs = data.logs if data.logs is not None else encode_records(data.records)
     builder.insert(LOGS_FILE, repo.create_blob(logs), FileMode.BLOB)
     builder.insert(LOOPS_FILE, repo.create_blob(dumps(data.loops).encode()), FileMode.BLOB)
+    if data.unverified:
+        builder.insert(UNVERIFIED_FILE, repo.create_blob(encode_records(data.unverified)), FileMode.BLOB)
+    if data.fingerprints:
+        witness = {"format": 1, "fingerprints": {str(i): fp for i, fp in sorted(data.fingerprints.items())},
+                   "nested": {str(i): fps for i, fps in sorted(data.nested_fps.items())}}
+        builder.insert(WITNESS_FILE, repo.create_blob(dumps(witness).encode()), FileMode.BLOB)
     tree = builder.write()
     head = pygit2.Oid(hex=meta["commit"]) if meta.get("commit") else None
     message = f"flor run {meta['id']}: {meta.get('script')} ({meta.get('status')})\n"
@@ -104,6 +113,34 @@ def loop_timings(repo: pygit2.Repository, shadow: str) -> list[LoopTiming]:
     """The ``flor.loop`` timings of the run at shadow commit ``shadow`` (empty for a run without any)."""
     data = read_blob(repo, repo[pygit2.Oid(hex=shadow)].peel(pygit2.Commit), LOOPS_FILE)
     return json.loads(data) if data else []
+
+
+def read_records(repo: pygit2.Repository, shadow: str) -> list[Record]:
+    """The values the run at shadow commit ``shadow`` logged (a replay's witnesses)."""
+    data = read_blob(repo, repo[pygit2.Oid(hex=shadow)].peel(pygit2.Commit), LOGS_FILE)
+    return decode_records(data, origin=f"{shadow[:10]}:{LOGS_FILE}")
+
+
+def read_witness(
+    repo: pygit2.Repository, commit: pygit2.Commit | str
+) -> tuple[dict[int, dict[str, str]], dict[int, list[dict[str, str]]]]:
+    """The run's state fingerprints by outer-loop iteration, and where its nested loops ended.
+
+    ``commit``: the run's shadow commit (or its id). Empty for runs recorded without
+    them; a damaged file costs verification, never the run.
+    """
+    if isinstance(commit, str):
+        commit = repo[commit].peel(pygit2.Commit)
+    try:
+        raw = json.loads(read_blob(repo, commit, WITNESS_FILE) or b"{}")
+        if raw.get("format", 1) != 1:
+            return {}, {}
+        fps = {int(i): {str(k): str(v) for k, v in fp.items()} for i, fp in raw.get("fingerprints", {}).items()}
+        nested = {int(i): [{str(k): str(v) for k, v in fp.items()} for fp in lst]
+                  for i, lst in raw.get("nested", {}).items()}
+        return fps, nested
+    except (ValueError, TypeError, AttributeError):
+        return {}, {}
 
 
 def find_run(repo: pygit2.Repository, run_id: str) -> pygit2.Commit | None:

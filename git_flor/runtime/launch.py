@@ -1,0 +1,214 @@
+"""The replay child's first code: isolate it, then start the script the way the original run was.
+
+``git flor replay`` starts ``python launch.py LAUNCH.json`` (this file, by path)
+in the job's scratch copy. Before a line of the user's code runs it:
+
+1. **isolates** the process. Linux, ``mode == "namespace"``: ``unshare(2)`` a
+   user + mount namespace (no privileges needed; the uid stays the user's), then
+   mount an overlay over the user's tree and over every directory outside it the
+   original run wrote (``out_dir``): every write — Python, C, C++ — lands in an
+   upper directory in the scratch and the user's files cannot change. The files
+   the original run created are removed from the overlaid view (a whiteout in the
+   upper directory), so the replay reads its own outputs, never another run's.
+   ``mode == "guard"``: the in-process audit-hook guard of :mod:`.sandbox`;
+2. makes ``sys.argv``/``sys.path`` what they were, with the script resolved in the
+   scratch copy: ``python train.py``, ``python /abs/train.py``, ``python -m train``
+   and ``python -m pkg.train`` all run the snapshot's (propagated) file;
+3. runs it as ``__main__``.
+
+Nothing from the package is imported before ``sys.argv`` is the script's, because
+``import git_flor`` reads the command line (``--kwargs``). ``--probe`` tries step 1
+and reports, for the parent's choice of isolation.
+"""
+
+import sys
+
+if __name__ == "__main__":
+    del sys.path[0]  # this file's folder (git_flor/runtime) must never shadow the script's imports
+
+import ctypes  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+from typing import Any  # noqa: E402
+
+CLONE_NEWNS = 0x00020000
+CLONE_NEWUSER = 0x10000000
+MS_BIND = 0x1000
+MS_REC = 0x4000
+MS_PRIVATE = 0x40000
+#: Exit code of a child that could not be isolated as it was asked to be.
+EXIT_ISOLATION = 97
+
+
+class IsolationError(OSError):
+    pass
+
+
+def _libc() -> Any:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _check(rc: int, what: str) -> None:
+    if rc != 0:
+        err = ctypes.get_errno()
+        raise IsolationError(err, f"{what}: {os.strerror(err)}")
+
+
+def enter_namespace() -> None:
+    """A private user + mount namespace; this process keeps its uid/gid inside it."""
+    uid, gid = os.getuid(), os.getgid()
+    libc = _libc()
+    _check(libc.unshare(CLONE_NEWUSER | CLONE_NEWNS), "unshare(CLONE_NEWUSER|CLONE_NEWNS)")
+    with open("/proc/self/setgroups", "w") as fh:
+        fh.write("deny")
+    with open("/proc/self/uid_map", "w") as fh:
+        fh.write(f"{uid} {uid} 1")
+    with open("/proc/self/gid_map", "w") as fh:
+        fh.write(f"{gid} {gid} 1")
+    # Nothing mounted here may propagate back (it would not anyway from a less privileged namespace).
+    _check(libc.mount(None, b"/", None, MS_REC | MS_PRIVATE, None), "making / private")
+
+
+def _escape(path: str) -> str:
+    return path.replace("\\", "\\\\").replace(",", "\\,").replace(":", "\\:")
+
+
+def mount_overlays(overlays: list[dict[str, str]], keep: list[str]) -> list[str]:
+    """Mount each ``{"lower", "upper", "work"}`` over its lower directory; returns the lowers.
+
+    ``keep``: directories (the scratch, which holds the upper dirs) that must stay the
+    real ones even when an overlaid directory contains them: each is bound back on top
+    right after such a mount, before the next one resolves its paths.
+    """
+    libc = _libc()
+    for ov in overlays:  # all before the first mount, in the real tree
+        os.makedirs(ov["upper"], exist_ok=True)
+        os.makedirs(ov["work"], exist_ok=True)
+    held = [(path, os.open(path, os.O_RDONLY | os.O_DIRECTORY)) for path in keep]
+    done = []
+    try:
+        for ov in overlays:
+            lower = ov["lower"]
+            opts = f"lowerdir={_escape(lower)},upperdir={_escape(ov['upper'])},workdir={_escape(ov['work'])}"
+            _check(libc.mount(b"overlay", os.fsencode(lower), b"overlay", 0, opts.encode()), f"overlay on {lower}")
+            done.append(lower)
+            for path, fd in held:
+                if path == lower or path.startswith(lower.rstrip(os.sep) + os.sep):
+                    _check(libc.mount(f"/proc/self/fd/{fd}".encode(), os.fsencode(path), None, MS_BIND | MS_REC,
+                                      None), f"binding {path} back")
+    finally:
+        for _, fd in held:
+            os.close(fd)
+    return done
+
+
+def hide(paths: list[str], overlaid: list[str]) -> None:
+    """Remove ``paths`` from the overlaid view only (a whiteout in the upper dir; the user's file stays)."""
+    for path in paths:
+        parent = os.path.realpath(os.path.dirname(path))
+        inside = any(parent == d or parent.startswith(d.rstrip(os.sep) + os.sep) for d in overlaid)
+        if not inside:
+            continue  # never unlink anything that is not in an overlay of ours
+        target = os.path.join(parent, os.path.basename(path))
+        try:
+            if os.path.isdir(target) and not os.path.islink(target):
+                continue
+            os.unlink(target)
+        except FileNotFoundError:
+            pass
+
+
+def isolate(launch: dict[str, Any]) -> None:
+    iso = launch["isolation"]
+    if iso["mode"] == "namespace":
+        try:
+            enter_namespace()
+            overlaid = mount_overlays(iso["overlays"], iso.get("keep", []))
+            hide(iso.get("hide", []), overlaid)
+        except OSError as exc:
+            sys.stderr.write(
+                f"git-flor replay: cannot isolate the replay in a user + mount namespace ({exc}); "
+                "set FLOR_ISOLATION=guard to use the in-process guard instead\n"
+            )
+            sys.exit(EXIT_ISOLATION)
+
+
+def run_script(launch: dict[str, Any]) -> None:
+    """Start the scratch copy's script exactly as ``python [-m] ...`` would have."""
+    argv = list(launch["argv"])
+    os.chdir(launch["cwd"])
+    if launch["kind"] == "module":
+        sys.path.insert(0, launch["cwd"])
+        root = launch.get("package_root")
+        if root and root != launch["cwd"]:
+            sys.path.insert(0, root)
+        sys.argv = [argv[0] if argv else "-m", *argv[1:]]
+    else:
+        script = launch["script"]
+        sys.path.insert(0, os.path.dirname(os.path.realpath(script)))
+        sys.argv = argv or [script]
+    from git_flor.runtime import sandbox  # noqa: PLC0415 (only now: git_flor reads sys.argv at import)
+
+    iso = launch["isolation"]
+    sandbox.activate(launch["user_root"], launch["scratch_root"], iso.get("protected", []),
+                     kernel=iso["mode"] == "namespace")
+    if launch["kind"] == "module":
+        import runpy  # noqa: PLC0415
+
+        module = launch["module"]
+        top = module.split(".")[0]
+        from importlib.machinery import PathFinder  # noqa: PLC0415
+
+        found = PathFinder.find_spec(top, sys.path)
+        origin = os.path.realpath((found.origin or (found.submodule_search_locations or [""])[0]) if found else "")
+        if not origin.startswith(os.path.realpath(launch["scratch_root"]) + os.sep):
+            sys.stderr.write(f"git-flor replay: module {top} resolves to {origin or 'nothing'}, "
+                             "not to the run's snapshot\n")
+            sys.exit(EXIT_ISOLATION)
+        runpy._run_module_as_main(module, alter_argv=True)  # type: ignore[attr-defined]
+        return
+    _run_path(launch["script"])
+
+
+def _run_path(script: str) -> None:
+    import io  # noqa: PLC0415
+    import types  # noqa: PLC0415
+
+    with io.open_code(script) as fh:
+        code = compile(fh.read(), script, "exec", dont_inherit=True)
+    main = types.ModuleType("__main__")
+    main.__dict__.update(__file__=script, __builtins__=__builtins__, __cached__=None, __spec__=None,
+                         __loader__=None, __package__=None)
+    sys.modules["__main__"] = main
+    exec(code, main.__dict__)
+
+
+def probe(spec: dict[str, Any]) -> int:
+    """Try the isolation the parent plans (in a throwaway process); 0 and "ok", or the reason."""
+    try:
+        enter_namespace()
+        overlaid = mount_overlays(spec["overlays"], spec.get("keep", []))
+        for lower in overlaid:  # a write must land in the upper dir, and be visible here
+            test = os.path.join(lower, ".git-flor-probe")
+            with open(test, "w") as fh:
+                fh.write("x")
+            os.unlink(test)
+    except OSError as exc:
+        sys.stdout.write(str(exc))
+        return 1
+    sys.stdout.write("ok")
+    return 0
+
+
+def main(args: list[str]) -> None:
+    if args[:1] == ["--probe"]:
+        with open(args[1]) as fh:
+            sys.exit(probe(json.load(fh)))
+    with open(args[0]) as fh:  # args[1:]: the script's path, for ps only
+        launch = json.load(fh)
+    isolate(launch)
+    run_script(launch)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
