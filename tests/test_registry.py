@@ -187,3 +187,33 @@ def test_load_is_lazy_and_says_where_nothing_was_saved(repo: Path, monkeypatch: 
         git_flor.load("model", run=run[:5])
     with pytest.raises(git_flor.FlorError, match="no run saved a checkpoint of 'model'"):
         git_flor.load("model")
+
+
+def test_an_object_of_the_scripts_own_class_loads_into_an_instance(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (repo / "own.py").write_text(textwrap.dedent(
+        """\
+        import git_flor as flor
+
+        class Trainer:
+            def __init__(self):
+                self.history = []
+                self.best = 1.0
+
+        tr = Trainer()
+        with flor.checkpointing(trainer=tr):
+            for epoch in flor.loop("epoch", range(3)):
+                tr.history.append(epoch)
+                tr.best = min(tr.best, 1 / (epoch + 2))
+        """
+    ))
+    run_script(repo, "own.py", env=EVERY)
+    monkeypatch.chdir(repo)
+
+    class Trainer:  # this program's own class of that name (the script's was __main__.Trainer)
+        pass
+
+    with pytest.raises(git_flor.FlorError, match="class this program does not define"):
+        git_flor.load("trainer", iter={"epoch": 1})
+    tr = Trainer()
+    assert git_flor.load("trainer", iter={"epoch": 1}, into=tr) is tr
+    assert (tr.history, tr.best) == ([0, 1], 1 / 3)

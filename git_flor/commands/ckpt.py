@@ -14,8 +14,7 @@ import tempfile
 from pathlib import Path
 
 from ..errors import EXIT_OK, UsageError
-from ..runtime import serial
-from ..runtime.registry import INTERNAL, IterSpec, find, payload
+from ..runtime.registry import INTERNAL, IterSpec, export_bytes, find, payload
 from ..storage.checkpoints import read_manifest, run_ids_with_checkpoints
 from ..storage.remote_store import local_payload
 from ..storage.revs import resolve_run
@@ -40,7 +39,7 @@ def _iteration(spec: str | None) -> IterSpec:
 def export(run: str, *, name: str, iteration: str | None, output: str) -> int:
     repo = open_session()
     saved = find(repo, name, run, _iteration(iteration))
-    data, reader = serial.standalone(saved.pointer.serializer, payload(repo, saved))
+    data, reader = export_bytes(saved, payload(repo, saved))
     if output == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()

@@ -20,6 +20,7 @@ module on first use, and this module opens the repository only when called.
 from __future__ import annotations
 
 import operator
+import pickle
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -153,9 +154,18 @@ def load(name: str, run: str | None = None, iteration: IterSpec = None, into: An
 
     repo = open_repo()
     saved = find(repo, name, run, iteration)
-    state = serial.deserialise(saved.pointer.serializer, payload(repo, saved))
+    data = payload(repo, saved)
+    try:
+        state = serial.deserialise(saved.pointer.serializer, data)
+    except AttributeError as exc:  # pickle: a class of the training script's __main__, absent here
+        if into is None or saved.pointer.serializer != "pickle":
+            raise UsageError(
+                f"{saved.describe()} is an object of a class this program does not define ({exc}); "
+                "pass into= an instance of that class, or define it here first"
+            ) from None
+        state = _unpickle_as(data, type(into))
     if into is None:
-        return state
+        return user_state(saved.pointer.serializer, state)
     restored = serial.restore(into, saved.pointer.serializer, state)
     if restored is not into:
         raise UsageError(
@@ -164,6 +174,41 @@ def load(name: str, run: str | None = None, iteration: IterSpec = None, into: An
         )
     return into
 
+
+
+def _unpickle_as(data: bytes, cls: type) -> Any:
+    """Unpickle, resolving the training script's own class (pickled as ``__main__.Name``) to ``cls``
+    when it has that name: a notebook that defines or imports the class elsewhere can still load it."""
+
+    class Unpickler(pickle.Unpickler):
+        def find_class(self, module: str, name: str) -> Any:
+            try:
+                return super().find_class(module, name)
+            except AttributeError:
+                if module == "__main__" and name == cls.__name__:
+                    return cls
+                raise UsageError(f"the saved object needs class {module}.{name}, which this program lacks; "
+                                 "define or import it first") from None
+
+    import io
+
+    return Unpickler(io.BytesIO(data)).load()
+
+
+def user_state(serializer: str, state: Any) -> Any:
+    """The saved state as a user holds it: an object of the script's own class, saved attribute by
+    attribute, is {attribute: state} (without the serialiser tags that restoring needs)."""
+    if serializer == "attrs":
+        return {key: user_state(ser, part) for key, (ser, part) in state.items()}
+    return state
+
+
+def export_bytes(saved: Saved, data: bytes) -> tuple[bytes | memoryview, str]:
+    """The payload as a file that ``torch.load``/``numpy.load``/``pickle.load`` reads, and which one."""
+    if saved.pointer.serializer == "attrs":  # nested payloads: only a pickle of the states reads as one file
+        state = user_state("attrs", serial.deserialise("attrs", data))
+        return pickle.dumps(state, protocol=serial.PICKLE), "pickle.load"
+    return serial.standalone(saved.pointer.serializer, data)
 
 
 def _shape(value: Any) -> str:
