@@ -104,8 +104,10 @@ def show_cmd(run: str, fmt: str) -> None:
 @click.option("--where", help='A pandas query over args and values, e.g. "lr < 1e-3".')
 @click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
 @click.option("--provenance", is_flag=True, help="Add NAME@ columns: recorded, hindsight or arg.")
+@click.option("--script", "scripts", multiple=True, help="Only runs of this script (its path or file name); repeatable.")
 def log_cmd(
-    names: tuple[str, ...], rev: str | None, runs: tuple[str, ...], where: str | None, fmt: str, provenance: bool
+    names: tuple[str, ...], rev: str | None, runs: tuple[str, ...], where: str | None, fmt: str, provenance: bool,
+    scripts: tuple[str, ...],
 ) -> None:
     """The wide table: one row per run and loop position, one column per NAME (all when none).
 
@@ -116,7 +118,7 @@ def log_cmd(
     """
     from .commands.log import log
 
-    _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance)
+    _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance, scripts=scripts)
 
 
 @cli.command("plot")
