@@ -187,6 +187,8 @@ def test_load_is_lazy_and_says_where_nothing_was_saved(repo: Path, monkeypatch: 
         git_flor.load("model", run=run[:5])
     with pytest.raises(git_flor.FlorError, match="no run saved a checkpoint of 'model'"):
         git_flor.load("model")
+    listed = flor(repo, "ckpt", "list", run[:5])
+    assert listed.returncode == 2 and "saved no checkpoints" in listed.stderr
 
 
 def test_an_object_of_the_scripts_own_class_loads_into_an_instance(repo: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -14,10 +14,9 @@ import tempfile
 from pathlib import Path
 
 from ..errors import EXIT_OK, UsageError
-from ..runtime.registry import INTERNAL, IterSpec, export_bytes, find, payload
-from ..storage.checkpoints import read_manifest, run_ids_with_checkpoints
+from ..runtime.registry import INTERNAL, IterSpec, checkpointed_run, export_bytes, find, payload
+from ..storage.checkpoints import read_manifest
 from ..storage.remote_store import local_payload
-from ..storage.revs import resolve_run
 from .common import open_session, parse_iters
 
 
@@ -64,7 +63,7 @@ def export(run: str, *, name: str, iteration: str | None, output: str) -> int:
 def listing(run: str, *, fmt: str = "text") -> int:
     """Every saved object of every checkpointed iteration of RUN, with its size and whether it is here."""
     repo = open_session()
-    run_id = resolve_run(sorted(run_ids_with_checkpoints(repo)), run)
+    run_id = checkpointed_run(repo, run)
     rows = []
     for i, entry in sorted(read_manifest(repo, run_id).items()):
         for key, ptr in sorted(entry["objects"].items()):

@@ -59,7 +59,6 @@ def find(repo: Repository, name: str, run: str | None = None, iteration: IterSpe
     when None) at ``iteration`` (the last saved one when None). Raises UsageError saying what exists."""
     from ..storage.checkpoints import read_manifest, run_ids_with_checkpoints
     from ..storage.index import connect, runs_by_start
-    from ..storage.revs import resolve_run
 
     with_ckpts = set(run_ids_with_checkpoints(repo))
     conn = connect(repo)
@@ -78,14 +77,32 @@ def find(repo: Repository, name: str, run: str | None = None, iteration: IterSpe
             f"no run saved a checkpoint of {name!r}; register it with "
             f"`with flor.checkpointing({name}=...)` (see `git flor ckpt list RUN`)"
         )
-    candidates = sorted(with_ckpts)
-    if not any(c.startswith(run) for c in candidates) and any(r.startswith(run) for r in by_start):
+    run_id = _resolve(sorted(with_ckpts), by_start, run)
+    return _pick(run_id, read_manifest(repo, run_id), name, iteration)
+
+
+def checkpointed_run(repo: Repository, run: str) -> str:
+    """The full id of the run ``run`` names (a unique prefix), which must have checkpoints."""
+    from ..storage.checkpoints import run_ids_with_checkpoints
+    from ..storage.index import connect, runs_by_start
+
+    conn = connect(repo)
+    try:
+        by_start = runs_by_start(conn)
+    finally:
+        conn.close()
+    return _resolve(sorted(run_ids_with_checkpoints(repo)), by_start, run)
+
+
+def _resolve(with_ckpts: list[str], every: list[str], run: str) -> str:
+    from ..storage.revs import resolve_run
+
+    if not any(c.startswith(run) for c in with_ckpts) and any(r.startswith(run) for r in every):
         raise UsageError(
             f"run {run!r} saved no checkpoints: its script registered nothing with flor.checkpointing "
             "(or `git flor gc` removed them); pick another run (`git flor runs`)"
         )
-    run_id = resolve_run(candidates, run)
-    return _pick(run_id, read_manifest(repo, run_id), name, iteration)
+    return resolve_run(with_ckpts, run)
 
 
 def _key(entry: IterationCheckpoint, name: str) -> str | None:
