@@ -23,7 +23,7 @@ def log(
 ) -> int:
     repo = open_session()
     table = dataframe(*names, rev=rev, run=list(runs) or None, where=where, provenance=provenance,
-                      script=list(scripts) or None, repo=repo)
+                      script=list(scripts) or None, repo=repo, nan_distinct=True)
     if fmt == "table":
         table = table.assign(commit=table["commit"].str.slice(0, 8), tstamp=short_time(table["tstamp"]))
     emit(table, fmt, empty="no values recorded for these runs yet")
