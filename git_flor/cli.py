@@ -104,8 +104,10 @@ def show_cmd(run: str, fmt: str) -> None:
 @click.option("--where", help='A pandas query over args and values, e.g. "lr < 1e-3".')
 @click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
 @click.option("--provenance", is_flag=True, help="Add NAME@ columns: recorded, hindsight or arg.")
+@click.option("--script", "scripts", multiple=True, help="Only runs of this script (its path or file name); repeatable.")
 def log_cmd(
-    names: tuple[str, ...], rev: str | None, runs: tuple[str, ...], where: str | None, fmt: str, provenance: bool
+    names: tuple[str, ...], rev: str | None, runs: tuple[str, ...], where: str | None, fmt: str, provenance: bool,
+    scripts: tuple[str, ...],
 ) -> None:
     """The wide table: one row per run and loop position, one column per NAME (all when none).
 
@@ -116,7 +118,39 @@ def log_cmd(
     """
     from .commands.log import log
 
-    _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance)
+    _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance, scripts=scripts)
+
+
+@cli.command("plot")
+@click.argument("names", nargs=-1, required=True)
+@click.option("--x", "x", help="epoch, step… (a loop name) or tstamp; default: the finest loop of each NAME.")
+@click.option("--by", default="run", show_default=True, help="One line per run, per commit, or per value of an argument (e.g. lr).")
+@click.option("--rev", help="Only runs at this commit (HEAD~3) or in this range (A..B).")
+@click.option("--where", help='A pandas query over args and values, e.g. "lr < 1e-3".')
+@click.option("-o", "--output", help="Write an image: .png, .svg or .pdf (needs matplotlib: the [plot] extra).")
+@click.option("--provenance", is_flag=True, help="Ring the points that are hindsight values.")
+@click.option("--text", is_flag=True, help="Draw the text chart even when stdout is not a terminal.")
+def plot_cmd(
+    names: tuple[str, ...], x: str | None, by: str, rev: str | None, where: str | None, output: str | None,
+    provenance: bool, text: bool,
+) -> None:
+    """Draw NAME across runs and versions: one panel per NAME, one line per run (or group).
+
+    A nested loop as --x counts its positions across the outer loop (the global step); a
+    value logged more finely than --x is averaged over each x; --x tstamp draws each run's
+    last value at its start time. Groups (--by commit, --by ARG) draw the mean of their
+    runs with the min-max band. Hindsight values are drawn like recorded ones. Without -o,
+    on a terminal: a text chart; otherwise exit 2.
+
+    \b
+    Example:
+      git flor plot val_acc loss --by lr -o curves.png
+      git flor plot val_acc --x tstamp --rev main~20..main -o history.svg
+      git flor plot loss --x epoch --where "lr < 0.3"
+    """
+    from .commands.plot import plot
+
+    _run(plot, names, x=x, by=by, rev=rev, where=where, output=output, provenance=provenance, text=text)
 
 
 @cli.command("reindex")
@@ -352,6 +386,56 @@ def replay_cmd(
     confirm = (lambda msg: click.confirm(msg, default=True)) if interactive else None
     _run(replay, selectors, apply, iters=iters, where=where, workers=workers, dry_run=dry_run,
          force=force, trust_checkpoints=trust_checkpoints, fmt=fmt, confirm=confirm, executor=executor)
+
+
+@cli.group("ckpt")
+def ckpt_group() -> None:
+    """A run's checkpoints as a model registry: list them, export one saved object as a plain file.
+
+    From Python: flor.load("model", run=ID, iter={"epoch": 7}, into=net).
+
+    \b
+    Example:
+      git flor ckpt list 3f2a
+      git flor ckpt export 3f2a --name model --iter epoch=7 -o model.pt
+    """
+
+
+@ckpt_group.command("list")
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def ckpt_list_cmd(run: str, fmt: str) -> None:
+    """Every object saved at every checkpointed iteration of RUN (id or unique prefix), with its size.
+
+    \b
+    Example:
+      git flor ckpt list 3f2a --format json
+    """
+    from .commands.ckpt import listing
+
+    _run(listing, run, fmt=fmt)
+
+
+@ckpt_group.command("export")
+@click.argument("run")
+@click.option("--name", required=True, help="The object's name in flor.checkpointing (or a loop-carried variable).")
+@click.option("--iter", "iteration", help="LOOP=N, e.g. epoch=7 (default: the last saved iteration).")
+@click.option("-o", "--output", required=True, help="The file to write ('-' for stdout).")
+def ckpt_export_cmd(run: str, name: str, iteration: str | None, output: str) -> None:
+    """Write one saved object of RUN as a file that torch.load, numpy.load or pickle.load reads.
+
+    The payload comes from this clone, or from the store of `git config flor.store` when only
+    the manifest was pulled. Exit 2 when RUN, the name or the iteration was not saved (the
+    message lists what was).
+
+    \b
+    Example:
+      git flor ckpt export 3f2a --name model --iter epoch=7 -o model.pt
+      python -c "import torch; net.load_state_dict(torch.load('model.pt'))"
+    """
+    from .commands.ckpt import export
+
+    _run(export, run, name=name, iteration=iteration, output=output)
 
 
 @cli.command("gc")

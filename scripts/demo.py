@@ -80,6 +80,12 @@ def main() -> int:
         sh("git", "flor", "replay", "--apply", "w_norm", "--yes", cwd=repo)
         sh("git", "flor", "log", "val_acc", "w_norm", "lr", "--where", "epoch >= 6", "--provenance", cwd=repo)
         sh("git", "status", "--short", cwd=repo)
+
+        # Look at it: every run's validation accuracy and the hindsight w_norm, as a picture.
+        sh("git", "flor", "plot", "val_acc", "--by", "lr", "--text", cwd=repo)
+        picture = Path(tempfile.gettempdir()) / "git-flor-demo.png"
+        sh("git", "flor", "plot", "val_acc", "w_norm", "--provenance", "-o", str(picture), cwd=repo, show=False)
+        print(f"\nthe plot of the demo's runs (val_acc and w_norm per run; hindsight values ringed): {picture}")
         print(f"\n(the demo repository is {repo}; it is removed now)")
         return 0
     finally:

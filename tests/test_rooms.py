@@ -119,6 +119,21 @@ def test_each_heavy_library_has_one_importing_room() -> None:
     assert not broken, "\n".join(broken)
 
 
+#: Library → the only module that may import it (optional extras stay behind one door).
+ONLY_MODULE = {"matplotlib": "git_flor.query.plot"}
+
+
+def test_optional_libraries_have_one_importing_module() -> None:
+    broken = []
+    for module, path in _modules():
+        for target, line in _imports(module, path):
+            owner = ONLY_MODULE.get(target.split(".")[0])
+            if owner is not None and owner != module:
+                broken.append(f"{path.relative_to(PACKAGE.parent)}:{line}: {target} outside {owner}")
+    assert not broken, "\n".join(broken)
+    assert any(t.startswith("matplotlib") for t, _ in _imports("git_flor.query.plot", PACKAGE / "query" / "plot.py"))
+
+
 def test_the_check_sees_relative_and_nested_imports() -> None:
     """The parser itself: a relative import is resolved, one inside a function is seen."""
     found = dict(_imports("git_flor.commands.common", PACKAGE / "commands" / "common.py"))
@@ -133,7 +148,7 @@ def test_the_check_sees_relative_and_nested_imports() -> None:
 def test_import_git_flor_loads_no_heavy_library() -> None:
     code = (
         "import sys, git_flor\n"
-        "print(','.join(m for m in ('pygit2', 'pandas', 'click', 'tree_sitter') if m in sys.modules))\n"
+        "print(','.join(m for m in ('pygit2', 'pandas', 'click', 'tree_sitter', 'matplotlib') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""

@@ -19,10 +19,11 @@ def log(
     where: str | None = None,
     fmt: str = "table",
     provenance: bool = False,
+    scripts: Sequence[str] = (),
 ) -> int:
     repo = open_session()
-    table = dataframe(*names, rev=rev, run=list(runs) or None, where=where, provenance=provenance, repo=repo,
-                      nan_distinct=True)
+    table = dataframe(*names, rev=rev, run=list(runs) or None, where=where, provenance=provenance,
+                      script=list(scripts) or None, repo=repo, nan_distinct=True)
     if fmt == "table":
         table = table.assign(commit=table["commit"].str.slice(0, 8), tstamp=short_time(table["tstamp"]))
     emit(table, fmt, empty="no values recorded for these runs yet")

@@ -21,27 +21,10 @@ from ..replay.writeback import describe_failures
 from ..runtime.replay_mode import DIVERGED
 from ..storage.index import connect
 from ..storage.repo import config_value
-from .common import open_session
+from .common import open_session, parse_iters
 
 if TYPE_CHECKING:
     from ..replay.ray_executor import RayExecutor
-
-
-def parse_iters(specs: Sequence[str]) -> dict[str, set[int]]:
-    """``epoch=3,7`` / ``epoch=0..9`` (inclusive) → {"epoch": {...}}."""
-    out: dict[str, set[int]] = {}
-    for spec in specs:
-        name, sep, values = spec.partition("=")
-        if not sep or not name:
-            raise UsageError(f"--iter expects NAME=SPEC, e.g. epoch=3,7 or epoch=0..9; got {spec!r}")
-        chosen = out.setdefault(name, set())
-        for part in values.split(","):
-            lo, dots, hi = part.partition("..")
-            try:
-                chosen.update(range(int(lo), int(hi) + 1) if dots else [int(part)])
-            except ValueError:
-                raise UsageError(f"--iter {spec!r}: {part!r} is not an iteration or a range like 0..9") from None
-    return out
 
 
 def replay(

@@ -7,14 +7,15 @@ import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
-from ..errors import UsageError
 from ..storage import index_links as links
-from ..storage.revs import commits_in
+from ..storage.revs import commits_in, resolve_run
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from ..storage.repo import Repository
+
+__all__ = ["RUN_COLUMNS", "resolve_run", "run_ids", "select_runs"]
 
 RUN_COLUMNS = ["run", "commit", "dirty", "script", "tstamp", "duration", "status", "args"]
 
@@ -67,17 +68,6 @@ def select_runs(
         tstamp=_local_time(table["tstamp"]),
     )
     return table.reset_index(drop=True)
-
-
-def resolve_run(candidates: list[str], prefix: str, every: list[str] | None = None) -> str:
-    """A run id from a unique prefix (like git's abbreviated hashes)."""
-    hits = [c for c in candidates if c.startswith(prefix)]
-    if len(hits) == 1:
-        return hits[0]
-    if not hits:
-        hint = "it exists but is outside --rev; " if every and any(c.startswith(prefix) for c in every) else ""
-        raise UsageError(f"unknown run {prefix!r}; {hint}see `git flor runs` for run ids")
-    raise UsageError(f"run id {prefix!r} is ambiguous ({', '.join(hits[:5])}); give more characters")
 
 
 def _local_time(ts: pd.Series) -> pd.Series:

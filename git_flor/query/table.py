@@ -41,10 +41,11 @@ def dataframe(
     run: str | Sequence[str] | None = None,
     where: str | None = None,
     provenance: bool = False,
+    script: str | Sequence[str] | None = None,
     repo: Repository | None = None,
     nan_distinct: bool = False,
 ) -> pd.DataFrame:
-    """The table for ``names`` (all names when none) over the selected runs.
+    """The table for ``names`` (all names when none) over the selected runs (of ``script`` only, when given).
 
     Float columns are float64 with NaN for a missing value (pandas' convention),
     unless ``nan_distinct``: then they are nullable ``Float64``, where a logged NaN
@@ -54,7 +55,9 @@ def dataframe(
     conn = index.connect(repo)
     try:
         runs = [run] if isinstance(run, str) else run
-        table = build(repo, conn, list(names), rev=rev, runs=runs, where=where, provenance=provenance)
+        scripts = [script] if isinstance(script, str) else script
+        table = build(repo, conn, list(names), rev=rev, runs=runs, where=where, provenance=provenance,
+                      scripts=scripts)
     finally:
         conn.close()
     if not nan_distinct:
@@ -75,6 +78,7 @@ def build(
     runs: Sequence[str] | None = None,
     where: str | None = None,
     provenance: bool = False,
+    scripts: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     known = index.names(conn)
     missing = [n for n in names if n not in set(known)]
@@ -87,7 +91,9 @@ def build(
     wanted = list(dict.fromkeys(names or known))
     fetch = wanted + [n for n in _referenced(where, known) if n not in wanted]
     selected = select_runs(repo, conn, rev=rev, runs=runs)
-    chunks = index.chunks(conn, fetch, list(selected["run"]) if (rev or runs) else None)
+    if scripts:
+        selected = selected[_of_scripts(selected["script"], scripts)].reset_index(drop=True)
+    chunks = index.chunks(conn, fetch, list(selected["run"]) if (rev or runs or scripts) else None)
     dims = _dim_order(chunks)
     wide = _widen(chunks, {r: i for i, r in enumerate(selected["run"])}, dims, fetch, provenance)
     wide = wide.sort_values(["_order", *dims], kind="stable", ignore_index=True)
@@ -101,6 +107,13 @@ def build(
     dims = [d for d in dims if table[d].notna().any()]
     shown = [c for n in wanted for c in ([n, f"{n}@"] if provenance else [n])]
     return table[INFO + dims + shown].reset_index(drop=True)
+
+
+def _of_scripts(column: pd.Series, scripts: Sequence[str]) -> pd.Series:
+    """Runs of these scripts: a script is named by its recorded path or by its file name."""
+    wanted = {s.removeprefix("./") for s in scripts}
+    recorded = column.fillna("").astype(str)
+    return recorded.isin(wanted) | recorded.map(lambda p: p.rsplit("/", 1)[-1] in wanted)
 
 
 def _referenced(expr: str | None, known: list[str]) -> list[str]:

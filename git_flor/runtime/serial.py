@@ -156,6 +156,21 @@ def deserialise(serializer: str, data: bytes) -> Any:
     return pickle.loads(data)
 
 
+def standalone(serializer: str, data: bytes) -> tuple[memoryview, str]:
+    """A payload as a file that tools knowing nothing of git-flor read, and the call that reads it.
+
+    torch payloads already are ``torch.save`` files; a numpy payload is an ``.npy``
+    file (or a pickle, for object arrays) behind a one-byte tag; the rest are pickles.
+    No copy, no deserialising: exporting a model needs neither torch nor numpy.
+    """
+    view = memoryview(data)
+    if serializer == "numpy":
+        return view[1:], ("numpy.load" if data[:1] == b"N" else "pickle.load")
+    if serializer in ("torch_tensor", "state_dict", "torch_generator") and data[:2] == b"PK":
+        return view, "torch.load"
+    return view, "pickle.load"
+
+
 def restore(obj: Any, serializer: str, value: Any) -> Any:
     """Put ``value`` back into ``obj`` in place when possible; return the object to bind."""
     if serializer == "state_dict":

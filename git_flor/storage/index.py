@@ -90,6 +90,11 @@ def stored_run(conn: sqlite3.Connection, run: str) -> StoredRun:
     return StoredRun(run, row[0], json.loads(row[1]))
 
 
+def runs_by_start(conn: sqlite3.Connection) -> list[str]:
+    """Every recorded run's id (replays excluded), oldest start first."""
+    return [r[0] for r in conn.execute("SELECT run FROM runs ORDER BY tstamp, run")]
+
+
 def connect(repo: pygit2.Repository) -> sqlite3.Connection:
     """Open the index and bring it up to date with the shadow refs."""
     path = ensure_flor_dir(repo) / INDEX_FILE

@@ -153,6 +153,21 @@ def _download(fs: Any, root: str, rel: str, sha: str, dest: Path, url: str) -> P
     return dest
 
 
+def read_payload(repo: pygit2.Repository, sha: str) -> bytes:
+    """Payload ``sha``'s bytes, from this clone or else the store, checked against its name.
+
+    What loading a model (``flor.load``, ``git flor ckpt export``) reads: a payload
+    damaged on this disk is refused rather than handed over as a model.
+    """
+    data = fetch_payload(repo, sha).read_bytes()
+    if hashlib.sha256(data).hexdigest() != sha.lower():
+        raise PayloadMissing(
+            f"checkpoint payload {sha[:12]} in this clone is corrupt; delete "
+            f"{local_payload(repo, sha)} to fetch it again from the store"
+        )
+    return data
+
+
 def ensure_payloads(repo: pygit2.Repository, shas: Iterable[str]) -> int:
     """Make every payload in ``shas`` local (what replay calls before it restores); returns how many came down.
 

@@ -1,4 +1,5 @@
-"""Revisions as users type them: ``HEAD~3`` (that commit) or ``A..B`` / ``A...B`` (a range)."""
+"""Revisions and runs as users type them: ``HEAD~3`` (that commit), ``A..B`` / ``A...B`` (a range),
+a unique prefix of a run id."""
 
 from __future__ import annotations
 
@@ -52,3 +53,14 @@ def newest_commit(repo: pygit2.Repository, commits: list[str]) -> str:
         return getattr(obj, "commit_time", -1)
 
     return max(commits, key=when)
+
+
+def resolve_run(candidates: list[str], prefix: str, every: list[str] | None = None) -> str:
+    """A run id from a unique prefix (like git's abbreviated hashes)."""
+    hits = [c for c in candidates if c.startswith(prefix)]
+    if len(hits) == 1:
+        return hits[0]
+    if not hits:
+        hint = "it exists but is outside --rev; " if every and any(c.startswith(prefix) for c in every) else ""
+        raise UsageError(f"unknown run {prefix!r}; {hint}see `git flor runs` for run ids")
+    raise UsageError(f"run id {prefix!r} is ambiguous ({', '.join(hits[:5])}); give more characters")
