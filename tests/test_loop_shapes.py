@@ -32,8 +32,11 @@ def stored_values(repo: Path, name: str, run: str | None = None, hindsight: bool
     """Every value of ``name`` as stored (not the table's last per position): [[indices...], value]."""
     out: list[list[object]] = []
     refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/flor/shadow/").split()
-    for commit in git(repo, "rev-list", *refs).split():
-        meta = json.loads(git(repo, "show", f"{commit}:run.json"))
+    for commit in git(repo, "rev-list", "--first-parent", *refs).split():
+        raw = git(repo, "show", f"{commit}:run.json", check=False)
+        if not raw:
+            continue  # the shadow branch's root
+        meta = json.loads(raw)
         if "script" not in meta or bool(meta.get("replay_of")) != hindsight:
             continue
         if run is not None and (meta.get("replay_of") or meta["id"]) != run:
