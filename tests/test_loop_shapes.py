@@ -280,7 +280,7 @@ def test_a_killed_run_replays_what_it_finished_and_nothing_after(tmp_path: Path)
     t0 = time.time()
     out = flor(repo, "replay", "--apply", "w_sum,after", "--yes")
     assert time.time() - t0 < 60 and out.returncode == 0, out.stderr
-    assert not rows(repo, "after")  # the loop never ended: nothing after it ran
+    assert not stored_values(repo, "after")  # the loop never ended: nothing after it ran
     for k, run in enumerate(runs(repo)):
         stop = (4, 2)[k]
         src = with_statement(old_source(repo, str(run["run"])), stmt)
