@@ -205,6 +205,26 @@ def test_the_outer_loop_entered_twice(tmp_path: Path) -> None:
         assert len(got) == 5 and got == want
 
 
+PRETRAIN_FINETUNE = """\
+with flor.checkpointing(w=w):
+    for epoch in flor.loop("pretrain", range(3)):
+        for b in flor.loop("batch", range(4)):
+            xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+            w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+        flor.log("pre_val", float(np.mean((X @ w - y) ** 2)))
+    for epoch in flor.loop("finetune", range(2)):
+        w -= lr / 10 * X.T @ (X @ w - y) / len(X)
+        # hindsight
+        flor.log("ft_val", float(np.mean((X @ w - y) ** 2)))
+"""
+
+
+def test_a_statement_in_a_second_differently_named_phase(tmp_path: Path) -> None:
+    _, err = scenario(tmp_path, [numpy_script(PRETRAIN_FINETUNE, 0.1), numpy_script(PRETRAIN_FINETUNE, 0.2)],
+                      'flor.log("ft_w", float(w.sum()))', "ft_w")
+    assert "suffix" in err  # restore the end of pre-training, run fine-tuning (checked by its values)
+
+
 # -- loops that end early -----------------------------------------------------------------------
 
 EARLY_STOP = """\
