@@ -129,10 +129,32 @@ def reindex_cmd() -> None:
 
 @cli.command("init")
 @click.option("--no-remotes", is_flag=True, help="Do not add fetch refspecs to the existing remotes.")
-def init_cmd(no_remotes: bool) -> None:
+@click.option("--edit-tracked", is_flag=True,
+              help="Allow changes to hook files tracked in this repository (husky's .husky/, a "
+                   "tracked core.hooksPath); each change is listed.")
+def init_cmd(no_remotes: bool, edit_tracked: bool) -> None:
     """Install the hooks (keeping yours), make notes follow amend/rebase, add fetch refspecs.
 
-    Idempotent; `git flor uninstall` removes exactly what it added.
+    Idempotent; `git flor uninstall` removes exactly what it added. Hook managers:
+    under pre-commit the git-flor hook becomes `post-commit.legacy`, which pre-commit
+    runs first; for a set-up that survives `pre-commit install -f`, add to
+    .pre-commit-config.yaml instead (then init installs no post-commit shim):
+
+    \b
+      - repo: local
+        hooks:
+        - id: git-flor
+          name: git-flor links runs to commits
+          entry: git flor hook post-commit
+          language: system
+          stages: [post-commit]
+          always_run: true
+          pass_filenames: false
+
+    With husky, `--edit-tracked` adds a line to .husky/post-commit and
+    .husky/post-rewrite; with lefthook, add `git flor hook post-commit` as a
+    post-commit command in lefthook.yml. git-flor never changes a tracked file
+    without --edit-tracked.
 
     \b
     Example:
@@ -142,7 +164,7 @@ def init_cmd(no_remotes: bool) -> None:
     """
     from .commands.init import init
 
-    _run(init, remotes=not no_remotes)
+    _run(init, remotes=not no_remotes, edit_tracked=edit_tracked)
 
 
 @cli.command("uninstall")
@@ -241,8 +263,10 @@ def check_metric_cmd(name: str, minimum: float | None, maximum: float | None, re
 def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
     """Dry-run propagation of today's flor statements into every recorded version's code.
 
-    Exit 0 when every statement fits every version, 3 (with a report) when one does not
-    or there is no recorded version. Nothing is written.
+    Checks every file replay would carry statements into (the script and the modules of
+    its snapshot that hold them). Exit 0 when every statement fits every version, 3 (with
+    a report) when one does not or there is no recorded version; a name computed
+    differently in a version than today is a warning. Nothing is written.
 
     \b
     Example:
@@ -259,26 +283,31 @@ def check_propagate_cmd(names: str | None, rev: str | None, fmt: str) -> None:
 @click.option("--from", "source_rev", help="Take today's statements from this revision (default: the working tree).")
 @click.option("--names", multiple=True, help="Only these statements (comma-separated names).")
 @click.option("--diff", is_flag=True, help="Print a unified diff against REV's file.")
-@click.option("--json", "as_json", is_flag=True, help="Print placements (name, from line, to line, anchor, confidence).")
+@click.option("--json", "as_json", is_flag=True, help="Same as --format json.")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+              help="json: placements (name, from line, to line, anchor, confidence).")
 @click.option("--force", is_flag=True, help="Place statements even if they read names REV never defines.")
 def propagate_cmd(
     rev: str, paths: tuple[str, ...], source_rev: str | None, names: tuple[str, ...], diff: bool,
-    as_json: bool, force: bool,
+    as_json: bool, fmt: str, force: bool,
 ) -> None:
     """Carry today's flor statements into PATHS as of REV (a revision or a run id).
 
     Prints the propagated file (one PATH) or a diff; exit 3 when a statement could
-    not be placed (reasons on stderr). PATHS default to every file with new statements.
+    not be placed (reasons on stderr). A statement goes where every name it reads is
+    bound, at its loop depth; drift (a name computed differently there) is a warning
+    on stderr and in --json. PATHS default to every file with new statements.
 
     \b
     Example:
       git flor propagate HEAD~12 -- train.py
       git flor propagate HEAD~12 --diff -- train.py
-      git flor propagate 3f2a --json
+      git flor propagate 3f2a --format json
     """
     from .commands.propagate import propagate
 
-    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff, as_json=as_json, force=force)
+    _run(propagate, rev, paths, source_rev=source_rev, names=names, diff=diff,
+         as_json=as_json or fmt == "json", force=force)
 
 
 @cli.command("replay")
@@ -286,16 +315,20 @@ def propagate_cmd(
 @click.option("--apply", "apply", multiple=True, required=True, help="Names to fill in (comma-separated or repeated).")
 @click.option("--iter", "iters", multiple=True, help="Only these iterations, e.g. epoch=3,7 or epoch=0..9.")
 @click.option("--where", help='A pandas query over args and values selecting runs, e.g. "lr < 1e-3".')
-@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores).")
+@click.option("--workers", type=int, help="Parallel jobs (default: the number of cores; on Ray, the cluster's CPUs).")
 @click.option("--dry-run", is_flag=True, help="Show the schedule and stop.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--force", is_flag=True, help="Recompute values that already exist.")
 @click.option("--trust-checkpoints", is_flag=True,
               help="Resume from checkpoints even where the original run left nothing to verify the replay by.")
 @click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table", show_default=True)
+@click.option("--executor", type=click.Choice(["local", "ray"]),
+              help="Where jobs run: local processes, or a Ray cluster (RAY_ADDRESS or git config "
+                   "flor.ray.address; else a local Ray). Default: git config flor.executor, else local.")
 def replay_cmd(
     selectors: tuple[str, ...], apply: tuple[str, ...], iters: tuple[str, ...], where: str | None,
     workers: int | None, dry_run: bool, yes: bool, force: bool, trust_checkpoints: bool, fmt: str,
+    executor: str | None,
 ) -> None:
     """Fill in today's flor.log statements for past runs (SELECTORS: run ids or revisions; default all).
 
@@ -311,13 +344,14 @@ def replay_cmd(
     Example:
       git flor replay --apply grad_norm --dry-run
       git flor replay HEAD~5..HEAD --apply grad_norm --iter epoch=0,9 --workers 4 --yes
+      RAY_ADDRESS=head:6379 git flor replay --apply grad_norm --executor ray --yes
     """
     from .commands.replay import replay
 
     interactive = not yes and sys.stdin.isatty()
     confirm = (lambda msg: click.confirm(msg, default=True)) if interactive else None
     _run(replay, selectors, apply, iters=iters, where=where, workers=workers, dry_run=dry_run,
-         force=force, trust_checkpoints=trust_checkpoints, fmt=fmt, confirm=confirm)
+         force=force, trust_checkpoints=trust_checkpoints, fmt=fmt, confirm=confirm, executor=executor)
 
 
 @cli.command("gc")

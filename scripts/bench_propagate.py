@@ -161,6 +161,7 @@ class Probe:
     line: int
     indent: str
     value: str
+    anchor_line: int = 0
 
 
 def _candidates(src: str, tree: ast.AST, kind: str):  # type: ignore[no-untyped-def]
@@ -190,17 +191,34 @@ def _candidates(src: str, tree: ast.AST, kind: str):  # type: ignore[no-untyped-
                 yield st.lineno, header(st), value, first.lineno, lines[first.lineno - 1][: first.col_offset]
 
 
-def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Probe]:
+def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str,
+                  lineages: list[tuple[Lines, dict[int, int]]] | None = None) -> list[Probe]:
     """Up to `k` anchors spread over the file, unique today, preferring those that occur
-    exactly once in most past versions (so most versions can be scored)."""
+    exactly once in most past versions (so most versions can be scored); with kind "fuzzy",
+    those that were *edited* in most past versions (see `fuzzy_case`); with "lineage",
+    those whose line was edited in most past versions (see `lineage_case`)."""
     tree = ast.parse(src)
     counts = statement_counts(tree)
     past_counts = [statement_counts(t) for t in pasts]
     cands = []
-    for line, key, value, at, indent in _candidates(src, tree, kind):
+    if kind == "fuzzy":
+        today = Assigns(tree)
+        olds = [Assigns(t) for t in pasts]
+    for line, key, value, at, indent in _candidates(src, tree, "first" if kind == "first" else "after"):
         if counts.get(key) != 1:
             continue
-        cover = sum(1 for c in past_counts if c.get(key) == 1)
+        if kind == "fuzzy":
+            probe = Probe("probe", "after", key, at, indent, value)
+            cover = sum(1 for a in olds if fuzzy_case(today, a, probe) is not None)
+            if not cover:
+                continue
+        elif kind == "lineage":
+            probe = Probe("probe", "after", key, at, indent, value, line)
+            cover = sum(1 for lines, m in lineages or [] if lineage_case(lines, m, probe))
+            if not cover:
+                continue
+        else:
+            cover = sum(1 for c in past_counts if c.get(key) == 1)
         cands.append((line, cover, key, value, at, indent))
     n_lines = src.count("\n") + 1
     chosen = []
@@ -213,8 +231,8 @@ def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str) -> list[Pro
             used.add(best[4])
             chosen.append(best)
     chosen.sort(key=lambda c: c[4])
-    return [Probe(f"probe_{i}", kind, key, at, indent, value)
-            for i, (_, _, key, value, at, indent) in enumerate(chosen)]
+    return [Probe(f"probe_{i}", "first" if kind == "first" else "after", key, at, indent, value,
+                  line) for i, (line, _, key, value, at, indent) in enumerate(chosen)]
 
 
 def add_probes(src: str, probes: list[Probe]) -> tuple[str, dict[str, int]]:
@@ -239,6 +257,160 @@ def add_probes(src: str, probes: list[Probe]) -> tuple[str, dict[str, int]]:
             if s.startswith(f'flor.log("{p.name}",'):
                 where[p.name] = i + 1
     return text, where
+
+
+def _binds(st: ast.stmt) -> str | None:
+    """The one plain name a simple assignment binds (`x = ...`, `x += ...`, `x: T = ...`)."""
+    if isinstance(st, ast.Assign) and len(st.targets) == 1 and isinstance(st.targets[0], ast.Name):
+        return st.targets[0].id
+    if isinstance(st, (ast.AugAssign, ast.AnnAssign)) and isinstance(st.target, ast.Name):
+        return st.target.id
+    return None
+
+
+class Assigns:
+    """Per tree: statement counts and, per name, the assignments binding it with the header
+    of the body that holds each (for `fuzzy_case`, computed once per version)."""
+
+    def __init__(self, tree: ast.AST) -> None:
+        self.counts = statement_counts(tree)
+        self.by_name: dict[str, list[tuple[ast.stmt, str]]] = {}
+        for owner, _, body in owned_bodies(tree):
+            if isinstance(owner, ast.Module):
+                where = "module"
+            elif isinstance(owner, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                where = type(owner).__name__ + owner.name
+            else:
+                where = header(owner) if isinstance(owner, _COMPOUND) else type(owner).__name__
+            for st in body:
+                if not isinstance(st, (ast.Assign, ast.AugAssign, ast.AnnAssign)):
+                    continue
+                for tgt in (st.targets if isinstance(st, ast.Assign) else [st.target]):
+                    for t in ast.walk(tgt):
+                        if isinstance(t, ast.Name):
+                            self.by_name.setdefault(t.id, []).append((st, where))
+
+
+def fuzzy_case(today: Assigns, past: Assigns, p: Probe) -> Probe | None:
+    """The probe as a case whose anchor was *edited* in `past`, or None. The ground truth
+    does not depend on any propagation tool: the anchor is an assignment, the only one today
+    that binds its name `v` (which the probe logs); `past` has no copy of it but exactly one
+    assignment binding `v`, of the same kind, in a body with the same owner (same `def`, same
+    loop header) as today's. The probe belongs right after that edited assignment."""
+    if p.kind != "after" or past.counts.get(p.anchor, 0) != 0:
+        return None
+    now = today.by_name.get(p.value, [])
+    if len(now) != 1 or dump(now[0][0]) != p.anchor or _binds(now[0][0]) != p.value:
+        return None
+    olds = past.by_name.get(p.value, [])
+    if len(olds) != 1 or type(olds[0][0]) is not type(now[0][0]) \
+            or _binds(olds[0][0]) != p.value or olds[0][1] != now[0][1]:
+        return None
+    if past.counts.get(dump(olds[0][0])) != 1:
+        return None
+    return Probe(p.name, "after", dump(olds[0][0]), p.line, p.indent, p.value)
+
+
+def line_lineage(srcs: list[str]) -> list[dict[int, int]]:
+    """For each version (newest first), where each line of the newest one went: a line
+    follows through `difflib` between neighbouring versions when it is kept or rewritten in
+    place (a changed hunk of as many lines on both sides); it is lost otherwise. This is how
+    a person reading `git log -p` follows an edited line, independent of any AST matcher."""
+    import difflib
+
+    maps = [{i: i for i in range(1, srcs[0].count("\n") + 2)}] if srcs else []
+    for newer, older in zip(srcs, srcs[1:]):
+        a, b = newer.split("\n"), older.split("\n")
+        step: dict[int, int] = {}
+        for op, i1, i2, j1, j2 in difflib.SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
+            if op == "equal" or (op == "replace" and i2 - i1 == j2 - j1):
+                for d in range(i2 - i1):
+                    step[i1 + d + 1] = j1 + d + 1
+        maps.append({t: step[x] for t, x in maps[-1].items() if x in step})
+    return maps
+
+
+class Lines:
+    """Per past version: its simple statements by first line, statement counts, bound names."""
+
+    def __init__(self, tree: ast.AST) -> None:
+        self.counts = statement_counts(tree)
+        self.at: dict[int, ast.stmt] = {}
+        for body in bodies(tree):
+            for st in body:
+                if isinstance(st, _SIMPLE):
+                    self.at.setdefault(st.lineno, st)
+        self.bound = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)
+                      and isinstance(n.ctx, ast.Store)}
+        self.bound |= {a.arg for a in ast.walk(tree) if isinstance(a, ast.arg)}
+        self.bound |= {(al.asname or al.name).split(".")[0] for n in ast.walk(tree)
+                       if isinstance(n, (ast.Import, ast.ImportFrom)) for al in n.names}
+
+
+def lineage_case(lines: Lines, lineage: dict[int, int], p: Probe) -> Probe | None:
+    """The probe as an edited-anchor case by line lineage, or None: its anchor's line
+    survives (edited) into this version as the first line of a simple statement that differs
+    from today's anchor, occurs once, and the version binds the name the probe logs
+    somewhere (else no tool could place it). The probe belongs right after that statement."""
+    at = lineage.get(p.anchor_line)
+    st = lines.at.get(at) if at is not None else None
+    if st is None or dump(st) == p.anchor or lines.counts.get(dump(st)) != 1 \
+            or p.value not in lines.bound:
+        return None
+    return Probe(p.name, "after", dump(st), p.line, p.indent, p.value, p.anchor_line)
+
+
+def reads_before_definition(out: str | None, probes: list[Probe]) -> int:
+    """Probes in `out` that read their name where nothing earlier in the same function (or
+    module) binds it: the statement would raise NameError (or read a stale value) there.
+    Judged by text order with `ast`, independently of git-flor's own analysis."""
+    if out is None:
+        return 0
+    try:
+        tree = ast.parse(out)
+    except SyntaxError:
+        return 0
+    names = {p.name: p.value for p in probes}
+    bad = 0
+    scopes: list[ast.AST] = [tree] + [n for n in ast.walk(tree)
+                                      if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    for sc in scopes:
+        own: list[ast.AST] = []
+        stack = list(ast.iter_child_nodes(sc))
+        while stack:  # nodes of this scope, not of scopes nested in it
+            n = stack.pop()
+            own.append(n)
+            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                stack.extend(ast.iter_child_nodes(n))
+        bound: dict[str, list[int]] = {}
+        params = set()
+        if not isinstance(sc, ast.Module):
+            a = sc.args  # type: ignore[attr-defined]
+            params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+            params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+        declared = set()
+        for n in own:
+            if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+                bound.setdefault(n.id, []).append(n.lineno)
+            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                bound.setdefault(n.name, []).append(n.lineno)
+            elif isinstance(n, (ast.Import, ast.ImportFrom)):
+                for al in n.names:
+                    bound.setdefault((al.asname or al.name).split(".")[0], []).append(n.lineno)
+            elif isinstance(n, (ast.Global, ast.Nonlocal)):
+                declared.update(n.names)
+            elif isinstance(n, ast.ExceptHandler) and n.name:
+                bound.setdefault(n.name, []).append(n.lineno)
+        for n in own:
+            if isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant) \
+                    and n.args[0].value in names and isinstance(n.func, ast.Attribute) \
+                    and n.func.attr == "log":
+                v = names[n.args[0].value]
+                if v in params or v in declared or v not in bound:
+                    continue  # a parameter, or not a name of this scope
+                if min(bound[v]) > n.lineno:
+                    bad += 1
+    return bad
 
 
 def score(out: str | None, probes: list[Probe], cases: list[Probe]) -> tuple[int, bool]:
@@ -373,9 +545,13 @@ def main() -> int:
     ap.add_argument("--mirror-root", default="/work/.mirror")
     ap.add_argument("--case", action="append", help="OWNER/NAME:PATH (repeatable; default: built-in list)")
     ap.add_argument("--probes", type=int, default=4)
-    ap.add_argument("--kind", choices=("after", "first"), default="after",
+    ap.add_argument("--kind", choices=("after", "first", "fuzzy", "lineage"), default="after",
                     help="after: probe right after a simple statement (the headline number); "
-                         "first: probe as the first statement of a loop/if/with/def body")
+                         "first: probe as the first statement of a loop/if/with/def body; "
+                         "fuzzy: probe after assignments that were edited in most past "
+                         "versions (the edited-anchor score, truth: the one assignment of the "
+                         "logged name); lineage: probe after statements whose line was edited "
+                         "in most past versions (truth: the line followed through diffs)")
     ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
     ap.add_argument("--flordb-sample", type=int, default=12,
                     help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
@@ -386,7 +562,9 @@ def main() -> int:
     args = ap.parse_args()
     cases = [tuple(c.split(":", 1)) for c in args.case] if args.case else CASES
 
-    totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge")}
+    totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge", "fuzzy",
+                                   "fuzzy-merge")}
+    read_before_def = 0
     rows = []
     flordb_jobs = []
     flordb_jobs_src: dict[str, str] = {}
@@ -405,7 +583,10 @@ def main() -> int:
             except SyntaxError:
                 skipped += 1
         parsed = sample(parsed, args.max_versions)
-        probes = choose_probes(newest, [t for _, _, t in parsed], args.probes, args.kind)
+        lineage = dict(zip((c for c, _, _ in versions), line_lineage([v[2] for v in versions])))
+        lines_of = {c: Lines(t) for c, _, t in parsed} if args.kind == "lineage" else {}
+        probes = choose_probes(newest, [t for _, _, t in parsed], args.probes, args.kind,
+                               [(lines_of[c], lineage[c]) for c, _, _ in parsed] if lines_of else None)
         today, lines = add_probes(newest, probes)
         today_path = os.path.join(work, f"{repo.replace('/', '+')}+{path.replace('/', '+')}")
         with open(today_path, "w") as f:
@@ -413,19 +594,39 @@ def main() -> int:
         prop = Propagator(today)
         tallies = per_project.setdefault(repo, {k: Tally() for k in totals})
         fl_versions = {c for c, _, _ in sample(parsed, args.flordb_sample)}
+        today_assigns = Assigns(ast.parse(newest))
         for commit, src, tree in parsed:
             counts = statement_counts(tree)
             live = [p for p in probes if counts.get(p.anchor) == 1]
-            if not live:
+            past_assigns = Assigns(tree)
+            if args.kind == "lineage":
+                fuzzy = [f for p in probes if (f := lineage_case(lines_of[commit], lineage[commit], p))]
+            else:
+                fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
+            if not live and not fuzzy:
                 continue
             out, dt = run_gitflor(prop, src)
+            read_before_def += reads_before_definition(out, probes)
             right, ok = score(out, probes, live)
-            _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
+            if live:
+                _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
+            if fuzzy:
+                right_f, ok_f = score(out, probes, fuzzy)
+                _tally(tallies["fuzzy"], len(fuzzy), right_f, ok_f, dt, layout_kept(out, src))
+                if args.show_misses and right_f < len(fuzzy):
+                    print(f"fuzzy miss {repo}:{path}@{commit[:10]} {right_f}/{len(fuzzy)}",
+                          file=sys.stderr)
             if args.show_misses and right < len(live):
                 print(f"miss {repo}:{path}@{commit[:10]} {right}/{len(live)}", file=sys.stderr)
-            out, dt = run_merge(newest, today, src)
-            right_m, ok = score(out, probes, live)
-            _tally(tallies["merge"], len(live), right_m, ok, dt, layout_kept(out, src))
+            out_m, dt = run_merge(newest, today, src)
+            if fuzzy:
+                right_fm, ok_fm = score(out_m, probes, fuzzy)
+                _tally(tallies["fuzzy-merge"], len(fuzzy), right_fm, ok_fm, dt,
+                       layout_kept(out_m, src))
+            if not live:
+                continue
+            right_m, ok = score(out_m, probes, live)
+            _tally(tallies["merge"], len(live), right_m, ok, dt, layout_kept(out_m, src))
             if not args.no_flordb and commit in fl_versions:
                 _tally(tallies["gitflor@flordb"], len(live), right, True, 0.0, True)
                 for p in live:
@@ -473,6 +674,10 @@ def main() -> int:
         print(_row(repo, tallies))
     print("-" * len(head))
     print(_row("TOTAL", totals))
+    fz, fm = totals["fuzzy"], totals["fuzzy-merge"]
+    print(f"\nedited anchors ({args.kind if args.kind in ('fuzzy', 'lineage') else 'fuzzy'}): git-flor {fz.acc()} of {fz.cases} cases in {fz.versions} "
+          f"versions ({fz.unparsable} unparsable, kept {fz.kept_frac()}); merge-file {fm.acc()}")
+    print(f"git-flor outputs reading a probed name before any definition of it: {read_before_def}")
     files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)
     print(f"\nfiles: {files}\noriginal versions that do not parse as Python 3 (skipped): {skipped}")
     print("cases = (version, probe) pairs whose anchor occurs exactly once in that version; "

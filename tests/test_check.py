@@ -102,6 +102,8 @@ def test_check_propagate_dry_runs_today_into_every_recorded_version(repo: Path) 
     assert out.count("FAILED") == 2 and "bad:" in out and "not_defined_anywhere" in out
     assert "2 of 2 version(s)" in err
     assert gate_propagate(repo, "--names", "wnorm")[0] == 0  # only the statement asked about
+    code, out, _ = gate_propagate(repo, "--names", "wnrom")  # a typo is not a pass
+    assert code == 3 and "wnrom: today's code has no flor.log statement with this name" in out
     assert gate_propagate(repo, "--rev", "HEAD~1", "--names", "wnorm")[0] == 0
     assert git(repo, "for-each-ref") == refs  # a dry run: nothing written
 

@@ -347,3 +347,24 @@ def test_sigkill_during_a_checkpoint_write_leaves_no_corrupt_payload(repo: Path)
             assert hashlib.sha256(path.read_bytes()).hexdigest() == path.parent.name + path.name
     out = flor(repo, "runs", "--format", "json")
     assert json.loads(out.stdout)[0]["status"] == "interrupted"
+
+
+def test_storing_an_existing_payload_protects_it_from_a_concurrent_gc(repo: Path) -> None:
+    """A run storing bytes that are already there (an old orphan) must find them at its manifest."""
+    gitdir = repo / git(repo, "rev-parse", "--git-common-dir").strip()
+    store = PayloadStore(gitdir / "flor" / "objects")
+    sha = store.put(b"weights that an old, since-thinned checkpoint also had")[0]
+    old = time.time() - 7200
+    os.utime(store.path(sha), (old, old))
+    assert store.put(b"weights that an old, since-thinned checkpoint also had")[0] == sha  # a new run
+    report = json.loads(flor(repo, "gc", "--format", "json").stdout)
+    assert report["deleted"] == [] and report["kept_recent"] == 1 and store.path(sha).exists()
+
+
+def test_gc_dry_run_says_what_it_keeps_and_why(repo: Path) -> None:
+    (repo / "np_train.py").write_text(NUMPY_SCRIPT)
+    run_script(repo, "np_train.py", env=EVERY)
+    out = flor(repo, "gc", "--keep-every", "4", "--dry-run")
+    assert out.returncode == 0, out.stderr
+    assert "would drop checkpoints of iterations" in out.stdout
+    assert "would delete" in out.stdout and "written in the last hour" in out.stdout

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -278,12 +279,14 @@ def test_the_hook_path_is_light_and_fast(repo: Path) -> None:
     out = subprocess.run([sys.executable, "-c", probe], cwd=repo, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == ""
+    # CPU seconds of the hook processes, not wall time: on a loaded 2-core machine the wall
+    # clock measures the other processes. 200 ms is the budget (scripts/bench_hook.py).
     times = []
     for _ in range(5):
-        start = time.perf_counter()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         subprocess.run(["git", "flor", "hook", "post-commit"], cwd=repo, check=True, stdin=subprocess.DEVNULL)
-        times.append(time.perf_counter() - start)
-    # 200 ms is the budget on an idle machine; the bound leaves room for a loaded CI box.
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        times.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
     assert statistics.median(times) < 1.0, times
 
 
@@ -337,3 +340,30 @@ def test_a_wheel_carries_the_hooks_and_the_man_page(tmp_path: Path) -> None:
 def test_init_outside_a_repository_is_128(tmp_path: Path) -> None:
     out = flor(tmp_path, "init")
     assert out.returncode == 128 and out.stderr.count("\n") == 1
+
+
+def test_a_run_still_going_at_commit_time_is_linked_when_it_finishes(repo: Path) -> None:
+    assert flor(repo, "init").returncode == 0
+    base = git(repo, "rev-parse", "HEAD").strip()
+    (repo / "train.py").write_text((repo / "train.py").read_text() + "# an edit\n")
+    (repo / "wait.py").write_text(
+        "import pathlib, time\nimport git_flor as flor\nflor.log('started', 1)\n"
+        "pathlib.Path('.started').write_text('x')\n"
+        "while not pathlib.Path('.go').exists():\n    time.sleep(0.02)\nflor.log('done', 1)\n"
+    )
+    (repo / ".gitignore").write_text("data/\n.started\n.go\n")
+    git(repo, "add", "wait.py", ".gitignore")
+    proc = subprocess.Popen([sys.executable, "wait.py"], cwd=repo, stdin=subprocess.DEVNULL)
+    deadline = time.time() + 60
+    while not (repo / ".started").exists():
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    git(repo, "commit", "-qam", "the edit, committed while the run goes on")
+    head = git(repo, "rev-parse", "HEAD").strip()
+    assert runs_at(repo, "HEAD") == []  # not finished: the hook cannot see it
+    (repo / ".go").write_text("x")
+    assert proc.wait(timeout=60) == 0
+    run = only_run(repo)
+    assert runs_at(repo, "HEAD") == [run] and runs_at(repo, base) == [run]
+    shown = json.loads(flor(repo, "show", run, "--format", "json").stdout)
+    assert shown["also_at"] == [{"commit": head, "why": "committed the run's uncommitted edits"}]

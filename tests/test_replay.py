@@ -397,9 +397,13 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     (repo / slow).write_text((repo / slow).read_text() + "    flor.log(\"h\", epoch + x)\n")
     # As a terminal's Ctrl-C does: SIGINT to the foreground process group (python -m git_flor is
     # what `git flor` runs; git itself just dies of the signal).
+    # A tag in the environment, which replay's children inherit: this test looks for its own
+    # processes only (another copy of the suite may be replaying slow.py right now).
+    tag = f"FLOR_TEST_TAG={tmp_path.name}-{os.getpid()}"
+    env = {**os.environ, tag.split("=")[0]: tag.split("=")[1]}
     proc = subprocess.Popen([sys.executable, "-m", "git_flor", "replay", "--apply", "h", "--yes", "--workers", "1"],
                             cwd=repo, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env=env)
     deadline = time.time() + 60
     while flor(repo, "log", "h").returncode != 0:  # until the fast run's values are written
         assert time.time() < deadline and proc.poll() is None
@@ -410,7 +414,19 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_finished(tmp_path: Path) -> None:
     assert "interrupted" in err
     rows = json.loads(flor(repo, "log", "h", "--format", "json").stdout)
     assert {r["run"] for r in rows if r["h"] is not None}  # the fast run's values were kept
-    assert subprocess.run(["pgrep", "-f", slow], capture_output=True).returncode != 0
+    assert _tagged(tag) == []  # replay waited for its children before exiting
+
+
+def _tagged(tag: str) -> list[int]:
+    """Processes whose environment holds ``tag`` (Linux /proc; elsewhere the check is skipped)."""
+    found = []
+    for entry in Path("/proc").glob("[0-9]*"):
+        try:
+            if tag.encode() in (entry / "environ").read_bytes().split(b"\0"):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
 
 
 def test_a_statement_added_in_an_imported_module_is_replayed(tmp_path: Path) -> None:

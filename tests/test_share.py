@@ -197,3 +197,12 @@ def test_uninstall_removes_the_refspecs_init_added(repo: Path, tmp_path: Path) -
     assert git(repo, "config", "--get-all", "remote.origin.push", check=False) == ""  # push.default stays in charge
     ok(flor(repo, "uninstall"))
     assert git(repo, "config", "--local", "--list") == before
+
+
+def test_pull_counts_runs_not_replay_results(clones: tuple[Path, Path, Path]) -> None:
+    _, a, b = clones
+    wait(start_runs(a, "a", 2))
+    ok(flor(a, "replay", "--apply", "acc", "--force", "--yes"))  # two replay commits on a's ref
+    ok(flor(a, "push"))
+    out = ok(flor(b, "pull")).stdout
+    assert "2 new runs from 1 clone" in out

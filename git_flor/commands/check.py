@@ -14,22 +14,28 @@ not pass a gate silently, and must not look like a failed metric either.
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 from typing import Any
 
 from ..errors import EXIT_CHECK_FAILED, EXIT_OK, EXIT_PARTIAL, UsageError
 from ..query.runs import run_ids
+from ..query.strict_json import strict_dumps
 from ..storage import index
-from ..storage.files import run_snapshot
+from ..storage.files import SourceTree, run_snapshot
 from ..storage.repo import workdir
 from .common import open_session
 
 
 def check_propagate(*, names: list[str] | None = None, rev: str | None = None, fmt: str = "text") -> int:
-    """Propagate today's statements into every recorded version's snapshot, without writing anything."""
-    from ..propagate import PropagationError, Propagator
+    """Propagate today's statements into every recorded version's snapshot, without writing anything.
+
+    Every file replay would carry statements into is checked — the script and the modules
+    of the snapshot that hold today's statements — chosen by the same `propagate.Carrier`
+    replay uses. Drift (a name the statement reads is computed differently in that version)
+    is reported as a warning and does not fail the gate.
+    """
+    from ..propagate import Carrier
 
     repo = open_session()
     conn = index.connect(repo)
@@ -39,11 +45,16 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
                 if r[0] in chosen]
     finally:
         conn.close()
-    # One check per distinct (script, source blob): many runs share a version.
-    versions: dict[tuple[str, str], dict[str, Any]] = {}
-    texts: dict[tuple[str, str], str] = {}  # (script, blob) → the script as that version had it
-    skipped: dict[str, str] = {}
     root = workdir(repo)
+
+    def today_of(path: str) -> str | None:
+        full = root / path
+        return full.read_text(errors="replace") if full.is_file() else None
+
+    carrier = Carrier(today_of, names or None)
+    # One check per distinct snapshot (script, tree of src/): many runs share a version.
+    versions: dict[tuple[str, str], dict[str, Any]] = {}
+    skipped: dict[str, str] = {}
     for run, commit, shadow, script in rows:
         if not script or not str(script).endswith(".py"):
             continue
@@ -53,51 +64,65 @@ def check_propagate(*, names: list[str] | None = None, rev: str | None = None, f
         try:
             snapshot = run_snapshot(repo, shadow)
         except (KeyError, ValueError):
-            snapshot = None
-        blob = snapshot.file_id(script) if snapshot is not None else None
-        if snapshot is None or blob is None:
+            skipped[script] = "a run's snapshot cannot be read"
+            continue
+        if snapshot.file_id(script) is None:
             skipped[script] = "a run's snapshot lacks it"
             continue
-        if (script, blob) not in texts:
-            texts[(script, blob)] = snapshot.read(script) or ""
-        version = versions.setdefault((script, blob), {"script": script, "blob": blob,
-                                                       "runs": [], "commits": []})
+        version = versions.get((script, snapshot.id))
+        if version is None:
+            version = versions[(script, snapshot.id)] = {
+                "script": script, "snapshot": snapshot.id, "runs": [], "commits": [],
+                **_carry_report(carrier, script, snapshot)}
         version["runs"].append(run)
         if commit and commit not in version["commits"]:
             version["commits"].append(commit)
-    propagators: dict[str, Any] = {}
-    for (script, blob), version in versions.items():
-        if script not in propagators:
-            try:
-                propagators[script] = Propagator((root / script).read_text(), names or None)
-            except PropagationError as exc:
-                raise UsageError(f"today's {script} cannot be analysed ({exc}); fix it, then check again") from None
-        result = propagators[script].apply(texts[(script, blob)])
-        version["ok"] = result.ok
-        version["placed"] = [p.name for p in result.placements]
-        version["failures"] = [{"name": f.name, "reason": f.reason} for f in result.failures]
     failed = [v for v in versions.values() if not v["ok"]]
     code = EXIT_OK if versions and not failed else EXIT_PARTIAL
     if fmt == "json":
-        sys.stdout.write(json.dumps({"check": "propagate", "ok": code == EXIT_OK, "rev": rev,
+        sys.stdout.write(strict_dumps({"check": "propagate", "ok": code == EXIT_OK, "rev": rev,
                                      "versions": list(versions.values()), "skipped": skipped}) + "\n")
         return code
     for v in versions.values():
         where = f"{v['script']} as run at {', '.join(c[:8] for c in v['commits']) or 'no commit'} ({len(v['runs'])} run(s))"
         if v["ok"]:
-            print(f"ok      {where}: {len(v['placed'])} statement(s) placed")
+            into = f" into {', '.join(v['files'])}" if len(v["files"]) > 1 else ""
+            print(f"ok      {where}: {len(v['placed'])} statement(s) placed{into}")
         else:
             for f in v["failures"]:
-                print(f"FAILED  {where}: {f['name']}: {f['reason']}")
+                print(f"FAILED  {where}: {f['path']}: {f['name']}: {f['reason']}")
+        for w in v["warnings"]:
+            print(f"warning {where}: {w['path']}: {w['message']}")
     for script, why in skipped.items():
         print(f"skipped {script}: {why}")
     if not versions:
         print("no recorded version of a script to propagate into; nothing to check", file=sys.stderr)
     elif failed:
         example = failed[0]
+        path = example["failures"][0]["path"] if example["failures"] else example["script"]
         print(f"{len(failed)} of {len(versions)} version(s) cannot take today's statements; to see one: "
-              f"git flor propagate {example['runs'][0]} --diff -- {example['script']}", file=sys.stderr)
+              f"git flor propagate {example['runs'][0]} --diff -- {path}", file=sys.stderr)
     return code
+
+
+def _carry_report(carrier: Any, script: str, snapshot: SourceTree) -> dict[str, Any]:
+    """Carry today's statements into one snapshot (the files replay would) and say how it went."""
+    carried = carrier.carry(script, snapshot.python_paths(), snapshot.read)
+    if carried.unreadable:
+        raise UsageError(f"{carried.unreadable[0]}; fix it, then check again")
+    results = carried.results
+    unknown = [{"path": script, "name": n, "reason": "today's code has no flor.log statement with this name"}
+               for n in carrier.names or [] if n not in carried.found]
+    return {
+        "ok": carried.ok and not unknown,
+        "files": list(results),
+        "placed": [p.name for r in results.values() for p in r.placements],
+        "failures": [{"path": path, "name": f.name, "reason": f.reason}
+                     for path, r in results.items() for f in r.failures] + unknown,
+        "warnings": [{"path": path, "name": w.name, "variable": w.variable, "past": w.past,
+                      "today": w.today, "message": str(w)}
+                     for path, r in results.items() for w in r.warnings],
+    }
 
 
 def check_metric(
@@ -162,7 +187,7 @@ def _last_value(conn: Any, name: str, run: str) -> Any:
 
 def _report(fmt: str, code: int, text: str, info: dict[str, Any]) -> int:
     if fmt == "json":
-        sys.stdout.write(json.dumps({"check": "metric", **info, "message": text}) + "\n")
+        sys.stdout.write(strict_dumps({"check": "metric", **info, "message": text}) + "\n")
     else:
         print(text, file=sys.stdout if code == EXIT_OK or code == EXIT_CHECK_FAILED else sys.stderr)
     return code

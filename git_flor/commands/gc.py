@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from pathlib import Path
 
 from ..errors import EXIT_OK, UsageError
 from ..storage.checkpoints import read_manifest, run_ids_with_checkpoints, store_for, write_manifest
@@ -35,17 +36,25 @@ def gc(*, keep_every: int | None = None, dry_run: bool = False, fmt: str = "text
                     write_manifest(repo, run_id, kept)
                 manifest = kept
         keep_shas |= {p.sha256 for entry in manifest.values() for p in entry["objects"].values()}
-    now = time.time()
-    doomed, freed = [], 0
+    doomed, freed, young = [], 0, 0
     for sha in store:
+        if sha in keep_shas:
+            continue
         path = store.path(sha)
-        if sha in keep_shas or now - path.stat().st_mtime < GRACE_SECONDS:
+        try:
+            if _young(path):
+                young += 1
+                continue
+            size = path.stat().st_size
+            # Checked again right before deleting: a run may have just stored the same bytes
+            # (put refreshes the mtime), and must find them when it writes its manifest.
+            if not dry_run and not _young(path):
+                path.unlink()
+        except FileNotFoundError:
             continue
         doomed.append(sha)
-        freed += path.stat().st_size
-        if not dry_run:
-            path.unlink()
-    report = {"dry_run": dry_run, "deleted": doomed, "bytes": freed,
+        freed += size
+    report = {"dry_run": dry_run, "deleted": doomed, "bytes": freed, "kept_recent": young,
               "thinned": {r: it for r, it in thinned.items()}}
     if fmt == "json":
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
@@ -54,4 +63,11 @@ def gc(*, keep_every: int | None = None, dry_run: bool = False, fmt: str = "text
         for run_id, dropped in thinned.items():
             print(f"run {run_id}: {'would drop' if dry_run else 'dropped'} checkpoints of iterations {dropped}")
         print(f"{verb} {len(doomed)} unreferenced checkpoint payload(s), {freed / 1e6:.1f} MB")
+        if young:
+            print(f"kept {young} unreferenced payload(s) written in the last hour (a running training "
+                  "may be about to use them); `git flor gc` deletes them once they are older")
     return EXIT_OK
+
+
+def _young(path: Path) -> bool:
+    return time.time() - path.stat().st_mtime < GRACE_SECONDS

@@ -38,10 +38,13 @@ def hook(name: str, args: list[str], stdin: str = "") -> int:
 
             link_head(repo)
         elif name == "post-rewrite":
-            from ..storage.hook_notes import follow_rewrites
+            from ..storage.hook_notes import amend_from_reflog, follow_rewrites
 
+            kind = args[0] if args else "amend"
             pairs = [tuple(line.split()[:2]) for line in stdin.splitlines() if len(line.split()) >= 2]
-            follow_rewrites(repo, args[0] if args else "amend", pairs)  # type: ignore[arg-type]
+            if not pairs and kind == "amend":
+                pairs = amend_from_reflog(repo)  # type: ignore[assignment]  # no stdin (pre-commit)
+            follow_rewrites(repo, kind, pairs)  # type: ignore[arg-type]
         else:
             raise ValueError(f"unknown hook {name!r} (git-flor handles {', '.join(KNOWN)})")
         (flor_dir(repo) / "hook-shim-warned").unlink(missing_ok=True)

@@ -24,6 +24,7 @@ from ..storage import gitcmd
 from ..storage.refs import NOTES_REF, SHADOW_PREFIX
 from ..storage.repo import ensure_flor_dir, flor_dir, open_repo, workdir
 from ..storage.sharing import fetch_refspecs
+from . import hook_managers
 
 HOOKS = ("post-commit", "post-rewrite")
 MARKER = "git-flor-hook-shim"
@@ -46,11 +47,17 @@ def is_ours(path: Path) -> bool:
         return False
 
 
-def _filled(name: str) -> str:
-    """The shim with the installing environment's git-flor filled in (works without the venv active)."""
+def _filled(name: str, *, portable: bool = False) -> str:
+    """The shim with the installing environment's git-flor filled in (works without the venv active).
+
+    ``portable``: left unfilled, for a hooks directory the team shares through git
+    (a path into this machine's virtualenv means nothing on a teammate's).
+    """
+    text = shim_text(name)
+    if portable:
+        return text
     here = Path(sys.executable).parent / "git-flor"
     flor_bin = str(here) if here.is_file() else (shutil.which("git-flor") or "")
-    text = shim_text(name)
     text = text.replace("FLOR_BIN=''", f"FLOR_BIN={shlex.quote(flor_bin)}", 1)
     return text.replace("INSTALL_PYTHON=''", f"INSTALL_PYTHON={shlex.quote(sys.executable)}", 1)
 
@@ -68,10 +75,14 @@ def _record_path(cwd: Path, *, create: bool = False) -> Path:
 
 
 def _load_record(cwd: Path) -> dict[str, Any]:
+    record: dict[str, Any] = {"hooks_dirs": [], "legacy": [], "config": [], "shims": [], "husky": []}
     try:
-        return json.loads(_record_path(cwd).read_text())
+        loaded = json.loads(_record_path(cwd).read_text())
     except (OSError, ValueError):
-        return {"hooks_dirs": [], "legacy": [], "config": []}
+        return record
+    if isinstance(loaded, dict):
+        record.update({k: v for k, v in loaded.items() if k in record and isinstance(v, list)})
+    return record
 
 
 def _hooks_dir(cwd: Path) -> Path:
@@ -86,16 +97,76 @@ def _hooks_dir(cwd: Path) -> Path:
     return hooks
 
 
-def init(*, remotes: bool = True) -> int:
-    """Install the hooks, make notes follow rewrites and merge as a union, add fetch refspecs."""
-    repo = open_repo()
-    cwd = workdir(repo)
-    hooks = _hooks_dir(cwd)
-    record = _load_record(cwd)
+def _note(record: dict[str, Any], key: str, value: str) -> None:
+    if value not in record[key]:
+        record[key].append(value)
+
+
+def _install_husky(layout: hook_managers.Layout, record: dict[str, Any], edit_tracked: bool) -> list[str]:
+    """husky: a line in each ``.husky/<hook>`` (husky's own ``_/`` scripts are regenerated)."""
+    assert layout.husky is not None
+    rel = layout.husky.relative_to(layout.root).as_posix()
+    if not edit_tracked:
+        raise UsageError(
+            f"husky manages this repository's hooks ({rel}/); git-flor integrates by adding two lines "
+            f"to {rel}/post-commit and {rel}/post-rewrite, files you share through git: run "
+            "`git flor init --edit-tracked` to let it (it says what it changed), or add "
+            "`git-flor hook post-commit \"$@\"` (and `git-flor hook post-rewrite \"$@\"`) there yourself"
+        )
+    said = []
+    for name in HOOKS:
+        path = layout.husky / name
+        existed = path.exists()
+        if hook_managers.add_husky_lines(path, name):
+            _note(record, "husky", str(path))
+            said.append(f"{'added 2 lines to' if existed else 'created'} {rel}/{name} (husky runs it; "
+                        f"{'a tracked file: ' if existed else ''}commit it to share git-flor's hook with "
+                        "your team; git-flor must be on PATH when you commit)")
+    return said or [f"git-flor's lines are already in {rel}/post-commit and {rel}/post-rewrite"]
+
+
+def _install_hooks(layout: hook_managers.Layout, record: dict[str, Any], edit_tracked: bool) -> list[str]:
+    hooks = layout.hooks
+    if layout.tracked and not edit_tracked:
+        raise UsageError(
+            f"core.hooksPath is {hooks}, a directory tracked in this repository: installing would "
+            "change files your team shares; run `git flor init --edit-tracked` to install portable "
+            "hooks there (it lists the files it changed), or point core.hooksPath elsewhere"
+        )
+    # Paths into this machine's virtualenv only where nobody else reads the shims.
+    portable = bool(layout.tracked)
+    tracked = set(layout.tracked)
     hooks.mkdir(parents=True, exist_ok=True)
     said: list[str] = []
+    installed: list[str] = []
     for name in HOOKS:
         path, legacy = hooks / name, hooks / f"{name}.legacy"
+        if (not os.path.lexists(path) or is_ours(path)) and layout.pre_commit(legacy.name):
+            # pre-commit's script moved aside (by an older git-flor): it cannot run as a
+            # legacy hook, so give it its name back and become its legacy hook instead.
+            os.replace(legacy, path)
+            record["legacy"] = [p for p in record["legacy"] if p != str(legacy)]
+        if name in layout.configured:
+            said.append(f"your hook manager's config already runs `git flor hook {name}`: no shim needed")
+            continue
+        if os.path.lexists(path) and not is_ours(path) and layout.pre_commit(name):
+            # pre-commit runs <hook>.legacy first ("migration mode"): be that hook.
+            if os.path.lexists(legacy) and not is_ours(legacy):
+                raise UsageError(
+                    f"pre-commit manages {name} and already chains {legacy.name}; add git-flor to "
+                    f"{hook_managers.PRE_COMMIT_CONFIG} as a `repo: local` hook with `entry: git flor "
+                    f"hook {name}` and `stages: [{name}]` (see `git flor help init`)"
+                )
+            _write_executable(legacy, _filled(name, portable=portable))
+            _note(record, "shims", str(legacy))
+            installed.append(legacy.name)
+            said.append(
+                f"pre-commit manages {name}: git-flor's hook is {legacy.name}, which pre-commit runs "
+                f"first; `pre-commit install -f` removes it, so for a lasting set-up add a `repo: local` "
+                f"hook with `entry: git flor hook {name}` to {hook_managers.PRE_COMMIT_CONFIG} "
+                "(see `git flor help init`)"
+            )
+            continue
         if os.path.lexists(path) and not is_ours(path):
             if os.path.lexists(legacy):
                 raise UsageError(
@@ -103,13 +174,38 @@ def init(*, remotes: bool = True) -> int:
                     f"one {name} hook (or delete one), then run `git flor init` again"
                 )
             os.replace(path, legacy)
-            if str(legacy) not in record["legacy"]:
-                record["legacy"].append(str(legacy))
-            said.append(f"kept your {name} hook as {legacy.name}; it still runs, first")
-        _write_executable(path, _filled(name))
-    if str(hooks) not in record["hooks_dirs"]:
-        record["hooks_dirs"].append(str(hooks))
-    said.insert(0, f"installed {', '.join(HOOKS)} hooks in {hooks}")
+            _note(record, "legacy", str(legacy))
+            moved = f"kept your {name} hook as {legacy.name}; it still runs, first"
+            if layout.inside_worktree() and path.relative_to(layout.root).as_posix() in tracked:
+                moved += f" (renamed a tracked file: commit {hooks.name}/ to share it)"
+            said.append(moved)
+        _write_executable(path, _filled(name, portable=portable))
+        _note(record, "shims", str(path))
+        installed.append(name)
+    if installed:
+        where = f"installed {', '.join(installed)} hook{'s' if len(installed) != 1 else ''} in {hooks}"
+        if layout.tracked:
+            where += " (a tracked directory: portable shims that find git-flor on PATH; commit them to share)"
+        said.insert(0, where)
+    if layout.lefthook:
+        said.append("lefthook is set up here: `lefthook install` replaces git-flor's hooks; to keep "
+                    f"them, add to lefthook.yml: {hook_managers.LEFTHOOK_SNIPPET} (and the same for "
+                    "post-rewrite)")
+    return said
+
+
+def init(*, remotes: bool = True, edit_tracked: bool = False) -> int:
+    """Install the hooks, make notes follow rewrites and merge as a union, add fetch refspecs."""
+    repo = open_repo()
+    cwd = workdir(repo)
+    hooks = _hooks_dir(cwd)
+    record = _load_record(cwd)
+    layout = hook_managers.detect(cwd, hooks, HOOKS)
+    if layout.husky is not None:
+        said = _install_husky(layout, record, edit_tracked)
+    else:
+        said = _install_hooks(layout, record, edit_tracked)
+        _note(record, "hooks_dirs", str(hooks))
 
     wanted = [("notes.rewriteRef", NOTES_REF)]
     for key in ("notes.rewrite.amend", "notes.rewrite.rebase", "notes.flor.mergeStrategy"):
@@ -165,9 +261,16 @@ def uninstall() -> int:
             if os.path.lexists(path) and is_ours(path):
                 path.unlink()
                 removed += 1
-                if os.path.lexists(legacy):  # only init moves hooks there
+                if os.path.lexists(legacy) and not is_ours(legacy):  # only init moves hooks there
                     os.replace(legacy, path)
                     print(f"restored your {name} hook")
+            if os.path.lexists(legacy) and is_ours(legacy):  # under pre-commit
+                legacy.unlink()
+                removed += 1
+    for husky in record["husky"]:
+        if hook_managers.remove_husky_lines(Path(husky)):
+            removed += 1
+            print(f"removed git-flor's lines from {husky}")
     for key, value in record["config"]:
         gitcmd.config_unset_value(cwd, key, value)
     _record_path(cwd).unlink(missing_ok=True)

@@ -21,7 +21,8 @@ def log(
     provenance: bool = False,
 ) -> int:
     repo = open_session()
-    table = dataframe(*names, rev=rev, run=list(runs) or None, where=where, provenance=provenance, repo=repo)
+    table = dataframe(*names, rev=rev, run=list(runs) or None, where=where, provenance=provenance, repo=repo,
+                      nan_distinct=True)
     if fmt == "table":
         table = table.assign(commit=table["commit"].str.slice(0, 8), tstamp=short_time(table["tstamp"]))
     emit(table, fmt, empty="no values recorded for these runs yet")

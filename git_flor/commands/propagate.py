@@ -1,4 +1,8 @@
-"""``git flor propagate REV``: today's flor statements carried into the files as of REV."""
+"""``git flor propagate REV``: today's flor statements carried into the files as of REV.
+
+Drift warnings (a name a statement reads is computed by another expression in that version)
+go to stderr, so `--diff` output stays a clean diff, and into `--json`.
+"""
 
 from __future__ import annotations
 
@@ -50,7 +54,7 @@ def propagate(
         if not paths:
             print("nothing to propagate: no file has flor statements that REV lacks", file=sys.stderr)
             return EXIT_OK
-    report, failures, outputs = [], [], []
+    report, failures, outputs, warnings = [], [], [], []
     for path in paths:
         now, past = today(path), past_tree.read(path)
         if now is None:
@@ -63,10 +67,14 @@ def propagate(
         except PropagationError as exc:
             raise UsageError(f"{path}: today's version cannot be parsed ({exc}); fix it first") from None
         failures.extend(f"{path}: {f}" for f in result.failures)
+        warnings.extend(f"{path}: {w}" for w in result.warnings)
         report.append({
             "path": path,
             "placements": [p.__dict__ for p in result.placements],
             "failures": [f.__dict__ for f in result.failures],
+            # A name the statement reads is computed differently there than today: the value
+            # will not mean the same; placed anyway (not a failure).
+            "warnings": [{**w.__dict__, "message": str(w)} for w in result.warnings],
         })
         outputs.append((path, past, result.source))
     if as_json:
@@ -77,6 +85,8 @@ def propagate(
                 past.splitlines(keepends=True), new.splitlines(keepends=True), f"a/{path}", f"b/{path}"))
     elif outputs:
         sys.stdout.write(outputs[0][2])
+    for line in warnings:
+        print(f"git-flor: warning: {line}", file=sys.stderr)
     for line in failures:
         print(f"git-flor: could not place {line}", file=sys.stderr)
     return EXIT_PARTIAL if failures else EXIT_OK

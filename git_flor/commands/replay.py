@@ -8,10 +8,11 @@ import sys
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, Unverified, UsageError
 from ..query.runs import resolve_run, run_ids
+from ..query.strict_json import strict_dumps
 from ..replay.executors import LocalExecutor, Outcome
 from ..replay.isolation import Isolation, choose, outside_dirs
 from ..replay.jobs import execute
@@ -19,7 +20,11 @@ from ..replay.plan import Job, Plan, plan
 from ..replay.writeback import describe_failures
 from ..runtime.replay_mode import DIVERGED
 from ..storage.index import connect
+from ..storage.repo import config_value
 from .common import open_session
+
+if TYPE_CHECKING:
+    from ..replay.ray_executor import RayExecutor
 
 
 def parse_iters(specs: Sequence[str]) -> dict[str, set[int]]:
@@ -51,16 +56,27 @@ def replay(
     trust_checkpoints: bool = False,
     fmt: str = "table",
     confirm: Callable[[str], bool] | None = None,
+    executor: str | None = None,
 ) -> int:
     names = [n for spec in apply for n in spec.split(",") if n]
     if not names:
         raise UsageError("say which values to fill in: --apply NAME[,NAME...]")
-    workers = workers or os.cpu_count() or 1
     chosen_iters = parse_iters(iters)
     repo = open_session()
+    kind = executor or config_value(repo, "flor.executor") or "local"
+    if kind not in EXECUTORS:
+        raise UsageError(f"unknown executor {kind!r} (from --executor or `git config flor.executor`): "
+                         f"use one of {', '.join(EXECUTORS)}")
+    runner: RayExecutor | None = None
+    if kind == "ray" and not dry_run:
+        runner = _ray(repo, workers)
+        if runner.address and not workers:  # a cluster: its CPUs say how finely to split the work
+            workers = runner.cpus()  # (a local Ray gets the cores, and starts only when there is work)
+    workers = workers or os.cpu_count() or 1
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)
+        _check_names(repo, conn, run_ids, names)
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers,
                         trust_checkpoints=trust_checkpoints)
     finally:
@@ -68,14 +84,20 @@ def replay(
     isolation = _isolation(repo, the_plan) if the_plan.jobs else None
     _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
+        _close(runner)
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
     total = sum(j.estimate for j in the_plan.jobs)
-    if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s on {workers} worker(s)?"):
+    where_to = "on the Ray cluster's" if kind == "ray" else "on"
+    if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s {where_to} {workers} worker(s)?"):
+        _close(runner)
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
     violations: list[str] = []
     with _Progress() as progress:
-        results = execute(repo, the_plan, LocalExecutor(workers), progress, isolation, violations)
+        try:
+            results = execute(repo, the_plan, runner or LocalExecutor(workers), progress, isolation, violations)
+        finally:
+            _close(runner)  # a local Ray started for this command stops here
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
     _summary(results)
     if violations:
@@ -100,6 +122,43 @@ def replay(
     return EXIT_OK
 
 
+def _check_names(repo: Any, conn: Any, ids: list[str], names: list[str]) -> None:
+    """Refuse (exit 2) a name today's code never logs, naming the ones it does: a typo in
+    --apply would otherwise read as "nothing to replay"."""
+    if not ids:
+        return
+    from ..propagate import flor_statement_names
+    from ..storage.gitcmd import git
+    from ..storage.repo import workdir
+
+    root = workdir(repo)
+    listed = git(["ls-files", "-z", "-c", "-o", "--exclude-standard", "--", "*.py"], root, check=False)
+    texts: dict[str, str] = {}
+    for path in filter(None, listed.stdout.split("\0")):
+        try:
+            texts[path] = (root / path).read_text(errors="replace")
+        except OSError:
+            continue
+    logged: dict[str, list[str]] = {}
+
+    def names_in(path: str) -> list[str]:
+        if path not in logged:
+            logged[path] = flor_statement_names(texts[path]) if path in texts else []
+        return logged[path]
+
+    unknown = [n for n in names if not any(n in text and n in names_in(p) for p, text in texts.items())]
+    if not unknown:
+        return
+    scripts = sorted({json.loads(m).get("script") or "" for (m,) in conn.execute(
+        f"SELECT meta FROM runs WHERE run IN ({', '.join('?' * len(ids))})", ids)})
+    have = sorted({n for script in scripts for n in names_in(script)})
+    raise UsageError(
+        f"today's code has no flor.log of {', '.join(map(repr, unknown))}; "
+        f"{', '.join(scripts) or 'the scripts'} log{'s' if len(scripts) == 1 else ''}: "
+        f"{', '.join(have) or 'nothing'} — add the flor.log statement first, then replay"
+    )
+
+
 def _summary(results: list[Any]) -> None:
     """What was written and what it was verified by; every fallback with its first mismatch."""
     values = sum(r.values for r in results)
@@ -113,6 +172,24 @@ def _summary(results: list[Any]) -> None:
               "from the original run:", file=sys.stderr)
         for run, why in fallbacks:
             print(f"  run {run}: {why}", file=sys.stderr)
+
+
+#: What ``--executor`` / ``git config flor.executor`` may name.
+EXECUTORS = ("local", "ray")
+
+
+def _ray(repo: object, workers: int | None) -> RayExecutor:
+    """The Ray executor for RAY_ADDRESS or ``flor.ray.address``, else for a local Ray started when jobs run."""
+    from ..replay.ray_executor import RayExecutor  # imports ray: only when asked for
+    from ..storage.remote_store import store_url
+
+    address = os.environ.get("RAY_ADDRESS") or config_value(repo, "flor.ray.address")  # type: ignore[arg-type]
+    return RayExecutor(address, store_url(repo), workers or os.cpu_count() or 1)  # type: ignore[arg-type]
+
+
+def _close(runner: RayExecutor | None) -> None:
+    if runner is not None:
+        runner.close()
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:
@@ -148,7 +225,7 @@ def _show(the_plan: Plan, fmt: str, isolation: Isolation | None = None) -> None:
         data = the_plan.to_json()
         if isolation is not None:
             data["isolation"] = isolation.to_json()
-        sys.stdout.write(json.dumps(data, indent=2) + "\n")
+        sys.stdout.write(strict_dumps(data, indent=2) + "\n")
         return
     rows = [(j.run, j.mode, ",".join(j.names), j.describe(), f"{j.estimate:.1f}s", _verified_by(j))
             for j in the_plan.jobs]

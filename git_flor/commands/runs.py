@@ -9,6 +9,7 @@ from typing import Any
 from ..errors import EXIT_OK
 from ..query.output import emit, short_time
 from ..query.runs import resolve_run, select_runs
+from ..query.strict_json import strict_dumps
 from ..storage import index_links as links
 from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
@@ -70,9 +71,9 @@ def show(run: str, *, fmt: str = "text") -> int:
     fingerprints, _ = read_witness(repo, shadow)
     info["fingerprints"] = len([i for i in fingerprints if i >= 0])
     if fmt == "json":
-        sys.stdout.write(json.dumps(info, indent=2, sort_keys=True) + "\n")
+        sys.stdout.write(strict_dumps(info, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
-    order = ["id", "status", "error", "script", "cwd", "commit", "branch", "dirty", "shadow",
+    order = ["id", "status", "error", "warnings", "script", "cwd", "commit", "branch", "dirty", "shadow",
              "start", "duration", "argv", "args", "checkpointing", "python", "platform", "packages", "host"]
     for key in order:
         if key in info and info[key] not in (None, {}, []):

@@ -4,12 +4,16 @@ The only module of git-flor that imports tree-sitter; the replay engine and `git
 propagate` call `propagate_source` / `Propagator.apply` with blobs they read from git.
 """
 
+from .carry import Carried, Carrier
 from .propagator import Propagator, propagate_source
-from .result import Failure, Placement, PropagationError, PropagationResult
+from .result import Drift, Failure, Placement, PropagationError, PropagationResult
 from .statements import Alias, flor_alias, flor_statement_names
 
 __all__ = [
     "Alias",
+    "Carried",
+    "Carrier",
+    "Drift",
     "Failure",
     "Placement",
     "PropagationError",

@@ -114,3 +114,24 @@ def apply(src: bytes, edits: list[Edit]) -> tuple[bytes, dict[int, int]]:
         pos = e.offset
     out.append(src[pos:])
     return b"".join(out), where
+
+
+def first_stmt(block: TsNode) -> TsNode | None:
+    """The statement a new first statement goes before: after a docstring (which would
+    stop being one) and, in a module, after `from __future__` imports (which must be first)."""
+    kids = [c for c in block.named_children if c.type != "comment"]
+    owner = block.parent
+    has_doc = block.type == "module" or (owner is not None and owner.type in (
+        "function_definition", "class_definition"))
+    i = 0
+    while i < len(kids) and ((i == 0 and has_doc and is_docstring(kids[i]))
+                             or kids[i].type == "future_import_statement"):
+        i += 1
+    if i == len(kids) and i > 0:
+        return None
+    return kids[i] if kids else None
+
+
+def is_docstring(node: TsNode) -> bool:
+    return node.type == "expression_statement" and node.named_child_count == 1 \
+        and node.named_children[0].type in ("string", "concatenated_string")

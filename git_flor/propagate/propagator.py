@@ -8,9 +8,15 @@ The pipeline for one past version:
   4. place each statement after the image of its nearest matched preceding sibling, else
      before the nearest matched following one, else at the start of the image of its block;
      a wrapped call becomes a wrap of the image of its expression;
-  5. check every name it reads is bound at that spot (renaming through the mapping when the
-     past spelled the variable differently), add the git_flor import if missing;
-  6. insert bytes and re-parse: the output must parse, or the statement is reported instead.
+  5. follow the data: every name it reads must be bound on every path to that spot
+     (reaching definitions, `flow`; renaming through the mapping when the past spelled the
+     variable differently). If not, the nearest position in the same block where they are
+     is taken, then in the enclosing block -- never across a loop or a `def`, and never
+     into or out of a loop the matching relates to today's; if there is none, it is
+     reported with the reason;
+  6. warn when a name it reads is computed by a different expression there than today
+     (`drift`); add the git_flor import if missing;
+  7. insert bytes and re-parse: the output must parse, or the statement is reported instead.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import cst, edits, scope
+from . import cst, edits, follow, scope
 from .matcher import Mapping, match
 from .matcher import statement_key as matcher_key
-from .result import Failure, Placement, PropagationError, PropagationResult
+from .result import Drift, Failure, Placement, PropagationError, PropagationResult
 from .statements import Alias, FlorStatement, find_alias, flor_calls, flor_statements
 
 _UNWRAP = frozenset({"loop", "arg"})
@@ -52,6 +58,7 @@ class _Placed:
     anchor: str
     confidence: float
     bindings: set[str]
+    warnings: list[Drift] | None = None
 
 
 class Propagator:
@@ -72,6 +79,7 @@ class Propagator:
         self.missing = [n for n in (self.names or []) if n not in known]
         self._cache: dict[tuple[int, ...], tuple[cst.Tree, dict[int, cst.Node],
                                                  dict[int, tuple[cst.Node, int]]]] = {}
+        self.today = follow.Today(self.src)
 
     # ------------------------------------------------------------ public
 
@@ -185,7 +193,6 @@ class _Run:
         self.both = both
         self.force = force
         self.failures = failures
-        self.scopes = scope.ScopeIndex()
         self.edits: list[edits.Edit] = []
         self.placed: list[_Placed] = []
         self.seq = 0
@@ -204,9 +211,13 @@ class _Run:
             return n if changed else None
 
         self.ptree_c = cst.build(self.ptree, self.past, substitute)
+        self.pindex = {n.ts.id: n for n in self.ptree_c.nodes}
         self.index = index
         self.m = match(tree, self.ptree_c)
         self.votes = _rename_votes(self.m)
+        self.follower = follow.Follower(
+            self.past, self.ptree.root_node, self.votes, self.force, self.p.today,
+            self.p.alias, self.palias, [st.stmt for st in self.todo])
         done: set[int] = set()
         for s in self.todo:
             if s.stmt.id in done:
@@ -300,11 +311,32 @@ class _Run:
         assert parent is not None
         siblings = parent.children
         exclude = unit.node.id
+        # The loops around it are part of what a statement means (once per step, once per
+        # epoch, once per run): an image in or out of a loop is no place for it, however well
+        # it matches.
+        wrong_loop: list[str] = []
+
+        def image(s: cst.Node) -> cst.Node | None:
+            img = self._stmt_image(s)
+            why = self._loops_differ(unit.node, img.ts) if img is not None else None
+            if why is not None:
+                wrong_loop.append(why)
+                return None
+            return img
+
+        def opening(block: cst.Node | None) -> cst.TsNode | None:
+            first = edits.first_stmt(block.ts) if block is not None else None
+            why = self._loops_differ(unit.node, first) if first is not None else None
+            if why is not None:
+                wrong_loop.append(why)
+                return None
+            return first
+
         target: tuple[str, cst.TsNode, float] | None = None
         for s in reversed(siblings[:idx]):
             if s.ts.id == exclude:
                 continue
-            img = self._stmt_image(s)
+            img = image(s)
             if img is not None:
                 target = ("after", img.ts, self.m.score.get(s.pre, 0.5))
                 break
@@ -312,29 +344,41 @@ class _Run:
             # First in its block today: open the same block in the past. Its old first
             # statement may have been deleted since, and today's next statement may have
             # come from elsewhere, so the following sibling is the weaker clue here.
-            block = self._block_image(parent)
-            if block is not None:
-                first = _first_stmt(block.ts)
-                if first is not None:
-                    target = ("before", first, self.m.score.get(parent.pre, 0.5))
+            first = opening(self._block_image(parent))
+            if first is not None:
+                target = ("before", first, self.m.score.get(parent.pre, 0.5))
         if target is None:
             for s in siblings[idx:]:
                 if s.ts.id == exclude:
                     continue
-                img = self._stmt_image(s)
+                img = image(s)
                 if img is not None:
                     target = ("before", img.ts, 0.9 * self.m.score.get(s.pre, 0.5))
                     break
         if target is None:
-            block = self._block_image(parent)
-            if block is not None:
-                first = _first_stmt(block.ts)
-                if first is not None:
-                    target = ("before", first, 0.6 * self.m.score.get(parent.pre, 0.5))
+            first = opening(self._block_image(parent))
+            if first is not None:
+                target = ("before", first, 0.6 * self.m.score.get(parent.pre, 0.5))
+        if target is None and wrong_loop:
+            raise _Skip(f"the code around it in the past version would move it {wrong_loop[0]}; "
+                        "a statement is not moved into or out of a loop")
         if target is None:
             raise _Skip("none of the code around it exists in the past version")
         kind, anchor, confidence = target
-        renames = self._check_names(unit, anchor)
+        fol = self.follower
+        prev = next((x for x in reversed(siblings[:idx]) if x.ts.id != exclude), None)
+        img = self._stmt_image(prev) if prev is not None else None
+        followed = fol.follow_definition(unit.node, prev.ts, img.ts if img is not None else None,
+                                         anchor) if prev is not None else None
+        if followed is not None and self._loops_differ(unit.node, followed[0]) is None:
+            kind, anchor = "after", followed[0]
+        try:
+            kind, anchor, renames, note = fol.fit(unit.node, kind, anchor)
+        except follow.NoPlace as e:
+            raise _Skip(str(e)) from None
+        note = (followed[1] if followed is not None and anchor.id == followed[0].id else "") + note
+        if note:
+            confidence *= 0.8
         lines, old_indent, keep = self._text(unit.node, renames)
         seq = self._next()
         try:
@@ -348,10 +392,42 @@ class _Run:
         line = anchor.start_point[0] + 1
         first_line = self.past[anchor.start_byte : anchor.end_byte].split(b"\n", 1)[0].decode(
             "utf-8", "replace").strip()
-        note = "".join(f" (renamed `{a}` to `{b}`)" for a, b in renames.items())
+        note += "".join(f" (renamed `{a}` to `{b}`)" for a, b in renames.items())
         self.placed.append(_Placed([seq], unit.names, unit.node.start_point[0] + 1,
                                    f"{kind} line {line}: {first_line}{note}",
-                                   round(min(confidence, 1.0), 3), unit.bindings))
+                                   round(min(confidence, 1.0), 3), unit.bindings,
+                                   fol.drift(unit.node, unit.names, kind, anchor, renames)))
+
+    def _loops_differ(self, stmt: cst.TsNode, at: cst.TsNode) -> str | None:
+        """Would putting today's `stmt` next to the past statement `at` move it out of a loop
+        it is in today, or into one it is not in? That takes two signs at once: a loop the
+        matching relates disagrees (today's loop's image does not hold `at`, or a loop around
+        `at` has a twin today that does not hold `stmt`), and the number of loops around
+        differs the same way. On the way in, only twins in `stmt`'s own function count: a
+        loop body extracted since into a helper (`train_step()` called in `for batch`) is
+        the same nesting, and so is code wrapped in a new outer loop since."""
+        mine = follow.loops(stmt)
+        theirs = follow.loops(at)
+        if len(mine) > len(theirs):
+            theirs_ids = {n.id for n in theirs}
+            for loop in mine:
+                node = self.index.get(loop.id)
+                img = self.m.image(node) if node is not None else None
+                if img is not None and img.ts.type == loop.type and img.ts.id not in theirs_ids:
+                    return f"out of the loop `{_first_line(loop)}`"
+        elif len(mine) < len(theirs):
+            mine_ids = {n.id for n in mine}
+            home = follow.scope_of_stmt(stmt)
+            for loop in theirs:
+                pnode = self.pindex.get(loop.id)
+                j = self.m.bwd.get(pnode.pre) if pnode is not None else None
+                if j is None:
+                    continue
+                twin = self.m.src.nodes[j].ts
+                if twin.type == loop.type and twin.id not in mine_ids \
+                        and follow.scope_of_stmt(twin).id == home.id:
+                    return f"into the loop `{_first_line(loop)}` (line {loop.start_point[0] + 1})"
+        return None
 
     def _stmt_image(self, s: cst.Node) -> cst.Node | None:
         img = self.m.image(s)
@@ -379,27 +455,6 @@ class _Run:
         cand = [c for c in oimg.children if c.type == block.type]
         pos = next(i for i, c in enumerate(same) if c is block)
         return cand[pos] if pos < len(cand) else None
-
-    def _check_names(self, unit: _Unit, anchor: cst.TsNode) -> dict[str, str]:
-        """Names the unit reads must be bound at the anchor; returns renames to apply."""
-        renames: dict[str, str] = {}
-        spellings = self.p.alias.modules | self.p.alias.functions
-        for name, _ in scope.reads(unit.node):
-            if name in spellings or name in renames:
-                continue
-            if self.scopes.bound(name, anchor):
-                continue
-            choice = self.votes.get(name)
-            if choice is not None and choice != name and self.scopes.bound(choice, anchor):
-                renames[name] = choice
-                continue
-            if self.force:
-                continue
-            if self.scopes.bound_anywhere(name, self.ptree.root_node):
-                raise _Skip(f"reads `{name}`, which is not defined in scope at line "
-                            f"{anchor.start_point[0] + 1} of the past version")
-            raise _Skip(f"reads `{name}`, which the past version never defines")
-        return renames
 
     def _text(self, node: cst.TsNode, renames: dict[str, str]) -> tuple[list[bytes], bytes, bool]:
         src = self.p.src
@@ -467,7 +522,7 @@ class _Run:
         last = None
         for i, st in enumerate(stmts):
             if st.type in ("import_statement", "import_from_statement", "future_import_statement") \
-                    or (i == 0 and _is_docstring(st)):
+                    or (i == 0 and edits.is_docstring(st)):
                 last = st
                 continue
             break
@@ -521,7 +576,8 @@ class _Run:
             for n in p.names:
                 placements.append(Placement(n, p.from_line, line, p.anchor, p.confidence))
         placements.sort(key=lambda pl: pl.from_line)
-        return PropagationResult(out.decode(), placements, self.failures)
+        warnings = [w for p in placed for w in (p.warnings or [])]
+        return PropagationResult(out.decode(), placements, self.failures, warnings)
 
 
 class _Skip(Exception):
@@ -541,27 +597,6 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
 
 def _first_line(node: cst.TsNode) -> str:
     return node.text.decode("utf-8", "replace").split("\n", 1)[0].rstrip(":").strip()
-
-
-def _first_stmt(block: cst.TsNode) -> cst.TsNode | None:
-    """The statement a new first statement goes before: after a docstring (which would
-    stop being one) and, in a module, after `from __future__` imports (which must be first)."""
-    kids = [c for c in block.named_children if c.type != "comment"]
-    owner = block.parent
-    has_doc = block.type == "module" or (owner is not None and owner.type in (
-        "function_definition", "class_definition"))
-    i = 0
-    while i < len(kids) and ((i == 0 and has_doc and _is_docstring(kids[i]))
-                             or kids[i].type == "future_import_statement"):
-        i += 1
-    if i == len(kids) and i > 0:
-        return None
-    return kids[i] if kids else None
-
-
-def _is_docstring(node: cst.TsNode) -> bool:
-    return node.type == "expression_statement" and node.named_child_count == 1 \
-        and node.named_children[0].type in ("string", "concatenated_string")
 
 
 def _has_multiline_string(node: cst.TsNode) -> bool:

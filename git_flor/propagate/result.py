@@ -28,11 +28,29 @@ class Failure:
         return f"{self.name}: {self.reason}"
 
 
+@dataclass(frozen=True)
+class Drift:
+    """A name the statement reads is computed by a different expression in the past version
+    than today: the value logged there will not mean what it means today (`total` is the
+    training total there, the validation total today). A warning, not a failure: the
+    statement was placed and runs."""
+
+    name: str
+    variable: str
+    past: str
+    today: str
+
+    def __str__(self) -> str:
+        return (f"{self.name}: `{self.variable}` is computed differently in the past version "
+                f"({self.past}) than today ({self.today})")
+
+
 @dataclass
 class PropagationResult:
     source: str
     placements: list[Placement] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
+    warnings: list[Drift] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:

@@ -1,11 +1,11 @@
-"""Which names a statement reads, and which names are bound where it would be inserted.
+"""Which names a statement reads, and which names the scopes around a position bind.
 
 The check exists so propagation never *injects* a NameError into a past version: if the past
 function never defines `total_norm`, inserting `flor.log("grad_norm", total_norm)` there would
-crash the replay after minutes of work. The analysis is deliberately flow-insensitive (a name
-assigned anywhere in an enclosing scope counts as bound): inside training loops a later
-assignment is usually visible from the previous iteration, and a false alarm costs a user
-more than the rare miss.
+crash the replay after minutes of work. Names of the position's own scope are judged in
+statement order by `flow` (reaching definitions); this module answers for the others -- a
+module global read inside a function is looked up when the function runs, so any binding in
+an enclosing scope counts -- and finds where else a name is bound, for messages.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _targets(node: TsNode, out: set[str]) -> None:
             _targets(c, out)
 
 
-def _param_names(params: TsNode, out: set[str]) -> None:
+def param_names(params: TsNode, out: set[str]) -> None:
     for p in params.named_children:
         if p.type == "identifier":
             out.add(p.text.decode())
@@ -60,7 +60,7 @@ class Bindings:
         if scope.type in ("function_definition", "lambda"):
             params = scope.child_by_field_name("parameters")
             if params is not None:
-                _param_names(params, self.names)
+                param_names(params, self.names)
         body = scope.child_by_field_name("body") if scope.type != "module" else scope
         if body is not None:
             self._collect(body, nested)
@@ -81,7 +81,7 @@ class Bindings:
                     if t == "function_definition":
                         params = n.child_by_field_name("parameters")
                         if params is not None:
-                            _param_names(params, names)
+                            param_names(params, names)
                     stack.extend(n.named_children)
                 else:
                     # Decorators and defaults are evaluated in this scope.
@@ -91,7 +91,7 @@ class Bindings:
             if t == "lambda" and nested:
                 params = n.child_by_field_name("parameters")
                 if params is not None:
-                    _param_names(params, names)
+                    param_names(params, names)
             elif t in _SCOPES and not nested:
                 continue
             if t in ("assignment", "augmented_assignment", "for_statement", "for_in_clause"):

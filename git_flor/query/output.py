@@ -1,5 +1,11 @@
 """Printing tables: aligned text for eyes, csv/json/jsonl for programs.
 
+Missing is not NaN: in a nullable ``Float64`` column (``git flor log``) a logged
+NaN prints as ``nan`` (table, csv) and a missing value as an empty cell; in json
+and jsonl missing is ``null`` and the non-finite floats, which JSON has no
+spelling for, are the strings ``"NaN"``, ``"Infinity"`` and ``"-Infinity"`` —
+strict JSON that every parser accepts. In a plain float64 column NaN means missing.
+
 A million-row table must print in about a second, which neither pandas'
 ``to_csv`` (it formats datetimes per row) nor a ``json.dumps`` per row does. So
 each column is turned into a list of ready-made text tokens once — formatting
@@ -18,6 +24,8 @@ from typing import Any, TextIO
 
 import numpy as np
 import pandas as pd
+
+from .strict_json import LOGGED_NAN, strict_dumps
 
 FORMATS = ("table", "csv", "json", "jsonl")
 
@@ -77,6 +85,8 @@ def _write_table(out: TextIO, frame: pd.DataFrame) -> None:
 
 def _tokens(col: pd.Series, token: Callable[[Any], str]) -> list[str]:
     """Format every distinct value once, then spread the tokens over the rows."""
+    if not isinstance(col.dtype, pd.Float64Dtype):
+        token = _nan_missing(token)  # float64 (and objects): NaN is pandas' "missing"
     try:
         codes, uniques = pd.factorize(col, use_na_sentinel=True)
     except TypeError:  # unhashable (lists, dicts): format each
@@ -86,8 +96,17 @@ def _tokens(col: pd.Series, token: Callable[[Any], str]) -> list[str]:
     return table[codes].tolist()  # code -1 (missing) picks the last entry
 
 
+def _nan_missing(token: Callable[[Any], str]) -> Callable[[Any], str]:
+    def wrapped(v: Any) -> str:
+        if isinstance(v, float) and math.isnan(v):
+            return token(None)
+        return token(math.nan if v is LOGGED_NAN else v)
+
+    return wrapped
+
+
 def _csv_token(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:
         return ""
     if isinstance(v, (list, dict)):
         return _csv_quote(json.dumps(v, ensure_ascii=False))
@@ -105,17 +124,17 @@ def _csv_quote(s: str) -> str:
 
 
 def _json_token(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:
         return "null"
     if isinstance(v, pd.Timestamp):
         return '"' + v.isoformat() + '"'
     if isinstance(v, np.generic):
         v = v.item()
-    return json.dumps(v, ensure_ascii=False)
+    return strict_dumps(v, ensure_ascii=False)
 
 
 def _text_token(v: Any) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if v is None:
         return ""
     if isinstance(v, (list, dict)):
         return json.dumps(v, ensure_ascii=False)

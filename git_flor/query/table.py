@@ -16,11 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from pandas.arrays import FloatingArray
 
 from ..errors import UsageError
 from ..storage import index
 from ..storage.repo import open_repo
 from .runs import select_runs
+from .strict_json import LOGGED_NAN
 
 if TYPE_CHECKING:
     from ..storage.repo import Repository
@@ -40,15 +42,28 @@ def dataframe(
     where: str | None = None,
     provenance: bool = False,
     repo: Repository | None = None,
+    nan_distinct: bool = False,
 ) -> pd.DataFrame:
-    """The table for ``names`` (all names when none) over the selected runs."""
+    """The table for ``names`` (all names when none) over the selected runs.
+
+    Float columns are float64 with NaN for a missing value (pandas' convention),
+    unless ``nan_distinct``: then they are nullable ``Float64``, where a logged NaN
+    stays NaN and a missing value is ``<NA>`` (what ``git flor log`` prints).
+    """
     repo = repo if repo is not None else open_repo()
     conn = index.connect(repo)
     try:
         runs = [run] if isinstance(run, str) else run
-        return build(repo, conn, list(names), rev=rev, runs=runs, where=where, provenance=provenance)
+        table = build(repo, conn, list(names), rev=rev, runs=runs, where=where, provenance=provenance)
     finally:
         conn.close()
+    if not nan_distinct:
+        floats = [c for c in table.columns if isinstance(table[c].dtype, pd.Float64Dtype)]
+        table = table.astype({c: "float64" for c in floats}) if floats else table
+        for c in table.columns:
+            if table[c].dtype == object:
+                table[c] = table[c].map(lambda v: float("nan") if v is LOGGED_NAN else v)
+    return table
 
 
 def build(
@@ -168,7 +183,8 @@ def _values(group: list[index.Chunk]) -> Any:
     """Concatenate chunk values keeping their type: float64, Int64, boolean, else objects."""
     kinds = {c.vtype for c in group}
     if kinds <= {"f8", "i8"} and "f8" in kinds:
-        return np.concatenate([np.asarray(c.values, dtype=np.float64) for c in group])
+        data = np.concatenate([np.asarray(c.values, dtype=np.float64) for c in group])
+        return FloatingArray(data, np.zeros(len(data), dtype=bool))  # NaN stays a value, not missing
     if kinds == {"i8"}:
         return pd.array(np.concatenate([c.values for c in group]), dtype="Int64")
     if kinds == {"b1"}:
@@ -176,14 +192,17 @@ def _values(group: list[index.Chunk]) -> Any:
     out: list[Any] = []
     for c in group:
         out.extend(c.values if isinstance(c.values, list) else c.values.tolist())
-    return pd.Series(out, dtype=object)
+    # Among objects pandas reads a float NaN as "missing": keep a logged one visibly a value.
+    return pd.Series([LOGGED_NAN if type(v) is float and v != v else v for v in out], dtype=object)
 def _typed(col: pd.Series) -> pd.Series:
     """Give a column the dtype its values have: float64, Int64, boolean, or object."""
     kind = pd.api.types.infer_dtype(col, skipna=True)
     if kind in ("floating", "mixed-integer-float") or (
         kind == "empty" and len(col) and all(isinstance(v, float) for v in col)
     ):
-        return col.astype("float64")
+        missing = np.array([v is None or v is pd.NA for v in col], dtype=bool)
+        data = np.array([0.0 if m else float(v) for v, m in zip(col, missing)], dtype=np.float64)
+        return pd.Series(FloatingArray(data, missing), index=col.index)
     if kind == "integer":
         try:
             return col.astype("Int64")

@@ -3,7 +3,8 @@
 A job is a command line, a working directory and an environment; the executor
 runs many of them and reports each result as it finishes. ``LocalExecutor``
 runs them as subprocesses on this machine, ``workers`` at a time; a
-distributed engine plugs in by implementing the same two methods.
+distributed engine plugs in by implementing the same two methods
+(``ray_executor.RayExecutor`` does, for a Ray cluster).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ class Task:
     argv: list[str]
     cwd: str
     env: dict[str, str]
+    #: GPUs the job needs (the run used CUDA): a cluster schedules it where they are.
+    gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,11 @@ class Outcome:
 
 
 class Executor(Protocol):
+    #: True when jobs read checkpoint payloads from this clone's objects dir, so the
+    #: caller brings them down from ``flor.store`` first; an executor whose workers
+    #: fetch them from the store themselves (no ``.git`` there) says False.
+    local_payloads: bool
+
     def run(self, tasks: list[Task]) -> Iterator[Outcome]:
         """Run every task; yield each outcome as it completes (any order)."""
         ...
@@ -46,6 +54,8 @@ class Executor(Protocol):
 
 
 class LocalExecutor:
+    local_payloads = True
+
     def __init__(self, workers: int) -> None:
         self.workers = max(1, workers)
         self._procs: dict[int, subprocess.Popen[str]] = {}
@@ -82,12 +92,33 @@ class LocalExecutor:
             pool.shutdown(wait=True, cancel_futures=True)
 
     def cancel(self) -> None:
+        """Stop every child and wait until each is gone (Ctrl-C must not leave replays running).
+
+        SIGTERM to each child's process group, then up to ``GRACE`` seconds for it to
+        exit, then SIGKILL: the command returns only when its children are reaped.
+        """
         with self._lock:
             self._cancelled = True
-            for proc in self._procs.values():
-                try:
-                    os.killpg(proc.pid, signal.SIGTERM)
-                except ProcessLookupError:
-                    pass
+            procs = list(self._procs.values())
+        for proc in procs:
+            _signal(proc, signal.SIGTERM)
+        deadline = time.monotonic() + GRACE
+        for proc in procs:
+            try:
+                proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _signal(proc, signal.SIGKILL)
+                proc.wait()
+
+
+#: Seconds a cancelled child has to exit after SIGTERM before it is killed.
+GRACE = 5.0
+
+
+def _signal(proc: subprocess.Popen[str], sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 

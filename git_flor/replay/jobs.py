@@ -121,7 +121,8 @@ def execute(
         try:
             while pending:
                 rounds += 1
-                prepared = prepare(repo, pending, executed, base / str(rounds), iso, base, outside)
+                prepared = prepare(repo, pending, executed, base / str(rounds), iso, base, outside,
+                                   local_payloads=executor.local_payloads)
                 if monitor is not None:
                     monitor.begin([(p.job, p.progress, _length(p.job)) for p in prepared])
                 pending = []
@@ -166,9 +167,12 @@ def propagated_tree(repo: Repository, target: Target, guarded: bool = False) -> 
 
 def prepare(
     repo: Repository, jobs: list[tuple[Target, Job]], trees: dict[str, SourceTree], base: Path,
-    iso: Isolation, root: Path, outside: list[str],
+    iso: Isolation, root: Path, outside: list[str], *, local_payloads: bool = True,
 ) -> list[Prepared]:
     """Per job, in order: its payloads here, its scratch copy written, its spec and command line.
+
+    ``local_payloads=False``: the executor's workers fetch payloads from ``flor.store``
+    themselves (they have no ``.git``), so none are brought into this clone.
 
     ``root``: the replay's scratch root (kept out of the isolation's view of the user's files).
     """
@@ -180,8 +184,9 @@ def prepare(
         if target.run not in manifests:
             manifests[target.run] = read_manifest(repo, target.run)
         needed = _needed(manifests[target.run], job)
-        # With a shared payload store (git config flor.store), bring them here first.
-        ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
+        if local_payloads:
+            # With a shared payload store (git config flor.store), bring them here first.
+            ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
         key = len(prepared)
         scratch = base / target.run / str(key)
         created = created_files(target.meta)
@@ -209,7 +214,8 @@ def prepare(
         launch_path.write_text(json.dumps(launch))
         cwd = Path(launch["cwd"])
         cwd.mkdir(parents=True, exist_ok=True)
-        task = Task(key, command(launch_path, launch["script"]), str(cwd), child_env(spec_path))
+        task = Task(key, command(launch_path, launch["script"]), str(cwd), child_env(spec_path),
+                    gpus=1 if target.meta.get("cuda") else 0)  # a cluster schedules it where a GPU is
         prepared.append(Prepared(target, job, scratch, task))
     return prepared
 

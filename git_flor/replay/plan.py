@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..propagate import PropagationError, flor_statement_names, propagate_source
+from ..propagate import Carrier
 from ..storage.checkpoints import Manifest, read_manifest
 from ..storage.files import SourceTree, run_snapshot
 from ..storage.index import HINDSIGHT, RECORDED, UNVERIFIED, chunks, stored_run
@@ -251,32 +251,11 @@ def _carry(
 ) -> tuple[dict[str, str], list[str], list[str]]:
     """Propagate today's statements into every file of the run's snapshot that has them today.
 
-    A statement added in a module the script imports (``model.py``) is carried there too.
-    Returns (propagated sources by path, the names found, problems).
+    Which files, and how, is `propagate.Carrier`'s to decide (`git flor check propagate`
+    asks it the same). Returns (propagated sources by path, the names found, problems).
     """
-    sources: dict[str, str] = {}
-    wanted: list[str] = []
-    problems: list[str] = []
-    for path in [script] + [p for p in snapshot.python_paths() if p != script]:
-        today = today_of(path)
-        if today is None or not any(n in today for n in names):  # cheap before parsing
-            continue
-        here = [n for n in names if n in set(flor_statement_names(today))]
-        past = snapshot.read(path)
-        if not here or past is None:
-            continue
-        try:
-            result = propagate_source(today, past, here)
-        except PropagationError as exc:
-            problems.append(f"today's {path} cannot be read: {exc}")
-            continue
-        problems.extend(f"{path}: {f}" for f in result.failures)
-        placed = [n for n in here if n not in {f.name for f in result.failures}]
-        if not placed:
-            continue
-        sources[path] = result.source
-        wanted.extend(n for n in placed if n not in wanted)
-    return sources, wanted, problems
+    carried = Carrier(today_of, names).carry(script, snapshot.python_paths(), snapshot.read)
+    return carried.sources, carried.names, carried.problems
 
 
 def _available(repo: Repository, manifest: Manifest, store: str | None) -> Manifest:

@@ -40,6 +40,7 @@ def _current() -> Run:
         # The first run of a process started when the script did; one after
         # flor.commit() starts now.
         _run = Run(start=time.time() if _started else _IMPORT_TIME, argv=_ARGV)
+        _run.kwargs = _KWARGS
         _started = True
         _run.attach()
     return _run
@@ -49,8 +50,18 @@ def log(name: str, value: T) -> T:
     """Record ``value`` under ``name`` at the current loop position and return it unchanged."""
     run = _run if _run is not None else _current()
     if type(name) is not str:
-        raise UnloggableValue(f"flor.log: the name must be a str, got {name!r}")
-    stored = value if type(value) in PLAIN else to_json_value(name, value)
+        run.warn_once(f"name:{name!r}", f"flor.log: the name must be a str, got {name!r}; "
+                      "that call records nothing (training goes on)")
+        return value
+    if type(value) in PLAIN:
+        stored = value
+    else:
+        try:
+            stored = to_json_value(name, value)
+        except UnloggableValue as exc:
+            # A logging call never ends a training run: say it once per name, with the fix.
+            run.warn_once(f"value:{name}", f"{exc} — not recorded; training goes on")
+            return value
     if run.keep is not None and not run.keep(name, stored, run.ctx):
         return value  # replay: a recorded statement (checked against the original), or not requested
     run.records.append((name, stored, run.ctx))
@@ -66,11 +77,14 @@ def arg(name: str, default: Any = None) -> Any:
     """
     run = _current()
     if _KWARGS_ERROR:
-        raise BadArgument(_KWARGS_ERROR)
+        run.usage_error(_KWARGS_ERROR)
     if run.recorded_args is not None and name in run.recorded_args:
         value = run.recorded_args[name]
     else:
-        value = cast(name, _KWARGS[name], default) if name in _KWARGS else default
+        try:
+            value = cast(name, _KWARGS[name], default) if name in _KWARGS else default
+        except BadArgument as exc:
+            run.usage_error(str(exc))
     run.set_arg(name, to_json_value(name, value))
     return value
 

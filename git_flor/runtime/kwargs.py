@@ -7,6 +7,7 @@ argv is what the run records.
 
 from __future__ import annotations
 
+import difflib
 import json
 from typing import Any
 
@@ -63,3 +64,18 @@ def cast(name: str, text: str, default: Any) -> Any:
             f"flor.arg({name!r}): --kwargs {name}={text!r} is not a valid {kind.__name__} "
             f"(the default is {default!r}); pass e.g. {name}={default!r}"
         ) from None
+
+
+def unused_kwargs(given: dict[str, str], declared: dict[str, object]) -> str | None:
+    """A warning for ``--kwargs`` names the script never declared with ``flor.arg`` (a typo
+    would otherwise silently train with the default), or None."""
+    unused = [name for name in given if name not in declared]
+    if not unused:
+        return None
+    hints = []
+    for name in unused:
+        close = difflib.get_close_matches(name, list(declared), n=1)
+        hints.append(f"{name}={given[name]}" + (f" (did you mean {close[0]}?)" if close else ""))
+    known = ", ".join(declared) or "none"
+    return (f"--kwargs {' '.join(hints)} not used: no flor.arg of that name; "
+            f"the script declares: {known}")

@@ -97,7 +97,7 @@ class ReplaySpec:
     def load(cls, path: str) -> ReplaySpec:
         raw = json.loads(Path(path).read_text())
         raw["checkpoints"] = {
-            int(i): {**e, "objects": {n: Pointer(**p) for n, p in e["objects"].items()}}
+            int(i): {**e, "objects": {n: Pointer.from_json(p) for n, p in e["objects"].items()}}
             for i, e in raw.get("checkpoints", {}).items()
         }
         raw["expect_fps"] = {int(i): fp for i, fp in raw.get("expect_fps", {}).items()}

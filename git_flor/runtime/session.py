@@ -21,12 +21,13 @@ import time
 import uuid
 from collections import deque
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from ..storage.checkpoints import store_for
-from ..storage.journal import Journal, event_line
+from ..storage.journal import Journal, event_line, release
 from ..storage.records import Frame, Record, RunData, encode_lines, warn
 from .checkpoint import Checkpointer
+from .kwargs import unused_kwargs
 from .outputs import Outputs, absolute_dirs, watch_torch
 from .packages import imported_versions
 from .replay_mode import Replayer
@@ -76,6 +77,9 @@ class Run:
         self.keep: Any = None
         #: RNG states at the end of each nested loop of the current outer iteration
         self.nested_rng: list[Any] = []
+        #: the ``--kwargs`` pairs given on the command line (checked against the declared args)
+        self.kwargs: dict[str, str] = {}
+        self._warned: set[str] = set()
 
     # -- beginning -------------------------------------------------------------------------
 
@@ -87,7 +91,7 @@ class Run:
         """
         from ..errors import NotARepository
         from ..storage import repo as repo_mod
-        from ..storage.journal import JOURNAL_DIR, recover_orphans
+        from ..storage.journal import JOURNAL_DIR, keep_alive, recover_orphans
         from ..storage.snapshot import snapshot_worktree
 
         spec = os.environ.get("FLOR_REPLAY")
@@ -100,7 +104,10 @@ class Run:
             warn(f"{exc} — this run is NOT recorded")
             return
         flor = repo_mod.flor_dir(repo)
-        recover_orphans(repo, flor / JOURNAL_DIR)
+        try:
+            recover_orphans(repo, flor / JOURNAL_DIR)
+        except Exception as exc:  # noqa: BLE001 — someone else's crash must not stop this run
+            warn(f"could not recover crashed runs ({type(exc).__name__}: {exc}); carrying on")
         root = repo_mod.workdir(repo)
         script = _relative_script(self.meta["argv"], root)
         snap = snapshot_worktree(repo, (script,) if not script.startswith(("<", "/", "..")) else ())
@@ -120,6 +127,10 @@ class Run:
         store = store_for(repo_mod.common_dir(repo))
         self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
+        try:
+            keep_alive(repo, self.id, self.meta["tree"])
+        except Exception as exc:  # noqa: BLE001 — only gc protection is lost, not the run
+            warn(f"could not protect this run's snapshot from `git gc` ({exc})")
         threading.Thread(target=self._flusher, name="git-flor-journal", daemon=True).start()
         atexit.register(self.finish)
         _chain_excepthook(self)
@@ -146,6 +157,32 @@ class Run:
     def set_arg(self, name: str, value: Any) -> None:
         self.meta["args"][name] = value
         self.event("arg", name=name, value=value)
+
+    def warn_once(self, key: str, message: str) -> None:
+        """Warn about a recording problem once per ``key``; the run records that it had warnings."""
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        warn(message)
+        self.set_meta(warnings=[*self.meta.get("warnings", []), message])
+
+    def usage_error(self, message: str) -> NoReturn:
+        """A bad command line (``--kwargs``): one line, exit 2 like argparse, and no run recorded."""
+        print(f"git-flor: error: {message}", file=sys.stderr)
+        self.discard()
+        raise SystemExit(2)
+
+    def discard(self) -> None:
+        """Forget this run: nothing reaches git (it never started training)."""
+        self._finished = True
+        self._stop = True
+        self._wake.set()
+        if self._journal is not None:
+            with self._flush_lock:
+                if self._repo is not None:
+                    release(self._repo, self.id)
+                self._journal.remove()
+                self._journal = None
 
     def set_meta(self, **fields: Any) -> None:
         self.meta.update(fields)
@@ -236,6 +273,11 @@ class Run:
         self.meta["end"] = end
         self.meta["duration"] = end - self.meta["start"]
         self.meta["packages"] = imported_versions()  # the commit's environment (post-commit hook)
+        unused = unused_kwargs(self.kwargs, self.meta["args"])
+        if unused and self.replayer is None:
+            self.warn_once("kwargs", unused)
+        if _used_cuda():
+            self.meta["cuda"] = True  # its replay needs a GPU (a Ray cluster schedules it on one)
         for seg in self.loops:
             if seg["end"] is None:
                 seg["end"] = end
@@ -269,9 +311,32 @@ class Run:
             except Exception as exc:  # keep the journal: the next command recovers the run
                 warn(f"could not write run {self.id} to git ({exc}); it will be recovered")
                 return None
+            release(self._repo, self.id)
             self._journal.remove()
             self._journal = None
+        _link_if_committed(self._repo, data, shadow)
         return str(shadow)
+
+
+def _link_if_committed(repo: Any, data: RunData, shadow: Any) -> None:
+    """A run on uncommitted edits that were committed while it ran: link it now (the hook could not)."""
+    if not data.meta.get("dirty"):
+        return
+    try:
+        from ..storage.hook_notes import link_finished_run
+
+        link_finished_run(repo, data, shadow)
+    except Exception as exc:  # noqa: BLE001 — the run is safely in git; only the link is missing
+        warn(f"run {data.run_id} is recorded, but linking it to the commit of its code failed ({exc})")
+
+
+def _used_cuda() -> bool:
+    """Whether the script initialised CUDA (never imports torch: only a script that did can have)."""
+    torch = sys.modules.get("torch")
+    try:
+        return bool(torch is not None and torch.cuda.is_initialized())
+    except Exception:  # a torch build without CUDA support, or a half-imported module
+        return False
 
 
 def _relative(path: Path, root: Path) -> str | None:

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
+from .records import warn
+
 if TYPE_CHECKING:
     import pygit2
 
@@ -45,6 +47,20 @@ class Pointer:
     size: int
     serializer: str
     kind: str  # "object" (registered), "var" (loop-carried variable), "rng"
+
+    @classmethod
+    def from_json(cls, data: object) -> Pointer:
+        """Read a pointer; unknown keys (a newer git-flor's) are ignored, a wrong type is a ValueError."""
+        if not isinstance(data, dict):
+            raise ValueError("a checkpoint pointer is not a JSON object")
+        sha, size, ser, kind = (data.get(k) for k in ("sha256", "size", "serializer", "kind"))
+        if not (isinstance(sha, str) and len(sha) == 64 and all(c in "0123456789abcdef" for c in sha)):
+            raise ValueError(f"checkpoint pointer sha256 {sha!r} is not a sha256")
+        if not (isinstance(size, int) and not isinstance(size, bool) and size >= 0):
+            raise ValueError(f"checkpoint pointer size {size!r} is not a size")
+        if not (isinstance(ser, str) and isinstance(kind, str)):
+            raise ValueError("checkpoint pointer serializer/kind are not strings")
+        return cls(sha, size, ser, kind)
 
     def to_json(self) -> str:
         return json.dumps(
@@ -121,8 +137,13 @@ class PayloadStore:
             size += memoryview(part).nbytes
         sha = digest.hexdigest()
         final = self.path(sha)
-        if final.exists():
+        try:
+            # Already stored: refresh its mtime, which is what `git flor gc` reads, so a
+            # concurrent gc sees it as fresh and keeps it for the run about to reference it.
+            os.utime(final)
             return sha, size
+        except FileNotFoundError:
+            pass
         final.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=final.parent, prefix=".tmp-")
         try:
@@ -200,19 +221,28 @@ def read_manifest(repo: pygit2.Repository, run_id: str) -> Manifest:
     tree = repo[ref.target].peel(pygit2.Tree)
     out: Manifest = {}
     for entry in tree:
-        if not entry.name.isdigit():
+        if not entry.name.isdigit() or entry.type_str != "tree":
             continue
-        sub = repo[entry.id]
-        meta: dict[str, Any] = {}
-        objects: dict[str, Pointer] = {}
-        for blob in sub:
-            data = json.loads(repo[blob.id].data)
-            if blob.name == ITER_META:
-                meta = data
-            else:
-                objects[_object_name(blob.name)] = Pointer(**data)
-        out[int(entry.name)] = {**meta, "objects": objects}  # type: ignore[typeddict-item]
+        try:
+            out[int(entry.name)] = _read_iteration(repo, repo[entry.id])
+        except (ValueError, TypeError, KeyError) as exc:
+            # A checkpoint that cannot be read is not a resume point: replay plans around it.
+            warn(f"ignoring checkpoint {entry.name} of run {run_id} ({ref.name}): {exc}")
     return out
+
+
+def _read_iteration(repo: pygit2.Repository, sub: pygit2.Tree) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    objects: dict[str, Pointer] = {}
+    for blob in sub:
+        data = json.loads(repo[blob.id].data)
+        if blob.name == ITER_META:
+            if not isinstance(data, dict):
+                raise ValueError(f"{ITER_META} is not a JSON object")
+            meta = {k: v for k, v in data.items() if k != "objects"}
+        else:
+            objects[_object_name(blob.name)] = Pointer.from_json(data)
+    return {**meta, "objects": objects}
 
 
 def run_ids_with_checkpoints(repo: pygit2.Repository) -> list[str]:

@@ -25,6 +25,7 @@ import pygit2
 from . import notes
 from .records import LOGS_FILE, RUN_FILE, SRC_DIR, RunData, decode_records
 from .refs import shadow_refs
+from .schema import BadRecord
 from .shadow import note_line, read_blob, read_meta, walk
 
 
@@ -84,7 +85,10 @@ def _unborn_runs(repo: pygit2.Repository) -> Iterable[dict[str, Any]]:
     for tip in shadow_refs(repo).values():
         for shadow in walk(repo, tip):
             if len(shadow.parent_ids) == 1 and RUN_FILE in shadow.tree:
-                meta = read_meta(repo, shadow)
+                try:
+                    meta = read_meta(repo, shadow)
+                except BadRecord:
+                    continue  # the index says so, with the ref; the hook stays quiet
                 if meta.get("commit") is None and not meta.get("replay_of"):
                     records = decode_records(read_blob(repo, shadow, LOGS_FILE))
                     yield json.loads(note_line(RunData(meta=meta, records=records), shadow.id))
@@ -110,12 +114,43 @@ def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
         shadow = _shadow(repo, obj.get("shadow"))
         if shadow is None or shadow.tree[SRC_DIR].id != commit.tree_id:
             continue
-        meta = read_meta(repo, shadow)
+        try:
+            meta = read_meta(repo, shadow)
+        except BadRecord:
+            continue
         lines.append(_line({**obj, "ran_at": meta["commit"]}) if meta.get("commit") else _line(obj))
         metas.append(meta)
     lines.append(_line({"env": environment(metas)}))
     notes.add_many(repo, {target: lines})
     return [meta["id"] for meta in metas]
+
+
+def link_finished_run(repo: pygit2.Repository, data: RunData, shadow: pygit2.Oid) -> list[str]:
+    """Link a dirty run that was still going when its code was committed; return the commits.
+
+    The post-commit hook only sees runs that had finished (their note lines are
+    how it finds them), so a run finishing after the commit that captures its
+    tree looks for that commit itself: HEAD's nearest ``ANCESTORS`` commits down
+    to the one the run started on, whose tree is exactly the run's snapshot.
+    """
+    meta = data.meta
+    if not meta.get("dirty") or meta.get("replay_of") or repo.head_is_unborn:
+        return []
+    tree, ran_at = meta.get("tree"), meta.get("commit")
+    line = _line({**json.loads(note_line(data, shadow)), **({"ran_at": ran_at} if ran_at else {})})
+    found: list[str] = []
+    commit = repo.head.peel(pygit2.Commit)
+    for _ in range(ANCESTORS):
+        if str(commit.id) == ran_at:
+            break
+        if str(commit.tree_id) == tree:
+            found.append(str(commit.id))
+        if not commit.parent_ids:
+            break
+        commit = commit.parents[0]
+    if found:
+        notes.add_many(repo, {hexid: [line] for hexid in found})
+    return found
 
 
 def environment(metas: list[dict[str, Any]]) -> dict[str, Any]:
@@ -138,6 +173,22 @@ def environment(metas: list[dict[str, Any]]) -> dict[str, Any]:
     if packages:
         env["packages"] = dict(sorted(packages.items()))
     return env
+
+
+def amend_from_reflog(repo: pygit2.Repository) -> list[tuple[str, str]]:
+    """The (old, new) pair of the amend that just happened, read from HEAD's reflog.
+
+    For a post-rewrite hook started without git's "old new" lines on stdin
+    (pre-commit runs legacy hooks with an empty stdin).
+    """
+    head = repo.references.get("HEAD")
+    if head is None:
+        return []
+    for entry in head.log():  # newest first
+        if entry.message.startswith("commit (amend)"):
+            return [(str(entry.oid_old), str(entry.oid_new))]
+        return []
+    return []
 
 
 def follow_rewrites(repo: pygit2.Repository, kind: str, pairs: list[tuple[str, str]]) -> int:

@@ -21,11 +21,12 @@ import pygit2
 
 from . import index_links
 from .records import LOGS_FILE, UNVERIFIED_FILE, decode_lines, warn
-from .refs import shadow_refs
-from .repo import ensure_flor_dir, flor_dir
+from .refs import shadow_ref, shadow_refs
+from .repo import clone_id, ensure_flor_dir, flor_dir
+from .schema import BadRecord
 from .shadow import read_blob, read_meta, walk
 
-SCHEMA = 5
+SCHEMA = 6  # 6: run.json checked on ingest (schema.py), runs of one id never replaced
 INDEX_FILE = "index.sqlite"
 
 #: Provenance of a value in the table (UNVERIFIED: hindsight that a non-deterministic script
@@ -92,18 +93,35 @@ def stored_run(conn: sqlite3.Connection, run: str) -> StoredRun:
 def connect(repo: pygit2.Repository) -> sqlite3.Connection:
     """Open the index and bring it up to date with the shadow refs."""
     path = ensure_flor_dir(repo) / INDEX_FILE
+    try:
+        return _connect(repo, path)
+    except sqlite3.DatabaseError as exc:
+        if isinstance(exc, sqlite3.OperationalError):
+            raise  # locked, disk full: not damage, and rebuilding would not help
+        # A cache: deleting it loses nothing, so a damaged one is rebuilt from git.
+        warn(f"the query index {path} is damaged ({exc}); rebuilding it from git")
+        _remove(path)
+        return _connect(repo, path)
+
+
+def _connect(repo: pygit2.Repository, path: Path) -> sqlite3.Connection:
     conn = _open(path)
     if _schema(conn) != SCHEMA:
         conn.close()
-        path.unlink(missing_ok=True)
+        _remove(path)
         conn = _open(path)
     sync(repo, conn)
     index_links.sync(repo, conn)  # which commits each run belongs to, from the notes
     return conn
 
 
+def _remove(path: Path) -> None:
+    for name in (path.name, path.name + "-wal", path.name + "-shm"):
+        path.with_name(name).unlink(missing_ok=True)
+
+
 def rebuild(repo: pygit2.Repository) -> sqlite3.Connection:
-    (flor_dir(repo) / INDEX_FILE).unlink(missing_ok=True)
+    _remove(flor_dir(repo) / INDEX_FILE)
     return connect(repo)
 
 
@@ -130,7 +148,8 @@ def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
         known = dict(conn.execute("SELECT ref, tip FROM tips").fetchall())
         for ref in set(known) - set(current):
             _drop_ref(conn, ref)
-        for ref, tip in current.items():
+        own = shadow_ref(clone_id(repo))
+        for ref, tip in sorted(current.items(), key=lambda item: item[0] != own):  # ours first
             old = known.get(ref)
             if old == tip:
                 continue
@@ -162,12 +181,20 @@ def _drop_ref(conn: sqlite3.Connection, ref: str) -> None:
 def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit: pygit2.Commit) -> None:
     try:
         meta = read_meta(repo, commit)
-        run_id = str(meta["id"])
-    except (KeyError, ValueError, TypeError):
-        warn(f"skipping shadow commit {str(commit.id)[:10]}: unreadable run.json")
+    except (BadRecord, KeyError, pygit2.GitError) as exc:
+        warn(f"skipping a run in {ref} (shadow commit {str(commit.id)[:10]}): {exc}")
         return
+    run_id = meta["id"]
     kind = "replay" if meta.get("replay_of") else "run"
     target = str(meta["replay_of"]) if kind == "replay" else run_id
+    if kind == "run":
+        have = conn.execute("SELECT c.ref, c.shadow FROM runs r JOIN commits c ON c.rid = r.rid "
+                            "WHERE r.run = ?", (run_id,)).fetchone()
+        if have is not None and have[0] != ref:
+            # A teammate's run with the id of one already here: never silently replace it.
+            warn(f"skipping run {run_id} in {ref} (shadow commit {str(commit.id)[:10]}): a run with "
+                 f"the same id is in {have[0]} (shadow commit {have[1][:10]})")
+            return
     cur = conn.execute(
         "INSERT OR IGNORE INTO commits(shadow, ref, run, kind) VALUES(?, ?, ?, ?)",
         (str(commit.id), ref, target, kind),
@@ -182,7 +209,7 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
             "INSERT OR REPLACE INTO runs VALUES(?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id, rid, str(commit.id), meta.get("commit"), meta.get("start"),
-                meta.get("script"), meta.get("status"), int(bool(meta.get("dirty"))),
+                meta.get("script"), _status(meta), int(bool(meta.get("dirty"))),
                 meta.get("duration"), json.dumps(meta.get("args", {})), json.dumps(meta),
             ),
         )
@@ -198,6 +225,13 @@ def _ingest(repo: pygit2.Repository, conn: sqlite3.Connection, ref: str, commit:
         )
         _insert(conn, rid, target, records, HINDSIGHT)
         _insert(conn, rid, target, unverified, UNVERIFIED)
+
+
+def _status(meta: dict[str, Any]) -> str | None:
+    """The run's status as listed: "ok (2 warnings)" when recording had problems (see ``show``)."""
+    n = len(meta.get("warnings") or [])
+    status = meta.get("status")
+    return f"{status} ({n} warning{'s' if n != 1 else ''})" if n and status else status
 
 
 def _insert(conn: sqlite3.Connection, rid: int, run: str, records: list[dict[str, Any]], src: int) -> None:

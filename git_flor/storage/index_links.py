@@ -28,6 +28,7 @@ import pygit2
 from .notes import iter_notes
 from .records import warn
 from .refs import NOTES_REF, ref_target
+from .schema import valid_run_id
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS links(
@@ -72,10 +73,12 @@ def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
             if before.get(hexid) == blob:
                 continue
             conn.execute("DELETE FROM links WHERE commit_ = ?", (hexid,))
-            conn.executemany(
-                "INSERT OR REPLACE INTO links VALUES(?, ?, ?, ?)",
-                _rows(hexid, repo[pygit2.Oid(hex=blob)].data),
-            )
+            try:
+                data = repo[pygit2.Oid(hex=blob)].data
+            except (KeyError, ValueError, AttributeError):
+                warn(f"skipping the flor note on commit {hexid[:10]}: its blob {blob[:10]} is missing")
+                continue
+            conn.executemany("INSERT OR REPLACE INTO links VALUES(?, ?, ?, ?)", _rows(hexid, data))
             conn.execute("INSERT OR REPLACE INTO link_notes VALUES(?, ?)", (hexid, blob))
         conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (_TIP_KEY, str(tip) if tip else ""))
         conn.execute("COMMIT")
@@ -84,21 +87,37 @@ def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
         raise
 
 
+def _well_formed(obj: dict[str, object]) -> bool:
+    """A note line git-flor can use: the fields it reads have their types (others are ignored)."""
+    if "rewritten_from" in obj:
+        return isinstance(obj["rewritten_from"], str)
+    if "run" in obj:
+        return valid_run_id(obj["run"]) and (obj.get("ran_at") is None or isinstance(obj["ran_at"], str))
+    return True  # an env line, or a kind a newer git-flor writes
+
+
 def _rows(commit: str, data: bytes) -> list[tuple[str, str, str | None, str | None]]:
     runs: dict[str, str | None] = {}
     rewritten_from = None
+    bad = 0
     for line in data.decode("utf-8", "replace").splitlines():
+        if not line.strip():
+            continue
         try:
             obj = json.loads(line)
         except ValueError:
+            obj = None
+        if not isinstance(obj, dict) or not _well_formed(obj):
+            bad += 1
             continue
-        if not isinstance(obj, dict):
-            continue
-        if isinstance(obj.get("rewritten_from"), str):
+        if "rewritten_from" in obj:
             rewritten_from = obj["rewritten_from"]
-        elif isinstance(obj.get("run"), str):
+        elif "run" in obj:
             ran_at = obj.get("ran_at")
-            runs[obj["run"]] = runs.get(obj["run"]) or (ran_at if isinstance(ran_at, str) else None)
+            runs[obj["run"]] = runs.get(obj["run"]) or ran_at
+    if bad:
+        warn(f"skipping {bad} corrupt line{'s' if bad != 1 else ''} of the flor note on commit "
+             f"{commit[:10]} (`git notes --ref=flor show {commit[:10]}`)")
     return [(run, commit, ran_at, rewritten_from) for run, ran_at in runs.items()]
 
 

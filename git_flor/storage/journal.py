@@ -26,6 +26,9 @@ if TYPE_CHECKING:
     import pygit2
 
 JOURNAL_DIR = "journal"
+#: Journals that could not be turned into runs are moved here (kept for a human), so
+#: one damaged journal never stops every later command and training run.
+QUARANTINE_DIR = "quarantine"
 
 
 class Journal:
@@ -106,17 +109,49 @@ def parse(path: Path) -> RunData | None:
                 "loop": obj["loop"],
                 "unsaved": obj["unsaved"],
                 "seconds": obj["seconds"],
-                "objects": {n: Pointer(**p) for n, p in obj["objects"].items()},
+                "objects": {n: Pointer.from_json(p) for n, p in obj["objects"].items()},
             }
     if data is not None:
         data.loops = [loops[k] for k in sorted(loops)]
     return data
 
 
-def recover_orphans(repo: pygit2.Repository, directory: Path) -> list[str]:
-    """Commit every journal whose writer is gone as an ``interrupted`` run; return their ids."""
-    from .shadow import commit_run, ensure_note, find_run
+def keep_alive(repo: pygit2.Repository, run_id: str, tree_hex: str) -> None:
+    """Make the snapshot ``tree_hex`` of a live run reachable until the run is in git.
 
+    A parentless commit of the tree under ``refs/flor/live/<run>``: gc keeps what
+    refs reach, and the run's shadow commit (which takes over) is written at the end.
+    """
+    import pygit2
+
+    from .refs import live_ref
+    from .repo import signature
+
+    sig = signature(repo)
+    commit = repo.create_commit(None, sig, sig, f"git-flor live run {run_id}\n",
+                                pygit2.Oid(hex=tree_hex), [])
+    repo.references.create(live_ref(run_id), commit, force=True)
+
+
+def release(repo: pygit2.Repository, run_id: str) -> None:
+    """Drop the live ref of ``run_id`` (its run is in git, or its journal quarantined)."""
+    from .refs import live_ref
+
+    try:
+        ref = repo.references.get(live_ref(run_id))
+        if ref is not None:
+            ref.delete()
+    except Exception:  # noqa: BLE001 — a leftover ref costs only disk until the next recovery
+        pass
+
+
+def recover_orphans(repo: pygit2.Repository, directory: Path) -> list[str]:
+    """Commit every journal whose writer is gone as an ``interrupted`` run; return their ids.
+
+    Never raises for a journal's sake: one that cannot be recovered (its snapshot
+    pruned, a record git cannot store, a bug) is moved to ``journal/quarantine/``
+    with a warning, and the next journal is tried.
+    """
     recovered: list[str] = []
     if not directory.is_dir():
         return recovered
@@ -135,23 +170,57 @@ def recover_orphans(repo: pygit2.Repository, directory: Path) -> list[str]:
                     continue  # another recoverer finished it and it was replaced
             except FileNotFoundError:
                 continue
-            data = parse(path)
-            stored = find_run(repo, data.run_id) if data is not None else None
-            if stored is not None:
-                ensure_note(repo, stored)  # the run was written but its writer died before the note
-            elif data is not None:
-                data.meta["status"] = "interrupted"
-                end = os.stat(path).st_mtime
-                data.meta["end"] = end
-                data.meta["duration"] = max(0.0, end - data.meta.get("start", end))
-                commit_run(repo, data)
-                recovered.append(data.run_id)
-            else:
-                warn(f"discarding unreadable journal {path}")
+            try:
+                run_id = _recover_one(repo, path)
+            except Exception as exc:  # noqa: BLE001 — recovery must never take the tool down
+                _quarantine(repo, path, exc)
+                continue
+            if run_id is not None:
+                recovered.append(run_id)
             path.unlink()
         finally:
             os.close(fd)
     return recovered
+
+
+def _recover_one(repo: pygit2.Repository, path: Path) -> str | None:
+    """Write the run of one orphaned journal to git; its id, or None if there was nothing new."""
+    from .shadow import commit_run, ensure_note, find_run
+
+    data = parse(path)
+    if data is None:
+        warn(f"discarding unreadable journal {path}")
+        return None
+    stored = find_run(repo, data.run_id)
+    if stored is not None:
+        ensure_note(repo, stored)  # the run was written but its writer died before the note
+        release(repo, data.run_id)
+        return None
+    data.meta["status"] = "interrupted"
+    end = os.stat(path).st_mtime
+    data.meta["end"] = end
+    data.meta["duration"] = max(0.0, end - data.meta.get("start", end))
+    shadow = commit_run(repo, data)
+    release(repo, data.run_id)
+    from .hook_notes import link_finished_run
+
+    link_finished_run(repo, data, shadow)  # its edits may have been committed while it ran
+    return data.run_id
+
+
+def _quarantine(repo: pygit2.Repository, path: Path, exc: BaseException) -> None:
+    where = path.parent / QUARANTINE_DIR
+    try:
+        where.mkdir(exist_ok=True)
+        target = where / path.name
+        os.replace(path, target)
+    except OSError:
+        target = path
+    run_id = path.stem
+    release(repo, run_id)
+    reason = f"{type(exc).__name__}: {exc}".splitlines()[0][:200]
+    warn(f"could not recover crashed run {run_id} ({reason}); its journal is kept at {target} "
+         "and the run is left out")
 
 
 def live_checkpoint_payloads(directory: Path) -> set[str]:

@@ -154,8 +154,12 @@ def _well_formed(obj: Any) -> bool:
         and type(obj.get("name")) is str
         and "value" in obj
         and type(obj.get("pos")) is list
-        and all(type(f) is list and len(f) >= 2 and type(f[0]) is str and type(f[1]) is int for f in obj["pos"])
+        and all(type(f) is list and len(f) >= 2 and type(f[0]) is str and type(f[1]) is int
+                and 0 <= f[1] < _INT64 for f in obj["pos"])
     )
+
+
+_INT64 = 2**63  # loop positions are int64 in the query index
 
 
 def _record(obj: dict[str, Any]) -> Record:

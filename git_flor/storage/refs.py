@@ -19,6 +19,10 @@ import pygit2
 SHADOW_PREFIX = "refs/flor/shadow/"
 NOTES_REF = "refs/notes/flor"
 CKPT_PREFIX = "refs/flor/ckpt/"
+#: While a run is live (or crashed and not yet recovered) this ref keeps its
+#: snapshot reachable: ``git gc --prune=now`` (or ``gc --auto`` two weeks into a
+#: long run) would otherwise delete the blobs of its uncommitted edits. Never pushed.
+LIVE_PREFIX = "refs/flor/live/"
 
 
 def shadow_ref(clone_id: str) -> str:
@@ -33,6 +37,10 @@ def shadow_refs(repo: pygit2.Repository) -> dict[str, pygit2.Oid]:
         if name.startswith(SHADOW_PREFIX):
             out[name] = repo.references[name].resolve().target
     return out
+
+
+def live_ref(run_id: str) -> str:
+    return LIVE_PREFIX + run_id
 
 
 def ref_target(repo: pygit2.Repository, name: str) -> pygit2.Oid | None:

@@ -85,13 +85,18 @@ def push_payloads(repo: pygit2.Repository, url: str) -> Upload:
     missing = sorted(set(mine) - there)
     size = 0
     for rel in missing:
-        target = f"{root}/{rel}"
-        tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
-        fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
-        fs.put_file(str(mine[rel]), tmp)
-        fs.mv(tmp, target)
+        _put(fs, root, rel, mine[rel])
         size += mine[rel].stat().st_size
     return Upload(uploaded=len(missing), present=len(mine) - len(missing), bytes=size)
+
+
+def _put(fs: Any, root: str, rel: str, path: Path) -> None:
+    """Upload under a temporary name, then rename: a reader never sees half a payload."""
+    target = f"{root}/{rel}"
+    tmp = f"{target}.tmp-{uuid.uuid4().hex[:8]}"
+    fs.makedirs(target.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(str(path), tmp)
+    fs.mv(tmp, target)
 
 
 def local_payload(repo: pygit2.Repository, sha: str) -> Path | None:
@@ -113,15 +118,25 @@ def fetch_payload(repo: pygit2.Repository, sha: str) -> Path:
             "set the store its author pushed to with `git config flor.store <url>`"
         )
     fs, root = _open_store(url)
-    for rel in PayloadStore.relative_paths(sha):
-        if fs.exists(f"{root}/{rel}"):
-            break
-    else:
+    rel = _in_store(fs, root, sha)
+    if rel is None:
         raise PayloadMissing(
             f"checkpoint payload {sha[:12]} is in neither this clone nor {url}: "
             "ask the run's author to `git flor push` (with flor.store set)"
         )
-    dest = _local(repo).root / rel
+    return _download(fs, root, rel, sha, _local(repo).root / rel, url)
+
+
+def _in_store(fs: Any, root: str, sha: str) -> str | None:
+    """The payload's path relative to the store root, or None when the store lacks it."""
+    for rel in PayloadStore.relative_paths(sha):
+        if fs.exists(f"{root}/{rel}"):
+            return rel
+    return None
+
+
+def _download(fs: Any, root: str, rel: str, sha: str, dest: Path, url: str) -> Path:
+    """Copy ``rel`` to ``dest`` through a temporary name, checked against its sha256 first."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.download-{uuid.uuid4().hex[:8]}")
     try:
@@ -149,6 +164,40 @@ def ensure_payloads(repo: pygit2.Repository, shas: Iterable[str]) -> int:
             fetch_payload(repo, sha)
             fetched += 1
     return fetched
+
+
+class Store:
+    """A payload store opened once, for code without a repository: replay workers on other
+    machines download from it, and the driver that sends them work uploads to it.
+
+    Knows only the store's layout (the objects dir's relative paths), not the clone's.
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.fs, self.root = _open_store(url)
+        self._present: set[str] = set()
+
+    def has(self, sha: str) -> bool:
+        if sha not in self._present and _in_store(self.fs, self.root, sha) is not None:
+            self._present.add(sha)
+        return sha in self._present
+
+    def upload(self, sha: str, path: Path) -> None:
+        """Put the local payload ``path`` (whose sha256 is ``sha``) into the store, unless there."""
+        if not self.has(sha):
+            _put(self.fs, self.root, PayloadStore.relative_paths(sha)[0], path)
+            self._present.add(sha)
+
+    def download(self, sha: str, dest_root: Path) -> Path:
+        """Payload ``sha`` under ``dest_root`` in a PayloadStore's layout, sha256-checked."""
+        rel = _in_store(self.fs, self.root, sha)
+        if rel is None:
+            raise PayloadMissing(
+                f"checkpoint payload {sha[:12]} is not in {self.url}: "
+                "push it with `git flor push` from the clone that recorded the run"
+            )
+        return _download(self.fs, self.root, rel, sha, PayloadStore(dest_root).path(sha), self.url)
 
 
 def _sha256(path: Path) -> str:

@@ -94,3 +94,12 @@ def signature(repo: pygit2.Repository) -> pygit2.Signature:
         return repo.default_signature
     except (KeyError, pygit2.GitError):
         return pygit2.Signature("git-flor", "git-flor@localhost")
+
+
+def config_value(repo: pygit2.Repository, key: str) -> str | None:
+    """A git config value (repository, then global), or None when unset or empty."""
+    try:
+        value = str(repo.config[key]).strip()
+    except KeyError:
+        return None
+    return value or None

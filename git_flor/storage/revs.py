@@ -13,7 +13,8 @@ def resolve_commit(repo: pygit2.Repository, rev: str) -> pygit2.Oid:
         return repo.revparse_single(rev).peel(pygit2.Commit).id
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
         raise UsageError(
-            f"unknown revision {rev!r}; use a commit, branch or tag name (see `git log --oneline`)"
+            f"unknown revision {rev!r}: no such commit here; use a commit, branch or tag name "
+            "(see `git log --oneline`)"
         ) from None
 
 
@@ -24,6 +25,12 @@ def commits_in(repo: pygit2.Repository, spec: str) -> set[str]:
     try:
         parsed = repo.revparse(spec)
     except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+        # Say which end is wrong: `HEAD~3..HEAD` in a two-commit history is not a syntax error.
+        sep = "..." if "..." in spec else ".."
+        ends = spec.split(sep, 1)
+        for end in ends:
+            if end:
+                resolve_commit(repo, end)  # raises "unknown revision 'HEAD~3'"
         raise UsageError(f"unknown revision range {spec!r}; write it as A..B or A...B") from None
     walker = repo.walk(parsed.to_object.peel(pygit2.Commit).id, SortMode.TOPOLOGICAL)
     start = parsed.from_object.peel(pygit2.Commit).id

@@ -35,11 +35,13 @@ from .records import (
 )
 from .refs import cas_update, shadow_ref
 from .repo import clone_id, signature
+from .schema import RUN_FORMAT, BadRecord, check_meta
 
 
 def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
     """Write ``data`` as a run commit on this clone's shadow ref, then its note line."""
     meta = data.meta
+    meta.setdefault("format", RUN_FORMAT)
     sig = signature(repo)
     builder = repo.TreeBuilder()
     builder.insert(SRC_DIR, pygit2.Oid(hex=meta["tree"]), FileMode.TREE)
@@ -101,7 +103,14 @@ def walk(repo: pygit2.Repository, tip: pygit2.Oid, stop: pygit2.Oid | None = Non
 
 
 def read_meta(repo: pygit2.Repository, commit: pygit2.Commit) -> dict[str, Any]:
-    return json.loads(repo[commit.tree[RUN_FILE].id].data)
+    """The run's ``run.json``, checked (:func:`.schema.check_meta`); :class:`.schema.BadRecord` if unusable."""
+    if RUN_FILE not in commit.tree:
+        raise BadRecord(f"no {RUN_FILE}")
+    try:
+        meta = json.loads(repo[commit.tree[RUN_FILE].id].data)
+    except ValueError as exc:
+        raise BadRecord(f"{RUN_FILE} is not JSON ({exc})") from None
+    return check_meta(meta)
 
 
 def read_blob(repo: pygit2.Repository, commit: pygit2.Commit, name: str) -> bytes:

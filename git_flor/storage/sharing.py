@@ -27,7 +27,8 @@ import pygit2
 from . import notes
 from .refs import CKPT_PREFIX, NOTES_REF, SHADOW_PREFIX, cas_update, shadow_ref
 from .repo import clone_id, signature
-from .shadow import walk
+from .schema import BadRecord
+from .shadow import read_meta, walk
 
 STAGING_PREFIX = "refs/flor-remote/"
 
@@ -142,14 +143,22 @@ def adopt_manifests(repo: pygit2.Repository, remote: str) -> Adopted:
 def count_new_runs(
     repo: pygit2.Repository, before: dict[str, pygit2.Oid], after: dict[str, pygit2.Oid]
 ) -> tuple[int, int]:
-    """(runs, clones) that arrived: shadow commits reachable from the new tips and not the old ones."""
+    """(runs, clones) that arrived: run commits reachable from the new tips and not the old ones.
+
+    Replay results are shadow commits too, but not runs: they are not counted.
+    """
     runs = clones = 0
     for ref, tip in after.items():
         old = before.get(ref)
         if old == tip:
             continue
         stop = old if old is not None and repo.descendant_of(tip, old) else None
-        n = sum(1 for _ in walk(repo, tip, stop))
+        n = 0
+        for commit in walk(repo, tip, stop):
+            try:
+                n += not read_meta(repo, commit).get("replay_of")
+            except (BadRecord, KeyError):
+                continue  # the index warns about it, naming the ref
         if n:
             runs += n
             clones += 1

@@ -36,9 +36,9 @@ def test_four_statements_into_1500_lines_is_fast() -> None:
     today = _with_probes(_big_file(200), [3, 70, 140, 180])
     past = _big_file(190, renamed=True)
     assert past.count("\n") > 1500
-    t = time.perf_counter()
+    t = time.process_time()  # CPU time: a busy machine slows the wall clock, not this
     res = propagate_source(today, past)
-    elapsed = time.perf_counter() - t
+    elapsed = time.process_time() - t
     assert res.ok, res.failures
     assert [p.name for p in res.placements] == ["g3", "g70", "g140", "g180"]
     assert "    w70 = model(data[70])\n    loss_70 = crit(w70, data.y)\n    opt.zero_grad()\n" \
