@@ -40,7 +40,7 @@ def expectations(source: str, positions: dict[str, list[Any]]) -> dict[str, str]
     out: dict[str, str] = {}
     for name, found in positions.items():
         wheres = {p.where for p in found}
-        if not found or "unknown" in wheres or name not in calls:
+        if not found or "unknown" in wheres or name not in calls or any(getattr(p, "via_call", False) for p in found):
             continue
         if not any(_unconditional(c, parents) for c in calls[name]):
             continue
@@ -50,10 +50,12 @@ def expectations(source: str, positions: dict[str, list[Any]]) -> dict[str, str]
 
 
 def _is_flor_loop(node: ast.AST) -> bool:
+    """A ``for`` over ``flor.loop(...)``, also wrapped: ``enumerate(flor.loop(...))``, ``tqdm(...)``."""
     it = getattr(node, "iter", None)
-    return (isinstance(node, (ast.For, ast.AsyncFor)) and isinstance(it, ast.Call)
-            and isinstance(it.func, (ast.Attribute, ast.Name))
-            and (it.func.attr if isinstance(it.func, ast.Attribute) else it.func.id) == "loop")
+    return isinstance(node, (ast.For, ast.AsyncFor)) and it is not None and any(
+        isinstance(c, ast.Call) and isinstance(c.func, (ast.Attribute, ast.Name))
+        and (c.func.attr if isinstance(c.func, ast.Attribute) else c.func.id) == "loop"
+        for c in ast.walk(it))
 
 
 def _unconditional(call: ast.AST, parents: dict[ast.AST, ast.AST]) -> bool:
@@ -102,7 +104,10 @@ def shortfall(target: Any, job: Any, records: list[tuple[str, Any, Any]]) -> str
     for name in job.names:
         kind = expect.get(name)
         if kind == "each" and job.mode in ("skip", "reexec"):
-            missing = [i for i in job.epochs if per_iter[(name, i)] == 0]
+            # The iteration a `break` left may not have run the statement (or any of the body:
+            # `zip(flor.loop(...), shorter)` enters one more item than it uses).
+            broken = target.iterations - 1 if getattr(target, "ending", "done") == "broke" else None
+            missing = [i for i in job.epochs if per_iter[(name, i)] == 0 and i != broken]
             if missing:
                 problems.append(f"{name} logged no value in iteration(s) {_short(missing)} although the "
                                 "statement runs in every iteration")

@@ -203,6 +203,8 @@ def prepare(
             expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
+            iterations=target.iterations, limit=target.iterations if target.ending != "done" else -1,
+            reentered=target.reentered,
         )
         spec_path = scratch / SPEC_FILE
         spec_path.write_text(spec.to_json())

@@ -85,6 +85,12 @@ class Target:
     iterations: int = 0
     #: iterations with a checkpoint that is a safe resume point (fallbacks choose among them)
     safe: list[int] = field(default_factory=list)
+    #: how the original run's outer loop ended (see :func:`extent`)
+    ending: str = "done"
+    #: the outer loop was entered again later in the run (a second training phase)
+    reentered: bool = False
+    #: why there is nothing to replay other than "already computed"
+    idle: str = ""
 
     def witnesses(self, job: Job) -> verify.Witnesses:
         return verify.witnesses(job.mode, job.epochs, job.start_from, self.iterations, self.outer_name,
@@ -171,7 +177,8 @@ def plan(
         target.recorded = read_records(repo, run.shadow)
         target.fingerprints, target.nested_fps = read_witness(repo, run.shadow)
         target.outer_name = loops[0]["name"] if loops else shape.outer_loop
-        target.iterations = len(loops[0].get("iters", [])) if loops else 0
+        target.ending, target.iterations = extent(meta, loops)
+        target.reentered = any(lp.get("name") == target.outer_name for lp in loops[1:])
         target.safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
         _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, workers)
         _own_outputs(target, manifest, loops)
@@ -179,9 +186,41 @@ def plan(
         target.expect = expectations(script_source, shape.positions)
         if target.jobs:
             targets.append(target)
+        elif target.idle:
+            skipped.append((run_id, target.idle))
         else:
             skipped.append((run_id, "already computed (use --force to recompute)"))
     return Plan(targets, skipped, failed)
+
+
+def extent(meta: dict[str, Any], loops: list[LoopTiming]) -> tuple[str, int]:
+    """How the original run's outer loop ended, and how many of its iterations replay may enter.
+
+    ``done``: it ran out of items; every iteration finished, and what follows it ran.
+    ``broke``: the run left it part-way through one more iteration (``break``, early
+    stopping) and went on: that iteration is entered too — it has no checkpoint, so
+    what follows the loop is replayed by re-executing it.
+    ``stopped``: the run was killed or failed inside the loop: only the iterations
+    it finished are replayed, and nothing after the loop ran, so nothing there is.
+    Replay never enters an iteration the original did not (an ``itertools.count()``
+    loop would otherwise never end).
+    """
+    if not loops:
+        return "done", 0
+    outer = loops[0]
+    n = len(outer.get("iters", []))
+    ok = meta.get("status") == "ok"
+    if "broke" in outer:
+        return ("broke", n + 1) if ok else ("stopped", n)
+    if outer.get("end") is None or (not ok and not _after_loop_ran(meta, outer)):
+        return "stopped", n
+    return "done", n
+
+
+def _after_loop_ran(meta: dict[str, Any], outer: LoopTiming) -> bool:
+    """A failed run whose loop ended normally failed after it (its ``end`` is before the run's)."""
+    end, run_end = outer.get("end"), meta.get("end")
+    return end is not None and run_end is not None and float(end) < float(run_end) - 1e-3
 
 
 def _witness(target: Target, trust_checkpoints: bool) -> None:
@@ -264,8 +303,9 @@ class CostModel:
     @classmethod
     def of(cls, meta: dict[str, Any], loops: list[LoopTiming], manifest: Manifest) -> CostModel:
         outer: LoopTiming = loops[0] if loops else {"iters": [], "start": meta.get("start", 0)}
+        ending, _ = extent(meta, loops)
         return cls(
-            times=list(outer.get("iters", [])),
+            times=list(outer.get("iters", [])) + ([float(outer.get("broke", 0.0))] if ending == "broke" else []),
             pre=max(0.0, float(outer.get("start", 0)) - float(meta.get("start", 0))),
             duration=meta.get("duration", 0),
             restore_cost={i: float(e.get("seconds", 0.0)) for i, e in manifest.items()},
@@ -302,8 +342,21 @@ def _jobs(
     if iters and target.loop in iters:
         requested &= iters[target.loop]
     kinds, todo, reasons = _strategies(target.names, shape, existing, requested, force)
+    if target.reentered:
+        # The outer loop ran again later (a second phase): its iterations' positions repeat,
+        # and checkpoints exist for the first entry only. A statement in it is re-run whole.
+        for k, kind in kinds.items():
+            if kind in ("skip", "reexec"):
+                kinds[k] = "full"
+                reasons[k] = "the outer loop is entered more than once"
+    if target.ending == "stopped":
+        dropped = [k for k, kind in kinds.items() if kind == "suffix"]
+        for k in dropped:
+            del kinds[k]
+        if dropped and not kinds:
+            target.idle = "the run stopped inside its loop: nothing after the loop ran"
     target.reasons.update(reasons)
-    target.jobs.extend(_cut(target.run, kinds, todo, manifest, cost, workers))
+    target.jobs.extend(_cut(target.run, kinds, todo, manifest, cost, workers, broke=target.ending == "broke"))
     # What a skip may restore early because no requested statement reads it (see verification).
     ignore = [p.ignore for k in kinds for p in shape.positions.get(k) or [] if p.where == "epoch"]
     for job in target.jobs:
@@ -355,9 +408,14 @@ def _cut(
     manifest: Manifest,
     cost: CostModel,
     workers: int,
+    broke: bool = False,
 ) -> list[Job]:
     """The jobs for the chosen strategies: skipped iterations in ``workers`` chunks, re-executed ones
-    in segments from safe checkpoints, one prefix/suffix/full job where needed."""
+    in segments from safe checkpoints, one prefix/suffix/full job where needed.
+
+    ``broke``: the loop was left part-way through its last iteration; what follows it is
+    replayed by re-executing that iteration from the checkpoint before it (no checkpoint
+    holds the state where the ``break`` left the loop)."""
     if not kinds:
         return []
     n = len(cost.times)
@@ -385,7 +443,10 @@ def _cut(
         jobs.append(Job(run, "prefix", prefix_names, [], -1, est("prefix", [])))
     suffix_names = [k for k, v in kinds.items() if v == "suffix"]
     if suffix_names:
-        if n and n - 1 in safe:
+        if broke and n:
+            start = max((c for c in safe if c < n - 1), default=-1)
+            jobs.append(Job(run, "reexec", suffix_names, [n - 1], start, est("reexec", [n - 1], start)))
+        elif n and n - 1 in safe:
             jobs.append(Job(run, "suffix", suffix_names, [], -1, est("suffix", [])))
         else:
             jobs.append(Job(run, "full", suffix_names, [], -1, est("full", [])))

@@ -36,6 +36,8 @@ class Position:
     #: names the code after a skipped loop changes and the statement never reads: a skip
     #: restores their end-of-iteration state early, which is harmless (verification ignores them)
     ignore: frozenset[str] = frozenset()
+    #: in a function the outer loop calls: it may be called conditionally, so no value count is expected
+    via_call: bool = False
 
 
 @dataclass(frozen=True)
@@ -67,9 +69,13 @@ def analyse(
             return f.attr == attr and f.value.id in module_alias
         return isinstance(f, ast.Name) and direct.get(f.id) == attr
 
-    flor_loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor)) and is_flor(n.iter, "loop")]
+    flor_loops = [n for n in ast.walk(tree) if isinstance(n, (ast.For, ast.AsyncFor))
+                  and any(is_flor(c, "loop") for c in ast.walk(n.iter))]
     flor_loops.sort(key=lambda n: (n.lineno, n.col_offset))
-    outer = next((lp for lp in flor_loops if not any(_inside(lp, o, parents) for o in flor_loops if o is not lp)), None)
+    calls = _Calls(tree, parents, flor_loops)
+    outer = next((lp for lp in flor_loops
+                  if not any(_inside(lp, o, parents) for o in flor_loops if o is not lp)
+                  and not calls.nested_by_call(lp)), None)
     var_of = {
         kw.arg: kw.value.id
         for n in ast.walk(tree)
@@ -97,12 +103,87 @@ def analyse(
             continue
         positions[name].append(
             _position(name, node, outer, nested, parents, checkpointed, imported,
-                      _Links(registered, kinds, _constructed_with(tree)))
+                      _Links(registered, kinds, _constructed_with(tree)), calls)
         )
     outer_name = None
-    if outer is not None and outer.iter.args and isinstance(outer.iter.args[0], ast.Constant):  # type: ignore[attr-defined]
-        outer_name = outer.iter.args[0].value  # type: ignore[attr-defined]
+    if outer is not None:
+        head = next(c for c in ast.walk(outer.iter) if is_flor(c, "loop"))
+        if head.args and isinstance(head.args[0], ast.Constant):  # type: ignore[attr-defined]
+            outer_name = head.args[0].value  # type: ignore[attr-defined]
     return Shape(positions, outer_name, registered)
+
+
+class _Calls:
+    """Which of the script's own functions each piece of code calls, and which of them run a ``flor.loop``.
+
+    A ``flor.loop`` in a helper (``train_one_epoch()``) called from the outer loop's body is
+    nested *by call*: at run time it is a nested loop, whatever its place in the file.
+    Calls are resolved by name: ``f(...)`` to a function ``f`` of the script, ``self.f(...)``
+    to a method ``f`` of one of its classes (``model.train()`` is not the script's ``train``).
+    """
+
+    def __init__(self, tree: ast.AST, parents: dict[ast.AST, ast.AST], flor_loops: list[ast.AST]) -> None:
+        self.parents = parents
+        self.functions: dict[str, list[ast.AST]] = {}
+        self.methods: dict[str, list[ast.AST]] = {}
+        for n in ast.walk(tree):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                table = self.methods if isinstance(parents.get(n), ast.ClassDef) else self.functions
+                table.setdefault(n.name, []).append(n)
+        self.flor_loops = flor_loops
+        self._reach: dict[int, frozenset[ast.AST]] = {}
+
+    def callees(self, node: ast.AST) -> list[ast.AST]:
+        """The script's functions ``node`` calls directly (not counting nested definitions)."""
+        out: list[ast.AST] = []
+        for n in ast.walk(node):
+            if not isinstance(n, ast.Call):
+                continue
+            f = n.func
+            if isinstance(f, ast.Name):
+                out.extend(self.functions.get(f.id, []))
+            elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ("self", "cls"):
+                out.extend(self.methods.get(f.attr, []))
+        return out
+
+    def reach(self, node: ast.AST) -> frozenset[ast.AST]:
+        """Every function of the script ``node`` runs, directly or through other calls."""
+        key = id(node)
+        if key not in self._reach:
+            seen: set[ast.AST] = set()
+            todo = self.callees(node)
+            while todo:
+                fn = todo.pop()
+                if fn not in seen:
+                    seen.add(fn)
+                    todo.extend(self.callees(fn))
+            self._reach[key] = frozenset(seen)
+        return self._reach[key]
+
+    def runs_flor_loop(self, node: ast.AST) -> bool:
+        """``node`` calls (at any depth) a function of the script that has a ``flor.loop``."""
+        fns = self.reach(node)
+        return any(_inside(lp, fn, self.parents) for lp in self.flor_loops for fn in fns)
+
+    def nested_by_call(self, loop: ast.AST) -> bool:
+        """``loop`` sits in a function that the body of another ``flor.loop`` calls."""
+        fns = {f for f in _enclosing_functions(loop, self.parents)}
+        if not fns:
+            return False
+        return any(
+            other is not loop and not _inside(other, fn, self.parents) and self.reach(other) & {fn}
+            for other in self.flor_loops for fn in fns
+        )
+
+
+def _enclosing_functions(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> list[ast.AST]:
+    out = []
+    cur = parents.get(node)
+    while cur is not None:
+        if isinstance(cur, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            out.append(cur)
+        cur = parents.get(cur)
+    return out
 
 
 def flor_aliases(tree: ast.AST) -> tuple[set[str], dict[str, str]]:
@@ -151,19 +232,29 @@ def _position(
     checkpointed: frozenset[str],
     imported: frozenset[str],
     links: _Links,
+    calls: _Calls,
 ) -> Position:
     line = call.lineno  # type: ignore[attr-defined]
     if outer is None:
         return Position(name, "unknown", reason="no flor.loop in the script", line=line)
     fn = _enclosing_function(call, parents)
     if fn is not None and not _inside(outer, fn, parents):
-        return Position(name, "unknown", reason="inside a function called from elsewhere", line=line)
+        return _in_helper(name, call, fn, outer, nested, parents, calls)
     if not _inside(call, outer, parents):
+        if line > outer.lineno and not isinstance(outer.target, ast.Name) \
+                and _reads(_statement(call, parents)) & _target_names(outer.target):
+            # After `for k, epoch in enumerate(flor.loop(...))` a restore cannot set `k`.
+            return Position(name, "unknown", reason="reads the outer loop's variables after it", line=line)
         return Position(name, "prefix" if line < outer.lineno else "suffix", line=line)
     if any(_inside(call, lp, parents) for lp in nested):
         return Position(name, "step", reason="inside a nested loop", line=line)
     body_stmt = _body_statement(call, outer, parents)
-    before = [lp for lp in nested if lp.end_lineno is not None and lp.end_lineno < line]  # type: ignore[attr-defined]
+    if calls.runs_flor_loop(body_stmt):
+        return Position(name, "epoch", reason="shares a statement with a call that runs a nested flor.loop",
+                        line=line)
+    units = [s for s in outer.body if s.end_lineno is not None and s.end_lineno < line  # type: ignore[attr-defined]
+             and calls.runs_flor_loop(s)]
+    before = [lp for lp in nested if lp.end_lineno is not None and lp.end_lineno < line] + units  # type: ignore[attr-defined]
     if not before:
         return Position(name, "epoch", skip_safe=True, line=line)
     if _reads_gradients(body_stmt):
@@ -172,6 +263,15 @@ def _position(
     skipped_writes: set[str] = set()
     for lp in before:
         skipped_writes |= _writes(lp) - imported
+    for unit in units:
+        why = _helper_skip_unsafe(unit, calls, parents)
+        if why:
+            return Position(name, "epoch", reason=why, line=line)
+        skipped_writes |= {g for fn in calls.reach(unit) for n in ast.walk(fn) if isinstance(n, ast.Global)
+                           for g in n.names}
+        # what the helper is handed it may change (`train_one_epoch(model, opt)`)
+        skipped_writes |= {a.id for c in ast.walk(unit) if isinstance(c, ast.Call)
+                           for a in [*c.args, *(k.value for k in c.keywords)] if isinstance(a, ast.Name)} - imported
     first_end = min(lp.end_lineno for lp in before)  # type: ignore[attr-defined]
     between = [s for s in outer.body if first_end < s.lineno < body_stmt.lineno and s not in before]
     reads = _reads(body_stmt).union(*(_reads(s) for s in between))
@@ -187,6 +287,80 @@ def _position(
     if stale:
         return Position(name, "epoch", reason=f"reads `{stale[0]}`, which code after the skipped loop changes", line=line)
     return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads))
+
+
+def _in_helper(
+    name: str, call: ast.AST, fn: ast.AST, outer: ast.AST, nested: list[ast.AST],
+    parents: dict[ast.AST, ast.AST], calls: _Calls,
+) -> Position:
+    """A statement in a function of the script: placed by where that function is called from.
+
+    Called from a nested loop (lexical or by call), or sitting in a ``flor.loop`` of its own
+    that the outer body reaches → a step-level statement; called from the outer body →
+    an epoch-level one, re-executed (its function's locals are in no checkpoint); called
+    from nowhere in the outer loop → the whole run.
+    """
+    line = call.lineno  # type: ignore[attr-defined]
+    if fn not in calls.reach(outer):
+        return Position(name, "unknown", reason="inside a function called from elsewhere", line=line)
+    inner = [lp for lp in calls.flor_loops if lp is not outer and not _inside(lp, outer, parents)
+             and any(f in calls.reach(outer) for f in _enclosing_functions(lp, parents))]
+    if any(_inside(call, lp, parents) for lp in nested + inner) \
+            or any(fn in calls.reach(lp) for lp in nested + inner):
+        return Position(name, "step", reason="inside a nested loop (in a function the outer loop calls)",
+                        line=line, via_call=True)
+    return Position(name, "epoch", reason="inside a function the outer loop calls", line=line, via_call=True)
+
+
+def _helper_skip_unsafe(unit: ast.AST, calls: _Calls, parents: dict[ast.AST, ast.AST]) -> str | None:
+    """Why the ``flor.loop`` a call in the outer body runs cannot be skipped like a nested one, or None.
+
+    A skip replaces the helper's loop by a restore of the end of the iteration; the helper
+    then goes on. That is right only if what it does after the loop reads nothing the loop
+    assigned (its locals are in no checkpoint: ``return total / n`` would see ``total = 0``)
+    and changes nothing (``sched.step()`` would run twice on the restored state). The loop
+    must be in the called function itself: code of an intermediate caller is not analysed.
+    """
+    holders = [fn for fn in calls.reach(unit)
+               if any(_inside(lp, fn, parents) for lp in calls.flor_loops)]
+    for fn in calls.reach(unit):
+        if fn not in holders and calls.runs_flor_loop(fn):
+            return f"calls `{fn.name}`, which runs a flor.loop through another call"  # type: ignore[attr-defined]
+    for fn in holders:
+        fname = fn.name  # type: ignore[attr-defined]
+        declared = {g for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for g in n.names}
+        for lp in calls.flor_loops:
+            if _enclosing_function(lp, parents) is not fn:
+                continue
+            if calls.runs_flor_loop(lp) or any(o is not lp and _inside(o, lp, parents) for o in calls.flor_loops):
+                return f"`{fname}` has loops nested in its flor.loop"
+            assigned = _writes(lp) - declared
+            end = lp.end_lineno or lp.lineno  # type: ignore[attr-defined]
+            tail = [s for s in ast.walk(fn) if isinstance(s, ast.stmt) and s.lineno > end
+                    and _enclosing_function(s, parents) is fn]
+            read = sorted({n.id for s in tail for n in ast.walk(s)
+                           if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load) and n.id in assigned})
+            if read:
+                return f"`{fname}` reads `{read[0]}` after its flor.loop, which a skip does not restore"
+            for s in tail:
+                if isinstance(s, ast.Expr) and isinstance(s.value, ast.Call) \
+                        and isinstance(s.value.func, ast.Attribute) and s.value.func.attr not in IDEMPOTENT:
+                    return f"`{fname}` changes state after its flor.loop (line {s.lineno})"
+                if isinstance(s, ast.AugAssign) or any(
+                        isinstance(t, (ast.Attribute, ast.Subscript)) for t in getattr(s, "targets", [])):
+                    return f"`{fname}` changes state after its flor.loop (line {s.lineno})"
+    return None
+
+
+def _statement(node: ast.AST, parents: dict[ast.AST, ast.AST]) -> ast.AST:
+    cur = node
+    while not isinstance(cur, ast.stmt) and cur in parents:
+        cur = parents[cur]
+    return cur
+
+
+def _target_names(target: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(target) if isinstance(n, ast.Name)}
 
 
 class _Links:

@@ -70,7 +70,8 @@ def witnesses(
     for name, value, pos in records:
         if mode == "skip" and len(pos) > 1:
             continue  # inside a nested loop the skip does not run
-        if not pos or (pos[0][0] == outer and pos[0][1] in its) or (mode == "full" and pos[0][0] != outer):
+        # another loop entered at the top level runs in a full job, and after the outer loop in a suffix
+        if not pos or (pos[0][0] == outer and pos[0][1] in its) or (mode in ("full", "suffix") and pos[0][0] != outer):
             out.records.append([name, [[f[0], f[1]] for f in pos], dumps(value)])
     reach = set(its) | {-1}  # -1: where the loop began (see runtime.checkpoint.BEGIN)
     if mode == "skip":

@@ -53,8 +53,8 @@ class WriteBack:
         self.repo = repo
         self.trees = trees  # run → the propagated source tree its jobs ran
         self.targets = targets
-        #: per run, each record with whether the job that made it was verified
-        self.collected: dict[str, list[tuple[Record, bool]]] = {t.run: [] for t in targets}
+        #: per run, each job's records, with whether that job was verified
+        self.collected: dict[str, list[tuple[list[Record], bool]]] = {t.run: [] for t in targets}
         self.results = {t.run: Result(t.run) for t in targets}
         self.started = {t.run: time.time() for t in targets}
         self.remaining = {t.run: len(t.jobs) for t in targets}
@@ -91,7 +91,7 @@ class WriteBack:
             return
         # the out file is absent when the script never reached a flor call
         records = decode_records(out.read_bytes(), origin=str(out)) if out.is_file() else []
-        self.collected[target.run].extend((r, not unverified) for r in records)
+        self.collected[target.run].append((records, not unverified))
         if unverified and records:
             result.unverified.append(f"{job.describe()}: {unverified}")
         short = shortfall(target, job, records)
@@ -122,9 +122,9 @@ class WriteBack:
         result = self.results[target.run]
         records = self.collected[target.run]
         # Verified first: where two jobs produced a value, the verified one is kept.
-        merged = merge_records([r for r, ok in records if ok])
+        merged = merge_records([rs for rs, ok in records if ok])
         have = {(n, tuple((f[0], f[1]) for f in pos)) for n, _, pos in merged}
-        unverified = [r for r in merge_records([r for r, ok in records if not ok])
+        unverified = [r for r in merge_records([rs for rs, ok in records if not ok])
                       if (r[0], tuple((f[0], f[1]) for f in r[2])) not in have]
         result.values = len(merged) + len(unverified)
         result.unverified_values = len(unverified)
@@ -138,16 +138,21 @@ class WriteBack:
         ))
 
 
-def merge_records(records: list[Record]) -> list[Record]:
-    """One record per (name, loop position), in loop order: jobs may overlap (a segment's first epoch)."""
-    seen: set[tuple[str, tuple[Any, ...]]] = set()
-    merged: list[Record] = []
-    for name, value, pos in sorted(records, key=lambda r: tuple(f[1] for f in r[2])):
-        key = (name, tuple((f[0], f[1]) for f in pos))
-        if key not in seen:
-            seen.add(key)
-            merged.append((name, value, pos))
-    return merged
+def merge_records(jobs: list[list[Record]]) -> list[Record]:
+    """Each job's records merged in loop order: jobs may overlap (a segment's first epoch).
+
+    A (name, loop position) comes from the first job that has it, with *all* its values
+    there: a statement in a plain ``for`` (or ``while``) of the epoch body logs many
+    values at one position, as the recorded run would have.
+    """
+    owner: dict[tuple[str, tuple[Any, ...]], int] = {}
+    kept: list[Record] = []
+    for k, records in enumerate(jobs):
+        for name, value, pos in records:
+            key = (name, tuple((f[0], f[1]) for f in pos))
+            if owner.setdefault(key, k) == k:
+                kept.append((name, value, pos))
+    return sorted(kept, key=lambda r: tuple(f[1] for f in r[2]))  # stable: a position's values keep their order
 
 
 def describe_failures(results: list[Result]) -> list[str]:

@@ -95,11 +95,19 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
     The outermost ``flor.loop`` is the checkpoint boundary: its per-iteration wall
     times are recorded for replay's cost model, each iteration end pushes the
     journal and may take a checkpoint.
+
+    Not a generator itself: the script's frame is taken *here*, where the loop is
+    written, because the generator's body first runs wherever it is first advanced —
+    inside ``tqdm.__iter__`` for ``tqdm(flor.loop(...))``.
     """
     run = _current()
+    return _loop(run, name, iterable, _caller_frame())
+
+
+def _loop(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) -> Iterator[T]:
     parent = run.ctx
     if parent:
-        top = len(parent) == 1  # directly in the outer loop's body
+        top = len(parent) == 1  # directly in the outer loop's body (or in a helper it calls)
         if top and run.replayer is not None and run.replayer.skip_nested(run.objects):
             return  # replay: this nested loop is replaced by a checkpoint restore
         try:
@@ -112,11 +120,10 @@ def loop(name: str, iterable: Iterable[T]) -> Iterator[T]:
                 run.nested_rng.append(serial.capture_rng())
                 run.checkpointer.nested_end(parent[0][1], len(run.nested_rng) - 1)
         return
-    yield from _outer(run, name, iterable)
+    yield from _outer(run, name, iterable, frame)
 
 
-def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
-    frame = _caller_frame()
+def _outer(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) -> Iterator[T]:
     scope = _scope(frame)
     state = _state_scope(frame)
     total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
@@ -126,16 +133,26 @@ def _outer(run: Run, name: str, iterable: Iterable[T]) -> Iterator[T]:
         yield from _replay_outer(run, name, items, frame, scope, state, seq)
         return
     clock = time.perf_counter
-    ckpt = run.checkpointer
+    # Checkpoints and fingerprints are keyed by iteration index: only the first entry of
+    # the outer loop has them, so a second phase never overwrites (and replay never
+    # restores) the first phase's iteration i as if it were its own.
+    ckpt = run.checkpointer if seq == 0 else None
     if ckpt is not None:
         ckpt.loop_begin(name, frame, scope, state)
     i = -1
+    t0 = clock()
     try:
         for i, item in enumerate(items):
             run.ctx = ((name, i, item if type(item) in PLAIN else None),)
             run.nested_rng = []
             t0 = clock()
-            yield item
+            try:
+                yield item
+            except GeneratorExit:
+                # The body left the loop (``break``, early stopping, an exception) part-way
+                # through iteration i: replay may enter it, never go past it.
+                run.loop_broke(seq, clock() - t0)
+                raise
             dt = clock() - t0
             run.iteration_done(seq, dt)
             if ckpt is not None:

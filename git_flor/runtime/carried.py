@@ -39,6 +39,9 @@ class LoopScope:
     #: the loop variable when it is a plain name (``for epoch in ...``): code after
     #: the loop may read it, and a replay that skips every iteration must set it
     target: str | None = None
+    #: every name the loop's header binds (``k, epoch`` of ``enumerate(flor.loop(...))``):
+    #: set by the loop itself each iteration, so never state to compare or restore
+    targets: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=64)
@@ -61,7 +64,8 @@ def analyse(source: str, lineno: int) -> LoopScope | None:
     carried -= _Writes.targets(loop.target)
     passed = exposed.passed_outside - carried
     target = loop.target.id if isinstance(loop.target, ast.Name) else None
-    return LoopScope(tuple(sorted(carried)), isinstance(scope, ast.Module), tuple(sorted(passed)), target)
+    return LoopScope(tuple(sorted(carried)), isinstance(scope, ast.Module), tuple(sorted(passed)), target,
+                     tuple(sorted(_Writes.targets(loop.target))))
 
 
 def _find_loop(tree: ast.Module, lineno: int) -> tuple[ast.For | ast.AsyncFor, ast.AST] | None:

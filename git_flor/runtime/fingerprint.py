@@ -232,7 +232,8 @@ def watched(
     if frame is None:
         return
     carried = set(scope.names) if scope is not None else set()
-    target = {scope.target} if scope is not None and scope.target else set()
+    target = ({scope.target} | set(scope.targets)) if scope is not None and scope.target else (
+        set(scope.targets) if scope is not None else set())
     module_level = scope.module_level if scope is not None else frame.f_code.co_name == "<module>"
 
     def keep(name: str, value: Any) -> bool:

@@ -200,13 +200,37 @@ def probe(spec: dict[str, Any]) -> int:
     return 0
 
 
+PR_SET_PDEATHSIG = 1
+SIGKILL = 9
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: the kernel kills this process when the ``git flor replay`` that started it dies.
+
+    The children run in their own session (Ctrl-C in the terminal must not reach them
+    mid-write), so without this a killed CLI would leave them running — a replay of an
+    endless loop forever. Set after isolating (changing credentials clears it); a parent
+    already gone by then means we must not start at all.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        _libc().prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:
+        os._exit(1)
+
+
 def main(args: list[str]) -> None:
     if args[:1] == ["--probe"]:
         with open(args[1]) as fh:
             sys.exit(probe(json.load(fh)))
+    parent = os.getppid()
     with open(args[0]) as fh:  # args[1:]: the script's path, for ps only
         launch = json.load(fh)
     isolate(launch)
+    die_with_parent(parent)
     run_script(launch)
 
 

@@ -33,6 +33,7 @@ and its values are kept marked ``unverified``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -84,6 +85,13 @@ class ReplaySpec:
     expect_nested: dict[int, list[dict[str, str]]] = field(default_factory=dict)
     #: skip: variables no requested statement reads, changed after the skipped loop (not compared there)
     skip_ignore: list[str] = field(default_factory=list)
+    #: outer iterations the original run finished (a suffix passes over exactly these)
+    iterations: int = 0
+    #: the original run entered no more outer iterations than this (-1: its loop ran out of items);
+    #: a run killed inside ``itertools.count()`` must not be replayed forever
+    limit: int = -1
+    #: the outer loop was entered again later (a second phase logs at the same positions)
+    reentered: bool = False
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -160,7 +168,8 @@ class Replayer:
         if name in self.recorded_names:  # also a requested one recomputed with --force: a witness too
             self._check_record(name, value, ctx)
         if name in self.names:
-            return not ctx or ctx[0][1] in self.epochs or self.spec.mode == "full"
+            # (a later top-level loop — a fine-tuning phase after the outer loop — runs in full)
+            return not ctx or ctx[0][1] in self.epochs or self.spec.mode == "full" or ctx[0][0] != self.outer_name
         return False
 
     # -- verification ----------------------------------------------------------------------
@@ -208,7 +217,7 @@ class Replayer:
             if key[1][0][0] != self.outer_name or (self.spec.mode == "skip" and len(key[1]) > 1):
                 continue  # a skipped nested loop's values are not recomputed
             missing = len(self.expected[key]) - self.produced.get(key, 0)
-            if missing > 0:
+            if missing > 0 and not self.spec.reentered:  # a later entry logs at these positions too
                 self.diverge("run", f"`{key[0]}` was not logged at {_where(key)} as in the original run")
         self._check_state(i, objects, "run")
 
@@ -245,13 +254,16 @@ class Replayer:
     def _outer(self, items: Iterator[Any], objects: dict[str, Any]) -> Iterator[tuple[int, Any]]:
         spec = self.spec
         if spec.mode == "full":
-            yield from enumerate(items)
+            for i, item in enumerate(items):
+                if 0 <= spec.limit <= i:
+                    raise Stop()  # the original run never got here: nothing after this ran either
+                yield i, item
             return
         if spec.mode == "prefix":
             raise Stop()
         if spec.mode == "suffix":
             last, item = -1, None
-            for last, item in enumerate(items):
+            for last, item in enumerate(itertools.islice(items, spec.iterations)):
                 pass
             if last >= 0:
                 self.restore(last, objects)

@@ -211,6 +211,15 @@ class Run:
         # would hand the GIL over and back, which stalls training more than encoding.
         self.flush()
 
+    def loop_broke(self, seq: int, dt: float) -> None:
+        """The body left outer loop ``seq`` part-way through an iteration (``break``, an exception).
+
+        That iteration is not in ``iters`` (it never finished, and no checkpoint holds its
+        end); ``broke`` holds its seconds so replay knows the loop was entered once more.
+        """
+        self.loops[seq]["broke"] = dt
+        self.event("loopbreak", seq=seq, dt=dt)
+
     def loop_end(self, seq: int) -> None:
         self.loops[seq]["end"] = end = time.time()
         self.event("loopend", seq=seq, end=end)

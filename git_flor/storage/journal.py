@@ -94,6 +94,8 @@ def parse(path: Path) -> RunData | None:
             loops[obj["seq"]] = {"name": obj["name"], "start": obj["start"], "iters": [], "end": None}
         elif kind == "iter" and obj["seq"] in loops:
             loops[obj["seq"]]["iters"].append(obj["dt"])
+        elif kind == "loopbreak" and obj["seq"] in loops:
+            loops[obj["seq"]]["broke"] = obj["dt"]
         elif kind == "loopend" and obj["seq"] in loops:
             loops[obj["seq"]]["end"] = obj["end"]
         elif kind == "meta":

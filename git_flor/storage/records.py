@@ -47,6 +47,7 @@ class LoopTiming(TypedDict, total=False):
     iters: list[float]  # seconds of each iteration, in order
     end: float | None  # wall clock when it ended (None while running)
     ckpts: list[int]  # iterations with a checkpoint (outermost loop)
+    broke: float  # present when the body left the loop part-way through one more iteration (its seconds)
 
 
 @dataclass
