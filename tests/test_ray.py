@@ -227,7 +227,7 @@ def test_executor_ray_without_ray_installed_is_one_line_and_exit_2(repo: Path) -
                          cwd=repo, capture_output=True, text=True, stdin=subprocess.DEVNULL)
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip().splitlines() == [
-        "git-flor: the ray executor needs Ray: pip install 'git-flor[ray]' (or replay with --executor local)"
+        "git-flor: the ray executor needs Ray: pip install ray (or replay with --executor local)"
     ]
     git(repo, "config", "flor.executor", "dask")
     bad = flor(repo, "replay", "--apply", "x", "--yes")

@@ -59,7 +59,7 @@ from ..errors import UsageError
 from ..storage.checkpoints import PayloadStore
 from .executors import Outcome, Task
 
-INSTALL = "the ray executor needs Ray: pip install 'git-flor[ray]' (or replay with --executor local)"
+INSTALL = "the ray executor needs Ray: pip install ray (or replay with --executor local)"
 
 #: This git-flor's package directory (the driver's and each worker's own).
 PACKAGE = Path(__file__).resolve().parents[1]
