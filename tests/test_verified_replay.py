@@ -26,9 +26,6 @@ from tests.conftest import flor, git, run_script, user_state
 EVERY = {"FLOR_CKPT_BOUND": "1"}
 MARK = "# hindsight"
 
-torch = pytest.importorskip("torch") if False else None  # torch scenarios import it lazily
-
-
 def with_statement(src: str, stmt: str) -> str:
     """The hand edit: ``stmt`` on the line after the ``# hindsight`` comment, same indentation."""
     lines = src.splitlines(keepends=True)
@@ -55,13 +52,8 @@ def hand_rerun(tmp: Path, source: str, args: dict[str, object], name: str) -> li
     return rows(tmp, name)
 
 
-def scenario(tmp: Path, versions: list[str], stmt: str, name: str, *, runs: int = 1, expect_exit: int = 0,
-             extra_env: dict[str, str] | None = None, first_time: bool = True) -> tuple[Path, str]:
-    """Record every version, add ``stmt`` today, replay, and compare each run with its hand re-run.
-
-    ``first_time``: the plan and the checkpoints are right without any fallback (speed);
-    exactness is asserted either way.
-    """
+def recorded(tmp: Path, versions: list[str], *, runs: int = 1, env: dict[str, str] | None = None) -> Path:
+    """A repository with one commit per version, each run ``runs`` times with a checkpoint every iteration."""
     repo = tmp / "project"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
@@ -70,7 +62,18 @@ def scenario(tmp: Path, versions: list[str], stmt: str, name: str, *, runs: int 
         git(repo, "add", ".")
         git(repo, "commit", "-qm", f"v{k + 1}")
         for _ in range(runs):
-            run_script(repo, env={**EVERY, **(extra_env or {})})
+            run_script(repo, env={**EVERY, **(env or {})})
+    return repo
+
+
+def scenario(tmp: Path, versions: list[str], stmt: str, name: str, *, runs: int = 1, expect_exit: int = 0,
+             extra_env: dict[str, str] | None = None, first_time: bool = True) -> tuple[Path, str]:
+    """Record every version, add ``stmt`` today, replay, and compare each run with its hand re-run.
+
+    ``first_time``: the plan and the checkpoints are right without any fallback (speed);
+    exactness is asserted either way.
+    """
+    repo = recorded(tmp, versions, runs=runs, env=extra_env)
     (repo / "train.py").write_text(with_statement(textwrap.dedent(versions[-1]), stmt))
     before = user_state(repo)
     out = flor(repo, "replay", "--apply", name, "--yes")
@@ -399,12 +402,7 @@ with flor.checkpointing(w=w):
 
 
 def test_two_recordings_of_a_deterministic_script_with_clock_state_agree(tmp_path: Path) -> None:
-    repo = tmp_path / "project"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "train.py").write_text(CLOCKED)
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "v1")
+    repo = recorded(tmp_path, [CLOCKED], runs=0)
     witnesses = []
     for _ in range(2):
         run_script(repo, env=EVERY)  # every iteration, whatever the timing
@@ -438,13 +436,7 @@ def test_a_broken_checkpoint_is_detected_and_the_replay_is_still_exact(tmp_path:
             flor.log("val", val)
     """
     src = numpy_script(body, 0.2)
-    repo = tmp_path / "project"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "train.py").write_text(src)
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "v1")
-    run_script(repo, env=EVERY)
+    repo = recorded(tmp_path, [src])
     run = json.loads(flor(repo, "runs", "--format", "json").stdout)[0]
     # Break every checkpoint from iteration 1 on: the RNG state of iteration 0's, and no `best`.
     pyrepo = pygit2.Repository(str(repo))
@@ -477,13 +469,7 @@ def test_a_nondeterministic_script_is_stored_unverified_and_says_so(tmp_path: Pa
                 # hindsight
             flor.log("w_sum", float(w.sum()))
     """
-    repo = tmp_path / "project"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    (repo / "train.py").write_text(textwrap.dedent(src))
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "v1")
-    run_script(repo, env=EVERY)
+    repo = recorded(tmp_path, [src])
     (repo / "train.py").write_text(with_statement(textwrap.dedent(src), 'flor.log("w0", float(w[0]))'))
     out = flor(repo, "replay", "--apply", "w0", "--yes")
     assert out.returncode == 4, out.stderr
@@ -504,14 +490,7 @@ def test_one_statements_failure_is_its_own(tmp_path: Path) -> None:
             flor.log("val", float(np.mean((X @ w - y) ** 2)))
     """, 0.1)
     v2 = v1.replace("    # hindsight", "    scale = float(np.abs(w).max())\n        # hindsight")
-    repo = tmp_path / "project"
-    repo.mkdir()
-    git(repo, "init", "-q", "-b", "main")
-    for k, src in enumerate([v1, v2]):
-        (repo / "train.py").write_text(src)
-        git(repo, "add", ".")
-        git(repo, "commit", "-qm", f"v{k}")
-        run_script(repo, env=EVERY)
+    repo = recorded(tmp_path, [v1, v2])
     # `scaled` reads `scale`, which v1 never defines (it cannot be placed there); `inv`
     # raises at epoch 1 in every version. `w_sum` must still be replayed everywhere.
     stmts = ['flor.log("w_sum", float(w.sum()))', 'flor.log("scaled", float(w.sum()) / scale)',

@@ -246,6 +246,8 @@ class _Progress:
         self.live = sys.stderr.isatty()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self.total = self.done = 0  # jobs of every round so far, and how many finished
+        self.offset = 0  # the first bar of the current round
 
     def __enter__(self) -> _Progress:
         return self
@@ -260,8 +262,7 @@ class _Progress:
     def begin(self, jobs: list[tuple[Job, Path, int]]) -> None:
         """A round of jobs (the first, or the fallbacks of segments that diverged)."""
         self.offset = len(self.bars)
-        self.total = getattr(self, "total", 0) + len(jobs)
-        self.done = getattr(self, "done", 0)
+        self.total += len(jobs)
         if not self.live:
             return
         from tqdm import tqdm

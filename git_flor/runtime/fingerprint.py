@@ -77,7 +77,7 @@ class _Hasher:
 
     # -- the canonical encoding ------------------------------------------------------------
 
-    def feed(self, h: Any, v: Any, depth: int, seen: set[int]) -> None:  # noqa: C901 - one dispatch
+    def feed(self, h: Any, v: Any, depth: int, seen: set[int]) -> None:
         kind = type(v)
         if v is None or kind is bool:
             h.update(b"c" + repr(v).encode())

@@ -17,6 +17,7 @@ import io
 import pickle
 import random
 import sys
+import types
 from typing import Any
 
 PICKLE = pickle.HIGHEST_PROTOCOL
@@ -75,7 +76,7 @@ def capture_attrs(obj: Any, skip: set[int]) -> tuple[str, Any]:
     """
     parts: dict[str, tuple[str, Any]] = {}
     for key, value in vars(obj).items():
-        if id(value) in skip or isinstance(value, (type(capture), type(sys), type)):
+        if id(value) in skip or isinstance(value, (types.FunctionType, types.MethodType, types.ModuleType, type)):
             continue
         parts[key] = capture(value)
     return "attrs", parts

@@ -33,7 +33,7 @@ HOST_CALLS = frozenset({
     "process_time", "process_time_ns", "thread_time", "now", "utcnow", "today", "getpid",
     "getppid", "gethostname", "uuid1", "uuid4", "getcwd", "cwd", "abspath", "realpath",
     "resolve", "expanduser", "gettempdir", "mkdtemp", "mkstemp", "NamedTemporaryFile",
-    "TemporaryDirectory", "urandom", "getrandbits_os", "memory_allocated", "max_memory_allocated",
+    "TemporaryDirectory", "urandom", "memory_allocated", "max_memory_allocated",
     "getrusage", "cpu_percent", "virtual_memory",
 })
 #: Names whose value is the host's: the script's own path differs in a replay's scratch copy.
