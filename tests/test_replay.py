@@ -205,7 +205,7 @@ def test_a_failing_version_exits_3_and_keeps_the_others(history: Path, tmp_path:
 def test_replay_after_gc_of_checkpoints_falls_back_to_reexecution(history: Path, tmp_path: Path) -> None:
     copy = tmp_path / "gc"
     shutil.copytree(history, copy, symlinks=True)
-    for ref in git(copy, "for-each-ref", "--format=%(refname)", "refs/flor/ckpt/").split():
+    for ref in git(copy, "for-each-ref", "--format=%(refname)", "refs/flor/manifests/").split():
         git(copy, "update-ref", "-d", ref)
     shutil.rmtree(copy / ".git" / "flor" / "objects")
     plan = json.loads(flor(copy, "replay", "--apply", "w_end", "--force", "--dry-run", "--format", "json").stdout)

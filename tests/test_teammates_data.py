@@ -96,9 +96,11 @@ def test_a_manifest_with_unknown_keys_still_reads(repo: Path) -> None:
     run_script(repo)
     run = runs(repo)[0]["run"]
     r = pygit2.Repository(str(repo))
-    ref = r.references[f"refs/flor/ckpt/{run}"]
+    [name] = [n for n in r.references if n.startswith("refs/flor/manifests/")]
+    ref = r.references[name]
     tip = r[ref.target]
-    tree = tip.peel(pygit2.Tree)
+    fan_tree = r[tip.peel(pygit2.Tree)[run[:2]].id]
+    tree = r[fan_tree[run].id]
     top = r.TreeBuilder(tree)
     for entry in tree:
         sub = r.TreeBuilder(r[entry.id])
@@ -107,8 +109,12 @@ def test_a_manifest_with_unknown_keys_still_reads(repo: Path) -> None:
             data["added_by_a_newer_git_flor"] = {"x": 1}
             sub.insert(blob.name, r.create_blob(json.dumps(data).encode()), FileMode.BLOB)
         top.insert(entry.name, sub.write(), FileMode.TREE)
+    fan = r.TreeBuilder(fan_tree)
+    fan.insert(run, top.write(), FileMode.TREE)
+    root = r.TreeBuilder(tip.peel(pygit2.Tree))
+    root.insert(run[:2], fan.write(), FileMode.TREE)
     sig = pygit2.Signature("Mate", "mate@example.com")
-    ref.set_target(r.create_commit(None, sig, sig, "newer\n", top.write(), [tip.id]))
+    ref.set_target(r.create_commit(None, sig, sig, "newer\n", root.write(), [tip.id]))
     out, err = ok(repo, "show", run, "--format", "json")
     assert json.loads(out)["checkpoints"] and err == ""
     plan, err = ok(repo, "replay", "--apply", "loss", "--force", "--dry-run", "--format", "json")

@@ -8,9 +8,16 @@ import time
 from pathlib import Path
 
 from ..errors import EXIT_OK, UsageError
-from ..storage.checkpoints import read_manifest, run_ids_with_checkpoints, store_for, write_manifest
+from ..storage.checkpoints import (
+    own_manifest_ids,
+    read_manifest,
+    run_ids_with_checkpoints,
+    store_for,
+    write_manifest,
+)
 from ..storage.journal import JOURNAL_DIR, live_checkpoint_payloads
 from ..storage.repo import common_dir, flor_dir
+from ..storage.sharing import fold_legacy_manifests
 from .common import open_session
 
 #: Payloads younger than this are kept even when unreferenced: a live run may have
@@ -25,9 +32,13 @@ def gc(*, keep_every: int | None = None, dry_run: bool = False, fmt: str = "text
     store = store_for(common_dir(repo))
     keep_shas = live_checkpoint_payloads(flor_dir(repo) / JOURNAL_DIR)
     thinned: dict[str, list[int]] = {}
+    if keep_every is not None and not dry_run:
+        fold_legacy_manifests(repo)
+    own = own_manifest_ids(repo) if keep_every is not None else set()
     for run_id in run_ids_with_checkpoints(repo):
         manifest = read_manifest(repo, run_id)
-        if keep_every is not None and manifest:
+        # Only this clone's runs are thinned: another clone's manifest is its recorder's word.
+        if keep_every is not None and manifest and run_id in own:
             first, last = min(manifest), max(manifest)
             kept = {i: e for i, e in manifest.items() if i in (first, last) or i % keep_every == 0}
             if len(kept) < len(manifest):

@@ -21,7 +21,7 @@ from typing import Any
 
 from ..errors import EXIT_OK, UsageError
 from ..storage import gitcmd
-from ..storage.refs import NOTES_REF, SHADOW_PREFIX
+from ..storage.refs import MANIFESTS_PREFIX, NOTES_REF, SHADOW_PREFIX
 from ..storage.repo import ensure_flor_dir, flor_dir, open_repo, workdir
 from ..storage.sharing import fetch_refspecs
 from . import hook_managers
@@ -217,6 +217,8 @@ def init(*, remotes: bool = True, edit_tracked: bool = False) -> int:
         for remote in names:
             for spec in fetch_refspecs(repo, remote):
                 if spec.startswith("^") and not negative_ok:
+                    continue
+                if spec.startswith(f"+{MANIFESTS_PREFIX}") and not negative_ok:
                     continue
                 if spec.startswith(f"+{SHADOW_PREFIX}") and not negative_ok:
                     said.append(f"git older than 2.29: `git fetch {remote}` will not bring "

@@ -1,8 +1,8 @@
 """``git flor push [REMOTE]`` / ``git flor pull [REMOTE]``: runs, notes and checkpoints between clones.
 
-Push sends this clone's shadow ref and its runs' checkpoint manifests (never
-another clone's: each clone is the only writer of its refs, so these pushes
-cannot conflict) and ``refs/notes/flor``, which every clone writes: the remote's
+Push sends this clone's shadow ref and its manifests ref (two refspecs however
+many runs: never another clone's, each clone is the only writer of its refs, so
+these pushes cannot conflict) and ``refs/notes/flor``, which every clone writes: the remote's
 notes are fetched and union-merged first, and the push retried if someone
 pushed in between. Pull fetches everyone's runs and merges their notes. The
 query index notices the moved refs by itself.
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 from ..errors import EXIT_OK, Partial, UsageError
 from ..storage import gitcmd, sharing
-from ..storage.refs import CKPT_PREFIX, NOTES_REF, SHADOW_PREFIX, ref_target, shadow_refs
+from ..storage.refs import MANIFESTS_PREFIX, NOTES_REF, SHADOW_PREFIX, ref_target, shadow_refs
 from ..storage.repo import workdir
 from .common import open_session
 
@@ -52,8 +52,9 @@ def pull(remote: str = "origin") -> int:
     theirs = ref_target(repo, sharing.staging_notes(remote))
     notes = "no notes there" if theirs is None else sharing.merge_notes(repo, theirs)
     adopted = sharing.adopt_manifests(repo, remote)
+    legacy = len(adopted.new) + len(adopted.updated)
     print(f"{remote}: {runs} new run{'s' if runs != 1 else ''} from {clones} clone{'s' if clones != 1 else ''}; "
-          f"notes: {notes}; {len(adopted.new) + len(adopted.updated)} checkpoint manifest(s)")
+          f"notes: {notes}" + (f"; {legacy} checkpoint manifest(s) of the old layout" if legacy else ""))
     return EXIT_OK
 
 
@@ -65,6 +66,7 @@ def push(remote: str = "origin") -> int:
     repo = open_session()
     _check_remote(repo, remote)
     cwd = workdir(repo)
+    sharing.fold_legacy_manifests(repo)
     specs = sharing.own_push_refspecs(repo)
     result = _push(cwd, remote, specs) if specs else {}
     if ref_target(repo, NOTES_REF) is not None:
@@ -75,9 +77,9 @@ def push(remote: str = "origin") -> int:
                 break
         result.update(notes)
     runs = [ref for ref in result if ref.startswith(SHADOW_PREFIX)]
-    ckpts = sum(1 for ref, how in result.items() if ref.startswith(CKPT_PREFIX) and how != "up to date")
+    ckpts = next((how for ref, how in result.items() if ref.startswith(MANIFESTS_PREFIX)), "none")
     print(f"{remote}: runs {result[runs[0]] if runs else 'none recorded in this clone'}; "
-          f"notes {result.get(NOTES_REF, 'none yet')}; {ckpts} checkpoint manifest(s) sent")
+          f"notes {result.get(NOTES_REF, 'none yet')}; checkpoint manifests {ckpts}")
     from ..storage.remote_store import push_payloads, store_url
 
     url = store_url(repo)

@@ -5,9 +5,12 @@ can be gigabytes, so they never go through zlib into packfiles: each is a file
 ``$GIT_COMMON_DIR/flor/objects/<sha256[:2]>/<sha256[2:]>``, written to a temp
 file and renamed into place (a half-written payload is never visible), stored
 once however many iterations or runs produce the same bytes. What *is* in git
-is the manifest, small enough to push and fetch: ``refs/flor/ckpt/<run-id>`` →
-a commit whose tree has one folder per checkpointed iteration holding one
-pointer blob per saved object (sha256, size, serialiser).
+is the manifest, small enough to push and fetch: a tree with one folder per
+checkpointed iteration holding one pointer blob per saved object (sha256, size,
+serialiser), at ``<run-id[:2]>/<run-id>/`` in the tree of the recording clone's
+``refs/flor/manifests/<clone-id>`` (one ref per clone, not per run, so sharing
+costs what is new, not what is there). Repositories recorded before that have
+one ``refs/flor/ckpt/<run-id>`` commit per run; those are still read.
 
 No pygit2 at import: the runtime writes payloads from its background thread;
 only manifests need the repository.
@@ -179,15 +182,18 @@ def store_for(common_dir: Path) -> PayloadStore:
 # -- manifests (need the repository) ------------------------------------------------------
 
 
-def write_manifest(repo: pygit2.Repository, run_id: str, iterations: Manifest) -> None:
-    """Record the run's checkpoints as ``refs/flor/ckpt/<run-id>`` (one commit, replaced whole).
+def manifest_path(run_id: str) -> tuple[str, str]:
+    """Where a run's manifest sits in its clone's manifests tree: a two-character fan-out.
 
-    ``iterations`` maps iteration → {"objects": {name: Pointer}, "unsaved": [names], "loop": name}.
+    With 100,000 runs a flat tree would be rewritten whole (megabytes) by every run;
+    the fan-out bounds what one run writes to the root, one small folder and its own tree.
     """
-    from pygit2.enums import FileMode
+    return run_id[:2], run_id
 
-    from .refs import CKPT_PREFIX, cas_update
-    from .repo import signature
+
+def manifest_tree(repo: pygit2.Repository, iterations: Manifest) -> pygit2.Oid:
+    """The tree of one run's manifest: one folder per checkpointed iteration."""
+    from pygit2.enums import FileMode
 
     root = repo.TreeBuilder()
     for i in sorted(iterations):
@@ -198,27 +204,111 @@ def write_manifest(repo: pygit2.Repository, run_id: str, iterations: Manifest) -
         meta = {k: v for k, v in entry.items() if k != "objects"}
         sub.insert(ITER_META, repo.create_blob(json.dumps(meta, sort_keys=True).encode()), FileMode.BLOB)
         root.insert(f"{i:08d}", sub.write(), FileMode.TREE)
-    tree = root.write()
+    return root.write()
+
+
+def put_manifests(
+    repo: pygit2.Repository, manifests: dict[str, pygit2.Oid], message: str = "flor checkpoints"
+) -> None:
+    """Put run manifest trees into this clone's manifests ref: one commit, compare-and-swap.
+
+    The commit's parent is the previous tip, so pushing it is a fast-forward and a
+    fetch sends only the new trees. Only this clone writes its ref, and concurrent
+    runs of the clone retry on the compare-and-swap, so none is lost.
+    """
+    from pygit2.enums import FileMode
+
+    from .refs import cas_update, manifests_ref
+    from .repo import clone_id, signature
+
     sig = signature(repo)
+    by_fan: dict[str, dict[str, pygit2.Oid]] = {}
+    for run_id, tree in manifests.items():
+        fan, name = manifest_path(run_id)
+        by_fan.setdefault(fan, {})[name] = tree
 
     def build(old: pygit2.Oid | None) -> pygit2.Oid:
-        # Parentless: a manifest is replaced whole, so payloads it drops (gc thinning)
-        # are no longer referenced by any history.
-        return repo.create_commit(None, sig, sig, f"flor checkpoints of run {run_id}\n", tree, [])
+        base = repo[old].peel(pygit2.Tree) if old is not None else None
+        root = repo.TreeBuilder(base) if base is not None else repo.TreeBuilder()
+        for fan, entries in by_fan.items():
+            sub = base[fan] if base is not None and fan in base else None
+            builder = repo.TreeBuilder(repo[sub.id]) if sub is not None and sub.type_str == "tree" \
+                else repo.TreeBuilder()
+            for name, tree in entries.items():
+                builder.insert(name, tree, FileMode.TREE)
+            root.insert(fan, builder.write(), FileMode.TREE)
+        tree_id = root.write()
+        if base is not None and tree_id == base.id:
+            return old  # type: ignore[return-value]  # nothing new
+        return repo.create_commit(None, sig, sig, f"{message}\n", tree_id, [old] if old else [])
 
-    cas_update(repo, CKPT_PREFIX + run_id, build)
+    cas_update(repo, manifests_ref(clone_id(repo)), build)
 
 
-def read_manifest(repo: pygit2.Repository, run_id: str) -> Manifest:
-    """Iteration → {"objects": {name: Pointer}, "unsaved": [...], ...}; empty when none."""
+def write_manifest(repo: pygit2.Repository, run_id: str, iterations: Manifest) -> None:
+    """Record the run's checkpoints in this clone's manifests ref (the run's entry replaced whole).
+
+    ``iterations`` maps iteration → {"objects": {name: Pointer}, "unsaved": [names], "loop": name}.
+    """
+    put_manifests(repo, {run_id: manifest_tree(repo, iterations)}, f"flor checkpoints of run {run_id}")
+
+
+def _manifest_trees(repo: pygit2.Repository) -> list[tuple[str, pygit2.Tree]]:
+    """Every clone's manifests tree (ref name, tree), this clone's first: its word on its runs stands."""
+    import pygit2
+
+    from .refs import MANIFESTS_PREFIX, manifests_ref
+    from .repo import clone_id
+
+    mine = manifests_ref(clone_id(repo))
+    names = sorted((n for n in repo.references if n.startswith(MANIFESTS_PREFIX)), key=lambda n: n != mine)
+    out = []
+    for name in names:
+        try:
+            out.append((name, repo.references[name].peel(pygit2.Tree)))
+        except (KeyError, ValueError, pygit2.GitError):
+            warn(f"ignoring {name}: it does not point at a commit")
+    return out
+
+
+def own_manifest_ids(repo: pygit2.Repository) -> set[str]:
+    """Runs whose manifest this clone's manifests ref holds (the ones it may rewrite)."""
+    from .refs import manifests_ref
+    from .repo import clone_id
+
+    mine = manifests_ref(clone_id(repo))
+    return {run for name, tree in _manifest_trees(repo) if name == mine for run in _tree_runs(repo, tree)}
+
+
+def _tree_runs(repo: pygit2.Repository, tree: pygit2.Tree) -> list[str]:
+    return [entry.name for fan in tree if fan.type_str == "tree" for entry in repo[fan.id]
+            if entry.type_str == "tree"]
+
+
+def _find_manifest(repo: pygit2.Repository, run_id: str) -> tuple[str, pygit2.Tree] | None:
+    """(where, tree) of a run's manifest: a clone's manifests ref, else the run's legacy ref."""
     import pygit2
 
     from .refs import CKPT_PREFIX
 
-    ref = repo.references.get(CKPT_PREFIX + run_id)
-    if ref is None:
+    fan, name = manifest_path(run_id)
+    for ref, tree in _manifest_trees(repo):
+        if fan in tree:
+            sub = repo[tree[fan].id]
+            if isinstance(sub, pygit2.Tree) and name in sub and sub[name].type_str == "tree":
+                return f"{ref}:{fan}/{name}", repo[sub[name].id]
+    legacy = repo.references.get(CKPT_PREFIX + run_id)
+    if legacy is None:
+        return None
+    return legacy.name, repo[legacy.target].peel(pygit2.Tree)
+
+
+def read_manifest(repo: pygit2.Repository, run_id: str) -> Manifest:
+    """Iteration → {"objects": {name: Pointer}, "unsaved": [...], ...}; empty when none."""
+    found = _find_manifest(repo, run_id)
+    if found is None:
         return {}
-    tree = repo[ref.target].peel(pygit2.Tree)
+    where, tree = found
     out: Manifest = {}
     for entry in tree:
         if not entry.name.isdigit() or entry.type_str != "tree":
@@ -227,7 +317,7 @@ def read_manifest(repo: pygit2.Repository, run_id: str) -> Manifest:
             out[int(entry.name)] = _read_iteration(repo, repo[entry.id])
         except (ValueError, TypeError, KeyError) as exc:
             # A checkpoint that cannot be read is not a resume point: replay plans around it.
-            warn(f"ignoring checkpoint {entry.name} of run {run_id} ({ref.name}): {exc}")
+            warn(f"ignoring checkpoint {entry.name} of run {run_id} ({where}): {exc}")
     return out
 
 
@@ -246,9 +336,12 @@ def _read_iteration(repo: pygit2.Repository, sub: pygit2.Tree) -> dict[str, Any]
 
 
 def run_ids_with_checkpoints(repo: pygit2.Repository) -> list[str]:
+    """Every run with a manifest: in any clone's manifests ref or a legacy per-run ref."""
     from .refs import CKPT_PREFIX
 
-    return [n[len(CKPT_PREFIX) :] for n in repo.references if n.startswith(CKPT_PREFIX)]
+    ids = {run for _, tree in _manifest_trees(repo) for run in _tree_runs(repo, tree)}
+    ids.update(n[len(CKPT_PREFIX):] for n in repo.references if n.startswith(CKPT_PREFIX))
+    return sorted(ids)
 
 
 def _blob_name(name: str) -> str:

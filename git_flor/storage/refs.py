@@ -18,7 +18,13 @@ import pygit2
 
 SHADOW_PREFIX = "refs/flor/shadow/"
 NOTES_REF = "refs/notes/flor"
+#: The layout before manifests were grouped per clone: one ref per run's checkpoint
+#: manifest. Still read (and adopted from remotes), never written.
 CKPT_PREFIX = "refs/flor/ckpt/"
+#: One ref per clone whose tree holds the checkpoint manifest of every run that clone
+#: recorded, at ``<run-id[:2]>/<run-id>/``: pushing and fetching it is one refspec
+#: however many runs there are, and only the new trees travel.
+MANIFESTS_PREFIX = "refs/flor/manifests/"
 #: While a run is live (or crashed and not yet recovered) this ref keeps its
 #: snapshot reachable: ``git gc --prune=now`` (or ``gc --auto`` two weeks into a
 #: long run) would otherwise delete the blobs of its uncommitted edits. Never pushed.
@@ -28,6 +34,11 @@ LIVE_PREFIX = "refs/flor/live/"
 def shadow_ref(clone_id: str) -> str:
     """The shadow branch of one clone: one per clone so pushes never conflict."""
     return SHADOW_PREFIX + clone_id
+
+
+def manifests_ref(clone_id: str) -> str:
+    """The checkpoint manifests of one clone's runs: written by that clone only."""
+    return MANIFESTS_PREFIX + clone_id
 
 
 def shadow_refs(repo: pygit2.Repository) -> dict[str, pygit2.Oid]:

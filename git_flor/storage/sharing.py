@@ -10,9 +10,13 @@ runs never conflict):
   unioned into ours line by line (git's ``cat_sort_uniq``), written with
   compare-and-swap because a training run may add a note at the same moment
   (``git notes merge`` moves the ref without checking its old value).
-- ``refs/flor/ckpt/<run>``: pushed (forced) by the clone that recorded the run,
-  which alone rewrites it; fetched into ``refs/flor-remote/<remote>/ckpt/`` and
-  adopted for other clones' runs only.
+- ``refs/flor/manifests/<clone>``: the checkpoint manifests of the clone's runs
+  in one tree, pushed (fast-forward) by its clone only and fetched like the
+  shadow refs. One refspec whatever the number of runs, and only new trees travel.
+- ``refs/flor/ckpt/<run>`` (the layout before): never pushed any more. This
+  clone's are folded into its manifests ref before a push; other clones' are
+  fetched into ``refs/flor-remote/<remote>/ckpt/`` and adopted in one
+  ``git update-ref --stdin`` transaction.
 
 The ``refs/flor-remote/`` staging namespace is outside ``refs/remotes/`` on
 purpose: ``git fetch --prune`` prunes there by the branch refspec.
@@ -20,12 +24,23 @@ purpose: ``git fetch --prune`` prunes there by the branch refspec.
 
 from __future__ import annotations
 
+import subprocess
 from dataclasses import dataclass, field
 
 import pygit2
 
 from . import notes
-from .refs import CKPT_PREFIX, NOTES_REF, SHADOW_PREFIX, cas_update, shadow_ref
+from .checkpoints import own_manifest_ids, put_manifests
+from .gitcmd import clean_env
+from .refs import (
+    CKPT_PREFIX,
+    MANIFESTS_PREFIX,
+    NOTES_REF,
+    SHADOW_PREFIX,
+    cas_update,
+    manifests_ref,
+    shadow_ref,
+)
 from .repo import clone_id, signature
 from .schema import BadRecord
 from .shadow import read_meta, walk
@@ -51,6 +66,8 @@ def fetch_refspecs(repo: pygit2.Repository, remote: str) -> list[str]:
         f"+{NOTES_REF}*:{staging_notes(remote)}*",
         f"+{SHADOW_PREFIX}*:{SHADOW_PREFIX}*",
         f"^{shadow_ref(clone_id(repo))}",
+        f"+{MANIFESTS_PREFIX}*:{MANIFESTS_PREFIX}*",
+        f"^{manifests_ref(clone_id(repo))}",
         f"+{CKPT_PREFIX}*:{staging_ckpt(remote)}*",
     ]
 
@@ -64,20 +81,36 @@ def own_run_ids(repo: pygit2.Repository) -> set[str]:
 
 
 def own_push_refspecs(repo: pygit2.Repository) -> list[str]:
-    """This clone's shadow ref and the checkpoint manifests of its runs (never anyone else's).
+    """This clone's shadow ref and its manifests ref: two refspecs, however many runs.
 
-    Manifests are replaced whole (``git flor gc`` thins them), so ours are forced:
-    this clone is their only writer.
+    Each clone is the only writer of both, and both only move forward, so neither
+    is forced: a rejection means another clone shares this one's id.
     """
-    mine = shadow_ref(clone_id(repo))
-    if repo.references.get(mine) is None:
-        return []
-    ids = own_run_ids(repo)
-    specs = [f"{mine}:{mine}"]
-    for name in repo.references:
-        if name.startswith(CKPT_PREFIX) and name[len(CKPT_PREFIX):] in ids:
-            specs.append(f"+{name}:{name}")
+    specs = []
+    for name in (shadow_ref(clone_id(repo)), manifests_ref(clone_id(repo))):
+        if repo.references.get(name) is not None:
+            specs.append(f"{name}:{name}")
     return specs
+
+
+def fold_legacy_manifests(repo: pygit2.Repository) -> int:
+    """Copy this clone's per-run ``refs/flor/ckpt/<run>`` manifests into its manifests ref; how many.
+
+    Repositories recorded before the per-clone ref pushed one ref per run; after
+    this, those runs travel with the rest. The legacy refs stay (they are read
+    after the manifests refs, so they change nothing).
+    """
+    legacy = {n[len(CKPT_PREFIX):]: n for n in repo.references if n.startswith(CKPT_PREFIX)}
+    if not legacy:
+        return 0
+    missing = set(legacy) - own_manifest_ids(repo)
+    if not missing:
+        return 0
+    mine = missing & own_run_ids(repo)
+    trees = {run: repo.references[legacy[run]].peel(pygit2.Tree).id for run in mine}
+    if trees:
+        put_manifests(repo, trees, "flor checkpoints of runs recorded before refs/flor/manifests")
+    return len(trees)
 
 
 def merge_notes(repo: pygit2.Repository, theirs: pygit2.Oid) -> str:
@@ -117,27 +150,38 @@ class Adopted:
 
 
 def adopt_manifests(repo: pygit2.Repository, remote: str) -> Adopted:
-    """Take the remote's checkpoint manifests of other clones' runs; ours stay as we have them.
+    """Take the remote's legacy per-run manifests of other clones' runs, in one ref transaction.
 
     A manifest is written only by the clone that recorded the run (and replaced
     whole by its ``git flor gc``), so for another clone's run the fetched one is
-    the newest word, and for ours the local one is.
+    the newest word, and for ours the local one is. One ``git update-ref --stdin``
+    checks every old value under its lock and applies all or nothing; it is retried
+    when another process moved one of the refs in between.
     """
-    out = Adopted()
     prefix = staging_ckpt(remote)
+    staged = {n[len(prefix):]: repo.references[n].target for n in repo.references if n.startswith(prefix)}
+    if not staged:
+        return Adopted()
     own = own_run_ids(repo)
-    for name in list(repo.references):
-        if not name.startswith(prefix):
-            continue
-        run = name[len(prefix):]
-        theirs = repo.references[name].target
-        local = repo.references.get(CKPT_PREFIX + run)
-        if local is not None and (local.target == theirs or run in own):
-            continue
-        cas_update(repo, CKPT_PREFIX + run, lambda _old, theirs=theirs: theirs,
-                   message=f"git flor pull {remote}")
-        (out.new if local is None else out.updated).append(run)
-    return out
+    for _ in range(5):
+        out = Adopted()
+        lines = []
+        for run, theirs in staged.items():
+            local = repo.references.get(CKPT_PREFIX + run)
+            if local is not None and (local.target == theirs or run in own):
+                continue
+            old = str(local.target) if local is not None else "0" * 40
+            lines.append(f"update {CKPT_PREFIX}{run} {theirs} {old}\n")
+            (out.new if local is None else out.updated).append(run)
+        if not lines:
+            return out
+        done = subprocess.run(
+            ["git", f"--git-dir={repo.path}", "update-ref", "-m", f"git flor pull {remote}", "--stdin"],
+            input="".join(lines), env=clean_env(), capture_output=True, text=True,
+        )
+        if done.returncode == 0:
+            return out
+    raise RuntimeError(f"could not adopt {remote}'s checkpoint manifests: refs kept changing; try again")
 
 
 def count_new_runs(
