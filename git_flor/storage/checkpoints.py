@@ -216,6 +216,7 @@ def put_manifests(
     fetch sends only the new trees. Only this clone writes its ref, and concurrent
     runs of the clone retry on the compare-and-swap, so none is lost.
     """
+    import pygit2
     from pygit2.enums import FileMode
 
     from .refs import cas_update, manifests_ref
