@@ -166,10 +166,10 @@ def sweep(root: Path, label: str, counts: list[int], reps: int, spread: int) -> 
     have = 1
     pulls = []
     for count in counts:
-        if count - BATCH > have:
-            add_runs(a, tmpl, targets, count - BATCH - have)
+        if count - BATCH * reps > have:
+            add_runs(a, tmpl, targets, count - BATCH * reps - have)
             sh(a, "git", "flor", "push")
-            have = count - BATCH
+            have = count - BATCH * reps
         push_new = []
         for _ in range(reps):
             before = loose(a)

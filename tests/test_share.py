@@ -206,3 +206,116 @@ def test_pull_counts_runs_not_replay_results(clones: tuple[Path, Path, Path]) ->
     ok(flor(a, "push"))
     out = ok(flor(b, "pull")).stdout
     assert "2 new runs from 1 clone" in out
+
+
+CKPT_SCRIPT = ("import numpy as np, git_flor as flor\nw = np.zeros(4)\nwith flor.checkpointing(w=w):\n"
+               "    for epoch in flor.loop('epoch', range(2)):\n        w += 1\n        flor.log('loss', float(w[0]))\n")
+
+
+def many_runs(cwd: Path, n: int) -> set[str]:
+    """One real recorded run with checkpoints, then ``n - 1`` more written by the same storage call
+    the runtime makes at exit (``commit_run``), in-process: hundreds of runs in seconds."""
+    import uuid
+
+    from git_flor.storage.checkpoints import read_manifest
+    from git_flor.storage.records import LOGS_FILE, RunData, decode_records
+    from git_flor.storage.refs import shadow_refs
+    from git_flor.storage.shadow import commit_run, read_blob, read_meta
+
+    (cwd / "train_ckpt.py").write_text(CKPT_SCRIPT)
+    ok(subprocess.run([sys.executable, "train_ckpt.py"], cwd=cwd, capture_output=True, text=True,
+                      stdin=subprocess.DEVNULL))
+    r = pygit2.Repository(str(cwd))
+    [tip] = shadow_refs(r).values()
+    meta = read_meta(r, r[tip])
+    records = list(decode_records(read_blob(r, r[tip], LOGS_FILE)))
+    manifest = read_manifest(r, meta["id"])
+    assert manifest
+    ids = {meta["id"]}
+    for _ in range(n - 1):
+        run = uuid.uuid4().hex[:12]
+        commit_run(r, RunData(meta={**meta, "id": run}, records=records, checkpoints=dict(manifest)))
+        ids.add(run)
+    return ids
+
+
+def traced(cwd: Path, trace: Path, *args: str) -> list[list[str]]:
+    """Run ``git flor ARGS`` with ``GIT_TRACE`` to a file; every git command line it started."""
+    import os
+    import shlex
+
+    trace.unlink(missing_ok=True)
+    out = subprocess.run(["git", "flor", *args], cwd=cwd, capture_output=True, text=True,
+                         stdin=subprocess.DEVNULL, env={**os.environ, "GIT_TRACE": str(trace)})
+    ok(out)
+    cmds = []
+    for line in trace.read_text().splitlines():
+        if "trace: built-in: git " in line:
+            cmds.append(shlex.split(line.split("trace: built-in: ", 1)[1]))
+    return cmds
+
+
+def test_push_argument_list_does_not_grow_with_runs_and_a_fresh_pull_gets_them_all(
+    clones: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    from git_flor.storage.checkpoints import read_manifest
+
+    remote, a, _ = clones
+    few = many_runs(a, 3)
+    first = [c for c in traced(a, tmp_path / "t1", "push") if c[1] == "push"]
+    ids = few | many_runs(a, 300)
+    pushes = [c for c in traced(a, tmp_path / "t2", "push") if c[1] == "push"]
+    assert [len(c) for c in pushes] == [len(c) for c in first]  # same commands, same lengths
+    assert max(len(" ".join(c)) for c in pushes) < 300
+    nothing = [c for c in traced(a, tmp_path / "t3", "push") if c[1] == "push"]
+    assert [len(c) for c in nothing] == [len(c) for c in first]
+    refs = git(remote, "for-each-ref", "--format=%(refname)", "refs/flor/").split()
+    assert len(refs) == 2 and not any(r.startswith("refs/flor/ckpt/") for r in refs)
+
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(remote), str(fresh))
+    cmds = traced(fresh, tmp_path / "t4", "pull")
+    assert not [c for c in cmds if c[1] == "update-ref"]  # nothing to adopt one by one
+    assert max(len(c) for c in cmds) < 20
+    assert run_ids(fresh) == ids
+    table = json.loads(ok(flor(fresh, "log", "loss", "--format", "json")).stdout)
+    assert {row["run"] for row in table} == ids
+    repo_f = pygit2.Repository(str(fresh))
+    assert all(read_manifest(repo_f, run) for run in sorted(ids)[:20])
+
+
+def test_runs_recorded_with_per_run_manifest_refs_still_travel(
+    clones: tuple[Path, Path, Path], tmp_path: Path
+) -> None:
+    """A repository from before refs/flor/manifests: per-run refs/flor/ckpt/<run>, pushed one by one."""
+    from git_flor.storage.checkpoints import read_manifest
+
+    remote, a, b = clones
+    ids = many_runs(a, 5)
+    r = pygit2.Repository(str(a))
+    [mref] = [n for n in r.references if n.startswith("refs/flor/manifests/")]
+    root = r.references[mref].peel(pygit2.Tree)
+    sig = pygit2.Signature("Old", "old@example.com")
+    for run in ids:  # rewrite into the old layout
+        tree = r[r[root[run[:2]].id][run].id]
+        r.references.create(f"refs/flor/ckpt/{run}", r.create_commit(None, sig, sig, "old\n", tree.id, []))
+    r.references[mref].delete()
+    assert all(read_manifest(r, run) for run in ids)  # read from the legacy refs
+    # An old git-flor's push: shadow, notes and every per-run ref.
+    git(a, "push", "-q", "origin", "refs/flor/*:refs/flor/*", "refs/notes/flor:refs/notes/flor")
+
+    cmds = traced(b, tmp_path / "tb", "pull")
+    assert len([c for c in cmds if c[1] == "update-ref"]) == 1  # one transaction for all five
+    repo_b = pygit2.Repository(str(b))
+    assert {n for n in repo_b.references if n.startswith("refs/flor/ckpt/")} == {f"refs/flor/ckpt/{x}" for x in ids}
+    assert all(read_manifest(repo_b, run) for run in ids) and run_ids(b) == ids
+
+    ok(flor(a, "push"))  # the new git-flor folds its own old refs into its manifests ref
+    assert git(remote, "for-each-ref", "refs/flor/manifests/").strip()
+    fresh = tmp_path / "fresh"
+    git(tmp_path, "clone", "-q", str(remote), str(fresh))
+    for name in git(remote, "for-each-ref", "--format=%(refname)", "refs/flor/ckpt/").split():
+        git(remote, "update-ref", "-d", name)
+    ok(flor(fresh, "pull"))
+    repo_f = pygit2.Repository(str(fresh))
+    assert all(read_manifest(repo_f, run) for run in ids)
