@@ -24,7 +24,7 @@ import pygit2
 
 from . import notes
 from .records import LOGS_FILE, RUN_FILE, SRC_DIR, RunData, decode_records
-from .refs import shadow_refs
+from .refs import SHADOW_PREFIX, shadow_refs
 from .schema import BadRecord
 from .shadow import note_line, read_blob, read_meta, walk
 
@@ -72,12 +72,45 @@ def _dirty_runs_at(repo: pygit2.Repository, commit: pygit2.Commit) -> Iterable[d
         if oid in seen:
             continue
         seen.add(oid)
+        parent = repo.get(oid)
         for _, obj in _note_objects(repo, oid):
             if obj.get("dirty") and isinstance(obj.get("run"), str) and not obj.get("ran_at"):
                 yield obj
-        parent = repo.get(oid)
+            elif obj.get("dirty_tree") == str(commit.tree_id) and isinstance(parent, pygit2.Commit):
+                yield from _overflow_runs(repo, obj.get(notes.MORE_RUNS), parent, commit.tree_id)
         if isinstance(parent, pygit2.Commit):
             queue.extend(parent.parent_ids)
+
+
+#: Clock skew allowed between the commit a run ran at and the run's own commit time.
+_SKEW = 86400
+
+
+def _overflow_runs(
+    repo: pygit2.Repository, ref: object, at: pygit2.Commit, tree: pygit2.Oid
+) -> Iterable[dict[str, Any]]:
+    """The dirty runs at ``at`` whose snapshot is ``tree``, from a note's overflow line's shadow ref.
+
+    Their note has no line of their own (it lists only the first runs of a commit),
+    so the shadow ref is walked back only as far as ``at``'s commit time: a run at
+    ``at`` started after ``at`` was made.
+    """
+    tip = repo.references.get(ref) if isinstance(ref, str) and ref.startswith(SHADOW_PREFIX) else None
+    if tip is None:
+        return
+    oldest = at.commit_time - _SKEW
+    for shadow in walk(repo, tip.target):
+        if shadow.commit_time < oldest:
+            break
+        if SRC_DIR not in shadow.tree or shadow.tree[SRC_DIR].id != tree or RUN_FILE not in shadow.tree:
+            continue
+        try:
+            meta = read_meta(repo, shadow)
+        except BadRecord:
+            continue
+        if meta.get("commit") == str(at.id) and meta.get("dirty") and not meta.get("replay_of"):
+            records = decode_records(read_blob(repo, shadow, LOGS_FILE))
+            yield json.loads(note_line(RunData(meta=meta, records=records), shadow.id))
 
 
 def _unborn_runs(repo: pygit2.Repository) -> Iterable[dict[str, Any]]:
@@ -110,7 +143,11 @@ def link_commit(repo: pygit2.Repository, target: pygit2.Oid) -> list[str]:
     candidates = _dirty_runs_at(repo, commit) if commit.parent_ids else _unborn_runs(repo)
     lines: list[str] = []
     metas: list[dict[str, Any]] = []
+    seen: set[str] = set()
     for obj in candidates:
+        if obj.get("run") in seen:
+            continue
+        seen.add(obj.get("run"))  # type: ignore[arg-type]
         shadow = _shadow(repo, obj.get("shadow"))
         if shadow is None or shadow.tree[SRC_DIR].id != commit.tree_id:
             continue

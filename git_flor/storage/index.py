@@ -26,7 +26,7 @@ from .repo import clone_id, ensure_flor_dir, flor_dir
 from .schema import BadRecord
 from .shadow import read_blob, read_meta, walk
 
-SCHEMA = 6  # 6: run.json checked on ingest (schema.py), runs of one id never replaced
+SCHEMA = 7  # 7: rewrites table (index_links); 6: run.json checked on ingest, runs of one id never replaced
 INDEX_FILE = "index.sqlite"
 
 #: Provenance of a value in the table (UNVERIFIED: hindsight that a non-deterministic script

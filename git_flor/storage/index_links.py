@@ -10,7 +10,10 @@ but it can belong to more:
   note lines to amended and rebased commits, with a ``{"rewritten_from": …}``
   line recording the mapping).
 
-So the rule is simply: a run is at every commit whose flor note names it. The
+So the rule is simply: a run is at every commit whose flor note names it, and at
+every rewrite of such a commit or of the commit it ran at (a note lists only
+the first runs of a commit, :mod:`.notes`, so a rewrite's note cannot carry
+them all: the ``rewritten_from`` line is followed here instead). The
 notes are the durable, shared truth (they travel and merge with push/pull);
 this table is a cache of them, refreshed by diffing the notes tree whenever
 ``refs/notes/flor`` moved, so it costs nothing when nothing changed.
@@ -36,6 +39,7 @@ CREATE TABLE IF NOT EXISTS links(
     PRIMARY KEY(run, commit_));
 CREATE INDEX IF NOT EXISTS links_commit ON links(commit_);
 CREATE TABLE IF NOT EXISTS link_notes(commit_ TEXT PRIMARY KEY, blob TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS rewrites(commit_ TEXT NOT NULL, from_ TEXT NOT NULL, PRIMARY KEY(commit_, from_));
 """
 _TIP_KEY = "notes_tip"
 
@@ -68,17 +72,22 @@ def sync(repo: pygit2.Repository, conn: sqlite3.Connection) -> None:
         before = dict(conn.execute("SELECT commit_, blob FROM link_notes").fetchall())
         for hexid in set(before) - set(now):
             conn.execute("DELETE FROM links WHERE commit_ = ?", (hexid,))
+            conn.execute("DELETE FROM rewrites WHERE commit_ = ?", (hexid,))
             conn.execute("DELETE FROM link_notes WHERE commit_ = ?", (hexid,))
         for hexid, blob in now.items():
             if before.get(hexid) == blob:
                 continue
             conn.execute("DELETE FROM links WHERE commit_ = ?", (hexid,))
+            conn.execute("DELETE FROM rewrites WHERE commit_ = ?", (hexid,))
             try:
                 data = repo[pygit2.Oid(hex=blob)].data
             except (KeyError, ValueError, AttributeError):
                 warn(f"skipping the flor note on commit {hexid[:10]}: its blob {blob[:10]} is missing")
                 continue
-            conn.executemany("INSERT OR REPLACE INTO links VALUES(?, ?, ?, ?)", _rows(hexid, data))
+            rows = _rows(hexid, data)
+            conn.executemany("INSERT OR REPLACE INTO links VALUES(?, ?, ?, ?)", rows)
+            conn.executemany("INSERT OR IGNORE INTO rewrites VALUES(?, ?)",
+                             {(hexid, r[3]) for r in rows if r[3]} | _rewritten(hexid, data))
             conn.execute("INSERT OR REPLACE INTO link_notes VALUES(?, ?)", (hexid, blob))
         conn.execute("INSERT OR REPLACE INTO meta VALUES(?, ?)", (_TIP_KEY, str(tip) if tip else ""))
         conn.execute("COMMIT")
@@ -94,6 +103,41 @@ def _well_formed(obj: dict[str, object]) -> bool:
     if "run" in obj:
         return valid_run_id(obj["run"]) and (obj.get("ran_at") is None or isinstance(obj["ran_at"], str))
     return True  # an env line, or a kind a newer git-flor writes
+
+
+def _rewritten(commit: str, data: bytes) -> set[tuple[str, str]]:
+    """(commit, the commit it was rewritten from) for each mapping line of the note."""
+    out = set()
+    for line in data.decode("utf-8", "replace").splitlines():
+        if '"rewritten_from"' in line:
+            try:
+                obj = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(obj, dict) and isinstance(obj.get("rewritten_from"), str):
+                out.add((commit, obj["rewritten_from"]))
+    return out
+
+
+def _rewrites_of(conn: sqlite3.Connection) -> dict[str, list[str]]:
+    """Commit → the commits rewritten from it (amends, rebases)."""
+    out: dict[str, list[str]] = {}
+    for commit, old in conn.execute("SELECT commit_, from_ FROM rewrites"):
+        out.setdefault(old, []).append(commit)
+    return out
+
+
+def _descendants(start: Iterable[str], forward: dict[str, list[str]]) -> list[str]:
+    """Every rewrite of ``start``, of those rewrites, and so on (in discovery order)."""
+    seen = set(start)
+    queue, out = list(seen), []
+    while queue:
+        for new in forward.get(queue.pop(0), []):
+            if new not in seen:
+                seen.add(new)
+                out.append(new)
+                queue.append(new)
+    return out
 
 
 def _rows(commit: str, data: bytes) -> list[tuple[str, str, str | None, str | None]]:
@@ -122,9 +166,17 @@ def _rows(commit: str, data: bytes) -> list[tuple[str, str, str | None, str | No
 
 
 def runs_at(conn: sqlite3.Connection, commits: Iterable[str]) -> set[str]:
-    """Runs whose notes put them at any of ``commits`` (their own commit or a linked one)."""
+    """Runs at any of ``commits``: named by their notes, or at a commit they are rewrites of."""
     wanted = set(commits)
-    return {run for run, commit in conn.execute("SELECT run, commit_ FROM links") if commit in wanted}
+    back: dict[str, list[str]] = {}
+    for commit, old in conn.execute("SELECT commit_, from_ FROM rewrites"):
+        back.setdefault(commit, []).append(old)
+    origins = wanted | set(_descendants(wanted, back))
+    found = {run for run, commit in conn.execute("SELECT run, commit_ FROM links") if commit in origins}
+    if origins - wanted:
+        found |= {run for run, commit in conn.execute("SELECT run, commit_ FROM runs")
+                  if commit in origins - wanted}
+    return found
 
 
 def links_of(conn: sqlite3.Connection, run: str, own_commit: str | None) -> list[Link]:
@@ -132,7 +184,14 @@ def links_of(conn: sqlite3.Connection, run: str, own_commit: str | None) -> list
     rows = conn.execute(
         "SELECT commit_, ran_at, rewritten_from FROM links WHERE run = ? ORDER BY rowid", (run,)
     ).fetchall()
-    return [Link(c, r, w) for c, r, w in rows if c != own_commit]
+    out = [Link(c, r, w) for c, r, w in rows if c != own_commit]
+    forward = _rewrites_of(conn)
+    if forward:
+        have = {link.commit for link in out} | ({own_commit} if own_commit else set())
+        back = {new: old for old, news in forward.items() for new in news}
+        for commit in _descendants(have, forward):
+            out.append(Link(commit, None, back.get(commit)))
+    return out
 
 
 def also_at(conn: sqlite3.Connection) -> dict[str, list[str]]:
@@ -143,4 +202,12 @@ def also_at(conn: sqlite3.Connection) -> dict[str, list[str]]:
         "WHERE links.commit_ != IFNULL(runs.commit_, '') ORDER BY links.rowid"
     ):
         out.setdefault(run, []).append(commit)
+    forward = _rewrites_of(conn)
+    if forward:
+        for run, own in conn.execute("SELECT run, commit_ FROM runs"):
+            start = set(out.get(run, [])) | ({own} if own else set())
+            if start & forward.keys():
+                more = [c for c in _descendants(start, forward) if c not in out.get(run, [])]
+                if more:
+                    out.setdefault(run, []).extend(more)
     return out

@@ -1,6 +1,12 @@
-"""``refs/notes/flor``: one JSON line per run on the commit it ran on.
+"""``refs/notes/flor``: JSON lines on the commits runs ran on, bounded per commit.
 
-The note is the human-readable index (``git log --notes=flor``). Lines are kept
+The note is the human-readable index (``git log --notes=flor``): the first
+:data:`INLINE_RUNS` runs of a commit get one line each; later ones add only an
+overflow line per clone (and per dirty snapshot) naming the shadow ref that holds
+them, written once. A note blob is rewritten whole by every write, so this is
+what keeps the bytes a run writes, and all versions of the notes together,
+linear in runs instead of quadratic in runs per commit; the runs themselves are
+always the shadow commits (``git flor runs --rev COMMIT`` lists them all). Lines are kept
 sorted and unique, which is exactly what git's ``cat_sort_uniq`` notes merge
 produces, so concurrent histories merge into a union. Notes are written with
 plumbing and compare-and-swap (libgit2's note writer and ``git notes add`` move
@@ -34,6 +40,38 @@ def add_lines(
 ) -> None:
     """Union ``lines`` into the note on ``target`` (one notes commit, even when nothing is new)."""
     _add(repo, {str(target): lines}, ref, "Notes added by 'git flor'", skip_unchanged=False)
+
+
+#: How many runs of one commit get a line of their own in its note.
+INLINE_RUNS = 64
+#: The key of the overflow line: the shadow ref that holds a commit's further runs.
+MORE_RUNS = "more_runs_in"
+
+
+def add_run_line(repo: pygit2.Repository, target: pygit2.Oid, line: str, overflow: str,
+                 ref: str = NOTES_REF) -> None:
+    """Add a run's ``line`` to ``target``'s note, or ``overflow`` once it holds :data:`INLINE_RUNS` runs.
+
+    Both writers of a race may each add a run line at ``INLINE_RUNS - 1``: the bound
+    is soft by the number of concurrent writers, and the union stays a union.
+    """
+    sig = signature(repo)
+    hexid = str(target)
+
+    def build(old: pygit2.Oid | None) -> pygit2.Oid:
+        tree = repo[old].peel(pygit2.Tree) if old is not None else None
+        found = _find(tree, hexid) if tree is not None else None
+        existing = _lines(repo, found[1]) if found else []
+        runs = sum(1 for ln in existing if ln.startswith('{') and '"run":' in ln and MORE_RUNS not in ln)
+        new = line if runs < INLINE_RUNS else overflow
+        if new in existing:
+            return old  # type: ignore[return-value]  # already said: no notes commit
+        blob = _blob(repo, _union(existing, [new]))
+        new_tree = put_blobs(repo, tree, {tuple(found[0]) if found else (hexid,): blob})
+        return repo.create_commit(None, sig, sig, "Notes added by 'git flor'", new_tree,
+                                  [old] if old is not None else [])
+
+    cas_update(repo, ref, build)
 
 
 def add_many(

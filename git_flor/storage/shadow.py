@@ -73,8 +73,20 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
         write_manifest(repo, meta["id"], data.checkpoints)
     shadow = cas_update(repo, ref, build)
     if head is not None:
-        notes.add_lines(repo, head, [note_line(data, shadow)])
+        notes.add_run_line(repo, head, note_line(data, shadow), overflow_line(repo, data))
     return shadow
+
+
+def overflow_line(repo: pygit2.Repository, data: RunData) -> str:
+    """What a run adds to a note that already lists :data:`.notes.INLINE_RUNS` runs.
+
+    One line per clone (and per dirty snapshot, which the post-commit hook looks
+    for when a commit captures it): the same for every further run, so written once.
+    """
+    line: dict[str, Any] = {notes.MORE_RUNS: shadow_ref(clone_id(repo))}
+    if data.meta.get("dirty") and data.meta.get("tree"):
+        line["dirty_tree"] = data.meta["tree"]
+    return dumps(line)
 
 
 def note_line(data: RunData, shadow: pygit2.Oid) -> str:
@@ -166,5 +178,6 @@ def ensure_note(repo: pygit2.Repository, commit: pygit2.Commit) -> None:
     meta = read_meta(repo, commit)
     if meta.get("commit"):
         records = list(decode_records(read_blob(repo, commit, LOGS_FILE)))
-        line = note_line(RunData(meta=meta, records=records), commit.id)
-        notes.add_lines(repo, pygit2.Oid(hex=meta["commit"]), [line])
+        data = RunData(meta=meta, records=records)
+        notes.add_run_line(repo, pygit2.Oid(hex=meta["commit"]), note_line(data, commit.id),
+                           overflow_line(repo, data))
