@@ -33,7 +33,9 @@ def _check_remote(repo: Repository, remote: str) -> None:
 
 
 def _fetch(repo: Repository, remote: str, specs: list[str]) -> None:
-    gitcmd.git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", remote, *specs], workdir(repo))
+    """Fetch ``specs``; never ``gc --auto`` here: a push must not stall on a repack of the user's repo."""
+    gitcmd.git(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-gc", remote, *specs],
+               workdir(repo))
 
 
 def _merge_remote_notes(repo: Repository, remote: str) -> str:
