@@ -193,7 +193,9 @@ def projection(pulls: list[tuple[int, float]], target: int = 100_000) -> str:
         return "n/a"
     mx, my = statistics.mean(xs), statistics.mean(ys)
     slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
-    return f"{my + slope * (target - mx):.1f}s ({slope * 1000:.3f} s per 1,000 runs)"
+    # A flat (or noisy, falling) curve projects no lower than the largest measurement.
+    projected = max(my + slope * (target - mx), max(ys))
+    return f"{projected:.1f}s (slope {slope * 1000:+.3f} s per 1,000 runs)"
 
 
 def main() -> int:

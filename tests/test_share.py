@@ -267,8 +267,11 @@ def test_push_argument_list_does_not_grow_with_runs_and_a_fresh_pull_gets_them_a
     pushes = [c for c in traced(a, tmp_path / "t2", "push") if c[1] == "push"]
     assert [len(c) for c in pushes] == [len(c) for c in first]  # same commands, same lengths
     assert max(len(" ".join(c)) for c in pushes) < 300
-    nothing = [c for c in traced(a, tmp_path / "t3", "push") if c[1] == "push"]
+    everything = traced(a, tmp_path / "t3", "push")
+    nothing = [c for c in everything if c[1] == "push"]
     assert [len(c) for c in nothing] == [len(c) for c in first]
+    assert not [c for c in everything if c[1] == "gc"]  # no `gc --auto` inside a user's push
+    assert all("--no-auto-gc" in c for c in everything if c[1] == "fetch")
     refs = git(remote, "for-each-ref", "--format=%(refname)", "refs/flor/").split()
     assert len(refs) == 2 and not any(r.startswith("refs/flor/ckpt/") for r in refs)
 
