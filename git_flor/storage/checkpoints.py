@@ -290,18 +290,34 @@ def _find_manifest(repo: pygit2.Repository, run_id: str) -> tuple[str, pygit2.Tr
     """(where, tree) of a run's manifest: a clone's manifests ref, else the run's legacy ref."""
     import pygit2
 
-    from .refs import CKPT_PREFIX
+    from .refs import CKPT_PREFIX, manifests_ref
+    from .repo import clone_id
 
     fan, name = manifest_path(run_id)
+    mine = repo.references.get(manifests_ref(clone_id(repo)))
+    # This clone's ref by name first (no listing of every ref for its own runs), then the others'.
+    found = _in_tree(repo, mine.peel(pygit2.Tree), fan, name) if mine is not None else None
+    if found is not None:
+        return f"{mine.name}:{fan}/{name}", found
     for ref, tree in _manifest_trees(repo):
-        if fan in tree:
-            sub = repo[tree[fan].id]
-            if isinstance(sub, pygit2.Tree) and name in sub and sub[name].type_str == "tree":
-                return f"{ref}:{fan}/{name}", repo[sub[name].id]
+        hit = _in_tree(repo, tree, fan, name)
+        if hit is not None:
+            return f"{ref}:{fan}/{name}", hit
     legacy = repo.references.get(CKPT_PREFIX + run_id)
     if legacy is None:
         return None
     return legacy.name, repo[legacy.target].peel(pygit2.Tree)
+
+
+def _in_tree(repo: pygit2.Repository, tree: pygit2.Tree, fan: str, name: str) -> pygit2.Tree | None:
+    import pygit2
+
+    if fan not in tree:
+        return None
+    sub = repo[tree[fan].id]
+    if isinstance(sub, pygit2.Tree) and name in sub and sub[name].type_str == "tree":
+        return repo[sub[name].id]
+    return None
 
 
 def read_manifest(repo: pygit2.Repository, run_id: str) -> Manifest:
