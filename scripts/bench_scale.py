@@ -24,11 +24,13 @@ time against runs, projected to 100,000.
 
     python scripts/bench_scale.py            # 250, 500, 1000, 2000 runs
     python scripts/bench_scale.py --quick    # 50, 100, 200 runs, one rep
+    python scripts/bench_scale.py --baseline /work/main   # side by side with another checkout
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import statistics
@@ -70,7 +72,6 @@ def timed(cwd: Path, *args: str) -> float:
 
 def template(repo_path: Path):  # type: ignore[no-untyped-def]
     """The real run's RunData, read back from git: what each copy writes again."""
-    import json
 
     import pygit2
 
@@ -154,17 +155,18 @@ def fresh_pull(root: Path, remote: Path, tag: str) -> float:
     return took if log.count('"run"') else float("nan")
 
 
-def sweep(root: Path, label: str, counts: list[int], reps: int, spread: int) -> list[tuple[int, float]]:
+def sweep(root: Path, label: str, counts: list[int], reps: int, spread: int) -> list[dict[str, float]]:
     base = root / label.replace(" ", "_")
     base.mkdir()
     remote, a, tmpl, commits = setup(base)
     targets = commits[-spread:]
     busiest = targets[0]
-    print(f"\n== {label}: runs over {spread} commit(s) ==")
+    out = sys.stderr if JSON_OUT else sys.stdout
+    print(f"\n== {label}: runs over {spread} commit(s) ({Path(git_flor_file()).parent.parent}) ==", file=out)
     print(f"{'runs':>6} {'push 20 new':>11} {'push none':>9} {'fresh pull':>10} {'notes B/run':>11} "
-          f"{'log -1 KB':>9} {'refspecs':>8} {'loose/run':>9}")
+          f"{'log -1 KB':>9} {'refspecs':>8} {'loose/run':>9}", file=out)
     have = 1
-    pulls = []
+    rows = []
     for count in counts:
         if count - BATCH * reps > have:
             add_runs(a, tmpl, targets, count - BATCH * reps - have)
@@ -179,16 +181,28 @@ def sweep(root: Path, label: str, counts: list[int], reps: int, spread: int) -> 
             push_new.append(timed(a, "git", "flor", "push"))
         push_none = statistics.median(timed(a, "git", "flor", "push") for _ in range(max(3, reps)))
         pull = statistics.median(fresh_pull(base, remote, f"{count}-{r}") for r in range(reps))
-        pulls.append((have, pull))
-        per = notes_bytes(a) / have
-        shown = len(sh(a, "git", "log", "--notes=flor", "-1", busiest).stdout.encode()) / 1024
-        print(f"{have:>6} {statistics.median(push_new):>10.2f}s {push_none:>8.2f}s {pull:>9.2f}s "
-              f"{per:>11.0f} {shown:>9.1f} {push_refspecs(a):>8} {per_run:>9.1f}", flush=True)
-    return pulls
+        row = {"runs": have, "push_new": statistics.median(push_new), "push_none": push_none, "pull": pull,
+               "notes_per_run": notes_bytes(a) / have,
+               "log_kb": len(sh(a, "git", "log", "--notes=flor", "-1", busiest).stdout.encode()) / 1024,
+               "refspecs": push_refspecs(a), "loose_per_run": per_run}
+        rows.append(row)
+        print(f"{have:>6} {row['push_new']:>10.2f}s {push_none:>8.2f}s {pull:>9.2f}s "
+              f"{row['notes_per_run']:>11.0f} {row['log_kb']:>9.1f} {row['refspecs']:>8} {per_run:>9.1f}",
+              file=sys.stderr if JSON_OUT else sys.stdout, flush=True)
+    return rows
 
 
-def projection(pulls: list[tuple[int, float]], target: int = 100_000) -> str:
-    xs, ys = [float(x) for x, _ in pulls], [y for _, y in pulls]
+JSON_OUT = False
+
+
+def git_flor_file() -> str:
+    import git_flor
+
+    return git_flor.__file__ or "?"
+
+
+def projection(rows: list[dict[str, float]], target: int = 100_000) -> str:
+    xs, ys = [float(r["runs"]) for r in rows], [r["pull"] for r in rows]
     if len(xs) < 2:
         return "n/a"
     mx, my = statistics.mean(xs), statistics.mean(ys)
@@ -198,23 +212,53 @@ def projection(pulls: list[tuple[int, float]], target: int = 100_000) -> str:
     return f"{projected:.1f}s (slope {slope * 1000:+.3f} s per 1,000 runs)"
 
 
+def ratios(label: str, old: list[dict[str, float]], new: list[dict[str, float]]) -> None:
+    """This checkout's figures over the baseline's, row by row (below 1: this checkout is cheaper)."""
+    print(f"\n== {label}: this checkout / baseline ==")
+    print(f"{'runs':>6} {'push 20 new':>11} {'push none':>9} {'fresh pull':>10} {'notes B/run':>11} {'log -1 KB':>9}")
+    for o, n in zip(old, new):
+        cells = [n[k] / o[k] if o[k] else float("nan")
+                 for k in ("push_new", "push_none", "pull", "notes_per_run", "log_kb")]
+        print(f"{n['runs']:>6} " + " ".join(f"{c:>{w}.3f}" for c, w in zip(cells, (11, 9, 10, 11, 9))))
+
+
 def main() -> int:
+    global JSON_OUT
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="50/100/200 runs, one rep")
     parser.add_argument("--reps", type=int, default=None)
-    parser.add_argument("--spread-only", action="store_true", help="skip the one-commit sweep")
+    parser.add_argument("--sweeps", choices=["one", "five", "both"], default="both",
+                        help="runs on one commit, over five commits, or both")
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="a git-flor checkout (e.g. /work/main) to measure first, in a child process "
+                             "importing it (PYTHONPATH), and print this checkout's ratios to it")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    JSON_OUT = args.json
     counts = [50, 100, 200] if args.quick else [250, 500, 1000, 2000]
     reps = args.reps or (1 if args.quick else 3)
     os.environ.setdefault("FLOR_QUIET", "1")
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    labels = {"one": [("one commit", 1)], "five": [("5 commits", 5)],
+              "both": [("one commit", 1), ("5 commits", 5)]}[args.sweeps]
+    baseline: dict[str, list[dict[str, float]]] = {}
+    if args.baseline is not None:
+        child = [sys.executable, __file__, "--json", "--sweeps", args.sweeps, "--reps", str(reps)]
+        env = {**os.environ, "PYTHONPATH": str(args.baseline.resolve())}
+        done = subprocess.run(child + (["--quick"] if args.quick else []), env=env, stdout=subprocess.PIPE,
+                              text=True, check=True)
+        baseline = json.loads(done.stdout)
+    results: dict[str, list[dict[str, float]]] = {}
     with tempfile.TemporaryDirectory(prefix="flor-scale-") as tmp:
-        root = Path(tmp)
-        if not args.spread_only:
-            pulls = sweep(root, "one commit", counts, reps, spread=1)
-            print(f"fresh pull projected to 100,000 runs (linear fit): {projection(pulls)}")
-        pulls = sweep(root, "5 commits", counts, reps, spread=5)
-        print(f"fresh pull projected to 100,000 runs (linear fit): {projection(pulls)}")
+        for label, spread in labels:
+            rows = sweep(Path(tmp), label, counts, reps, spread)
+            results[label] = rows
+            if not args.json:
+                print(f"fresh pull projected to 100,000 runs (linear fit): {projection(rows)}")
+    if args.json:
+        print(json.dumps(results))
+    for label in baseline:
+        ratios(label, baseline[label], results[label])
     return 0
 
 
