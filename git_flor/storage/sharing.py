@@ -24,14 +24,12 @@ purpose: ``git fetch --prune`` prunes there by the branch refspec.
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass, field
 
 import pygit2
 
-from . import notes
+from . import gitcmd, notes
 from .checkpoints import own_manifest_ids, put_manifests
-from .gitcmd import clean_env
 from .refs import (
     CKPT_PREFIX,
     MANIFESTS_PREFIX,
@@ -175,13 +173,12 @@ def adopt_manifests(repo: pygit2.Repository, remote: str) -> Adopted:
             (out.new if local is None else out.updated).append(run)
         if not lines:
             return out
-        done = subprocess.run(
-            ["git", f"--git-dir={repo.path}", "update-ref", "-m", f"git flor pull {remote}", "--stdin"],
-            input="".join(lines), env=clean_env(), capture_output=True, text=True,
-        )
+        done = gitcmd.git([f"--git-dir={repo.path}", "update-ref", "-m", f"git flor pull {remote}", "--stdin"],
+                          input="".join(lines), check=False)
         if done.returncode == 0:
             return out
-    raise RuntimeError(f"could not adopt {remote}'s checkpoint manifests: refs kept changing; try again")
+    raise gitcmd.GitFailed(f"could not adopt {remote}'s checkpoint manifests ({gitcmd.first_error(done.stderr)}); "
+                           f"run `git flor pull {remote}` again")
 
 
 def count_new_runs(
