@@ -219,3 +219,25 @@ def test_a_name_two_scripts_log_keeps_their_runs_apart_unless_joined(repo: Path)
     assert [(r["epoch"], r["step"], r["loss"], r["val"]) for r in joined] == [
         (r["epoch"], r["step"], r["loss"], r["val"]) for r in apart[12:]
     ]
+
+
+def test_loops_that_do_not_contain_one_another_get_rows_of_their_own(repo: Path) -> None:
+    """One script, a training loop then a test loop: each loop's values on its own rows."""
+    (repo / "phases.py").write_text(textwrap.dedent(
+        """\
+        import git_flor as flor
+        for epoch in flor.loop("epoch", range(2)):
+            flor.log("loss", 1.0 / (epoch + 1))
+        for batch in flor.loop("batch", range(3)):
+            flor.log("batch_acc", batch / 4)
+        flor.log("acc", 0.75)
+        """
+    ))
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "phases")
+    run_script(repo, "phases.py")
+    rows = table(repo, "loss", "batch_acc", "acc")
+    assert [(r["epoch"], r["batch"], r["loss"], r["batch_acc"], r["acc"]) for r in rows] == [
+        (0, None, 1.0, None, 0.75), (1, None, 0.5, None, 0.75),
+        (None, 0, None, 0.0, 0.75), (None, 1, None, 0.25, 0.75), (None, 2, None, 0.5, 0.75),
+    ]
