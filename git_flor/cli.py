@@ -105,20 +105,29 @@ def show_cmd(run: str, fmt: str) -> None:
 @click.option("--format", "fmt", type=FORMAT, default="table", show_default=True)
 @click.option("--provenance", is_flag=True, help="Add NAME@ columns: recorded, hindsight or arg.")
 @click.option("--script", "scripts", multiple=True, help="Only runs of this script (its path or file name); repeatable.")
+@click.option("--join/--no-join", default=None,
+              help="Join the scripts of a pipeline: one row per commit (the latest run of each script "
+                   "there) and shared loop position / one row per run. Default: join when the NAMEs "
+                   "come from several scripts, each from one.")
 def log_cmd(
     names: tuple[str, ...], rev: str | None, runs: tuple[str, ...], where: str | None, fmt: str, provenance: bool,
-    scripts: tuple[str, ...],
+    scripts: tuple[str, ...], join: bool | None,
 ) -> None:
     """The wide table: one row per run and loop position, one column per NAME (all when none).
+
+    Values of several scripts run at one commit (prepare.py, train.py, evaluate.py)
+    are joined into one row per commit and loop position when the NAMEs come from
+    more than one script; each script contributes its latest run at that commit.
 
     \b
     Example:
       git flor log loss lr
       git flor log val_acc --where "lr < 1e-3" --format csv > metrics.csv
+      git flor log n_rows acc test_acc          # a pipeline: one row per commit
     """
     from .commands.log import log
 
-    _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance, scripts=scripts)
+    _run(log, names, rev=rev, runs=runs, where=where, fmt=fmt, provenance=provenance, scripts=scripts, join=join)
 
 
 @cli.command("plot")

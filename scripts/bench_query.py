@@ -11,7 +11,12 @@ installed `git flor log` end to end in a subprocess, as a user would run it:
 Targets: warm <= 1 s, cold <= 10 s. Medians of --reps repetitions are printed,
 interleaving the variants so that machine noise hits them alike.
 
-    .venv/bin/python scripts/bench_query.py [--runs 1000] [--rows 1000] [--reps 5]
+With --pipeline every other run is an ``evaluate.py`` run logging ``test_acc`` per
+epoch at the same commit as a ``train.py`` run, and the table joining them
+(``git flor log loss test_acc``: per-step rows) is timed beside the same table one row per
+run (``--no-join``); their ratio is what the join costs.
+
+    .venv/bin/python scripts/bench_query.py [--runs 1000] [--rows 1000] [--reps 5] [--pipeline]
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ from git_flor.storage.shadow import commit_run
 BIN = Path(sys.executable).parent
 
 
-def build(root: Path, runs: int, rows: int) -> Path:
+def build(root: Path, runs: int, rows: int, pipeline: bool = False) -> Path:
     repo_dir = root / "project"
     repo_dir.mkdir()
     env = {**os.environ, "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b",
@@ -54,11 +59,14 @@ def build(root: Path, runs: int, rows: int) -> Path:
     epochs = max(1, rows // (steps + 1))
     t0 = time.perf_counter()
     for r in range(runs):
-        commit = commits[r % len(commits)]
+        evaluate = pipeline and r % 2 == 1
+        commit = commits[(r // 2 if pipeline else r) % len(commits)]
         tree = str(repo[commit].peel(pygit2.Commit).tree.id)
         records = []
         n = 0
-        for e in range(epochs):
+        for e in range(epochs if evaluate else 0):
+            records.append(("test_acc", 0.4 + e / (2 * epochs), (("epoch", e, e),)))
+        for e in range(0 if evaluate else epochs):
             for s in range(steps):
                 if n < rows:
                     records.append(("loss", 1.0 / (1 + e * steps + s + r), (("epoch", e, e), ("step", s, s))))
@@ -68,7 +76,8 @@ def build(root: Path, runs: int, rows: int) -> Path:
                 n += 1
         meta = {"id": f"{r:012x}", "start": 1.7e9 + r, "end": 1.7e9 + r + 10, "duration": 10.0,
                 "argv": ["train.py"], "args": {"lr": 10 ** -(1 + r % 4), "epochs": epochs},
-                "status": "ok", "commit": commit, "dirty": False, "tree": tree, "script": "train.py",
+                "status": "ok", "commit": commit, "dirty": False, "tree": tree,
+                "script": "evaluate.py" if evaluate else "train.py",
                 "cwd": ".", "checkpointing": {}}
         commit_run(repo, RunData(meta=meta, records=records, loops=[]))
     print(f"built {runs} runs x {rows} rows in {time.perf_counter() - t0:.1f} s", flush=True)
@@ -86,10 +95,11 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=1000)
     ap.add_argument("--rows", type=int, default=1000)
     ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--pipeline", action="store_true", help="half the runs are evaluate.py; time the join")
     opts = ap.parse_args()
     root = Path(tempfile.mkdtemp(prefix="git-flor-bench-query-"))
     try:
-        repo_dir = build(root, opts.runs, opts.rows)
+        repo_dir = build(root, opts.runs, opts.rows, opts.pipeline)
         index = flor_dir(pygit2.Repository(str(repo_dir))) / "index.sqlite"
         variants = {
             "log loss (csv)": ["git", "flor", "log", "loss", "--format", "csv"],
@@ -97,6 +107,11 @@ def main() -> int:
             "log val_acc (table)": ["git", "flor", "log", "val_acc"],
             "runs": ["git", "flor", "runs"],
         }
+        if opts.pipeline:
+            variants = {
+                "log loss test_acc (joined)": ["git", "flor", "log", "loss", "test_acc", "--format", "csv"],
+                "same, --no-join": ["git", "flor", "log", "loss", "test_acc", "--no-join", "--format", "csv"],
+            }
         cold: dict[str, list[float]] = {k: [] for k in variants}
         warm: dict[str, list[float]] = {k: [] for k in variants}
         for _ in range(opts.reps):
@@ -110,6 +125,9 @@ def main() -> int:
         print(f"{'command':32} {'cold':>8} {'warm':>8}   targets: cold <= 10 s, warm <= 1 s")
         for name in variants:
             print(f"{name:32} {statistics.median(cold[name]):8.2f} {statistics.median(warm[name]):8.2f}")
+        if opts.pipeline:
+            joined, apart = (statistics.median(warm[k]) for k in variants)
+            print(f"join / no-join (warm): {joined / apart:.2f}")
         return 0
     finally:
         shutil.rmtree(root, ignore_errors=True)

@@ -20,10 +20,11 @@ def log(
     fmt: str = "table",
     provenance: bool = False,
     scripts: Sequence[str] = (),
+    join: bool | None = None,
 ) -> int:
     repo = open_session()
     table = dataframe(*names, rev=rev, run=list(runs) or None, where=where, provenance=provenance,
-                      script=list(scripts) or None, repo=repo, nan_distinct=True)
+                      script=list(scripts) or None, repo=repo, nan_distinct=True, join=join)
     if fmt == "table":
         table = table.assign(commit=table["commit"].str.slice(0, 8), tstamp=short_time(table["tstamp"]))
     emit(table, fmt, empty="no values recorded for these runs yet")

@@ -3,8 +3,14 @@
 One row per (run, loop position) at the finest loop depth among the requested
 names; a value logged at a coarser position (an epoch's ``val_acc`` among
 per-step ``loss`` rows, a run's ``lr``) is broadcast over the finer rows it
-contains, exactly as run-level values broadcast over a run's rows. Values keep
-their logged types: a float column is float64, an int column Int64.
+contains, exactly as run-level values broadcast over a run's rows. Values logged
+in loops that do not contain one another (a training ``epoch`` loop, then a test
+``batch`` loop) are on rows of their own. Values keep their logged types: a float
+column is float64, an int column Int64.
+
+Pipelines (several scripts of one repository run at the same version, prepare →
+train → evaluate) are joined into one row per commit and shared loop position
+(:func:`_pipelines`), so that values the scripts logged separately read side by side.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from pandas.arrays import FloatingArray
 
 from ..errors import UsageError
 from ..storage import index
+from ..storage import index_links as links
 from ..storage.repo import open_repo
+from ..storage.revs import commits_in
 from .runs import select_runs
 from .strict_json import LOGGED_NAN
 
@@ -44,8 +52,14 @@ def dataframe(
     script: str | Sequence[str] | None = None,
     repo: Repository | None = None,
     nan_distinct: bool = False,
+    join: bool | None = None,
 ) -> pd.DataFrame:
     """The table for ``names`` (all names when none) over the selected runs (of ``script`` only, when given).
+
+    ``join``: ``True`` joins the runs of different scripts at one commit into one
+    row per commit and loop position, ``False`` keeps one row per run; by default
+    they are joined when the names asked for were logged by more than one script
+    and none of them by two (see :func:`_pipelines`).
 
     Float columns are float64 with NaN for a missing value (pandas' convention),
     unless ``nan_distinct``: then they are nullable ``Float64``, where a logged NaN
@@ -57,7 +71,7 @@ def dataframe(
         runs = [run] if isinstance(run, str) else run
         scripts = [script] if isinstance(script, str) else script
         table = build(repo, conn, list(names), rev=rev, runs=runs, where=where, provenance=provenance,
-                      scripts=scripts)
+                      scripts=scripts, join=join)
     finally:
         conn.close()
     if not nan_distinct:
@@ -79,6 +93,7 @@ def build(
     where: str | None = None,
     provenance: bool = False,
     scripts: Sequence[str] | None = None,
+    join: bool | None = None,
 ) -> pd.DataFrame:
     known = index.names(conn)
     missing = [n for n in names if n not in set(known)]
@@ -95,9 +110,15 @@ def build(
         selected = selected[_of_scripts(selected["script"], scripts)].reset_index(drop=True)
     chunks = index.chunks(conn, fetch, list(selected["run"]) if (rev or runs or scripts) else None)
     dims = _dim_order(chunks)
-    wide = _widen(chunks, {r: i for i, r in enumerate(selected["run"])}, dims, fetch, provenance)
+    age = {r: i for i, r in enumerate(selected["run"])}
+    if join or (join is None and names and _is_pipeline(chunks, selected, wanted)):
+        rows, order = _pipelines(selected, chunks, links.captured_at(conn),
+                                 commits_in(repo, rev) if rev is not None else None)
+    else:
+        rows, order = selected, age
+    wide = _widen(chunks, order, age, dims, fetch, provenance)
     wide = wide.sort_values(["_order", *dims], kind="stable", ignore_index=True)
-    info = selected[INFO].iloc[wide["_order"].to_numpy()].reset_index(drop=True)
+    info = rows[INFO].iloc[wide["_order"].to_numpy()].reset_index(drop=True)
     table = pd.concat([info, wide.drop(columns="_order")], axis=1)
     if where:
         try:
@@ -114,6 +135,57 @@ def _of_scripts(column: pd.Series, scripts: Sequence[str]) -> pd.Series:
     wanted = {s.removeprefix("./") for s in scripts}
     recorded = column.fillna("").astype(str)
     return recorded.isin(wanted) | recorded.map(lambda p: p.rsplit("/", 1)[-1] in wanted)
+
+
+def _is_pipeline(chunks: list[index.Chunk], selected: pd.DataFrame, wanted: list[str]) -> bool:
+    """Whether the names asked for come from several scripts, each name from one of them.
+
+    A name logged by two scripts (``train.py`` and ``train_v2.py`` both log ``loss``)
+    means alternatives rather than stages of a pipeline, so those runs keep rows of
+    their own unless ``join`` asks otherwise.
+    """
+    script = dict(zip(selected["run"], selected["script"]))
+    by_name: dict[str, set[Any]] = {}
+    for ch in chunks:
+        if ch.run in script and ch.name in wanted:
+            by_name.setdefault(ch.name, set()).add(script[ch.run])
+    return all(len(s) == 1 for s in by_name.values()) and len(set().union(*by_name.values())) > 1
+
+
+def _pipelines(
+    selected: pd.DataFrame, chunks: list[index.Chunk], captured: dict[str, str], commits: set[str] | None
+) -> tuple[pd.DataFrame, dict[str, int]]:
+    """One row per version joining the latest run of each script there that has any value asked for.
+
+    A run's version is its commit, or for a run on uncommitted edits the commit
+    that captured them (``captured``, from the post-commit hook's notes), so that
+    running the pipeline and then committing joins those runs at the new commit.
+    The latest, because re-running a step at the same version (a fixed data
+    path, a longer training) supersedes the earlier run, and pairing runs any
+    other way (every combination, the first) would join values no single pass
+    through the pipeline produced. A row's ``commit`` is that version, its
+    ``run`` and ``script`` list the joined runs and their scripts in the order
+    they started, comma-separated, and ``tstamp`` is the start of the first.
+    With ``commits`` (``--rev``), only those versions. Returns those rows and the
+    row number of each joined run.
+    """
+    with_values = {ch.run for ch in chunks}
+    runs = selected[selected["run"].isin(with_values)]
+    runs = runs.assign(commit=[captured.get(r, c) if d else c
+                               for r, c, d in zip(runs["run"], runs["commit"], runs["dirty"])])
+    if commits is not None:
+        runs = runs[runs["commit"].isin(commits)]
+    # selected is oldest first, so the last run of each (version, script) is its latest.
+    latest = runs.drop_duplicates(["commit", "script"], keep="last")
+    groups = sorted((g for _, g in latest.groupby("commit", sort=False, dropna=False)), key=lambda g: g.index[0])
+    rows = pd.DataFrame({
+        "run": [",".join(g["run"]) for g in groups],
+        "commit": [g["commit"].iloc[0] for g in groups],
+        "tstamp": pd.Series([g["tstamp"].iloc[0] for g in groups], dtype=selected["tstamp"].dtype),
+        "script": [",".join(g["script"].fillna("").astype(str)) for g in groups],
+    })
+    order = {run: i for i, g in enumerate(groups) for run in g["run"]}
+    return rows, order
 
 
 def _referenced(expr: str | None, known: list[str]) -> list[str]:
@@ -134,9 +206,19 @@ def _dim_order(chunks: list[index.Chunk]) -> list[str]:
 
 
 def _widen(
-    chunks: list[index.Chunk], order: dict[str, int], dims: list[str], names: list[str], provenance: bool
+    chunks: list[index.Chunk],
+    order: dict[str, int],
+    age: dict[str, int],
+    dims: list[str],
+    names: list[str],
+    provenance: bool,
 ) -> pd.DataFrame:
-    """One row per (run, position); coarse values broadcast over the finer rows they contain."""
+    """One row per (row of ``order``, position); coarse values broadcast over the finer rows they contain.
+
+    ``order`` gives each run its row (several runs share one when scripts are
+    joined); where two of them logged one name at one position, the value of the
+    run that started later (``age``) is kept, among values equally direct.
+    """
     rank = {d: i for i, d in enumerate(dims)}
     shapes: dict[tuple[str, ...], dict[str, list[index.Chunk]]] = {}
     for ch in chunks:
@@ -148,13 +230,16 @@ def _widen(
         keys = ["_order", *shape]
         wide: pd.DataFrame | None = None
         for name, group in shapes[shape].items():
-            group.sort(key=lambda c: (_PRIORITY[c.src], c.rid))
+            group.sort(key=lambda c: (_PRIORITY[c.src], age[c.run], c.rid))
             part = _frame(group, shape, order, name, provenance).drop_duplicates(keys, keep="last")
             wide = part if wide is None else wide.merge(part, on=keys, how="outer")
         assert wide is not None
         if result is None:
             result = wide
             continue
+        for d in shape:  # a loop not among the rows so far: its values get rows of their own
+            if d not in result:
+                result[d] = pd.array([pd.NA] * len(result), dtype="Int64")
         clash = [c for c in wide.columns if c in result.columns and c not in keys]
         wide = wide.rename(columns={c: f"{c}\0coarse" for c in clash})
         result = result.merge(wide, on=keys, how="outer")

@@ -211,3 +211,15 @@ def also_at(conn: sqlite3.Connection) -> dict[str, list[str]]:
                 if more:
                     out.setdefault(run, []).extend(more)
     return out
+
+
+def captured_at(conn: sqlite3.Connection) -> dict[str, str]:
+    """For each run made on uncommitted edits that a commit captured, that commit (the first noted).
+
+    That commit's tree is the run's snapshot, so it is the version the run ran,
+    where the commit the run started on is only its parent.
+    """
+    out: dict[str, str] = {}
+    for run, commit in conn.execute("SELECT run, commit_ FROM links WHERE ran_at IS NOT NULL ORDER BY rowid"):
+        out.setdefault(run, commit)
+    return out
