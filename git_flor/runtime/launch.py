@@ -236,7 +236,8 @@ def cap_threads() -> None:
 
     A cold child's torch reads ``OMP_NUM_THREADS`` itself when it loads; a warm one
     loaded in the server, so the share is set here, before the script's first op (a
-    script that sets its own thread count still does so later, as the run did).
+    script that sets its own thread count still does so later, as the run did). It may
+    start threads, so it runs after :func:`isolate` (``unshare`` refuses a threaded process).
     """
     torch = sys.modules.get("torch")
     share = os.environ.get("OMP_NUM_THREADS", "")
@@ -321,7 +322,6 @@ def _become_job(request: dict[str, Any], out: Any) -> list[str]:
     os.environ.clear()
     os.environ.update(request["env"])
     os.chdir(request["cwd"])
-    cap_threads()
     return [request["launch"]]
 
 
@@ -332,8 +332,9 @@ def main(args: list[str]) -> None:
     parent = os.getppid()
     with open(args[0]) as fh:  # args[1:]: the script's path, for ps only
         launch = json.load(fh)
-    isolate(launch)
+    isolate(launch)  # first: unshare(CLONE_NEWUSER) needs a single-threaded process
     die_with_parent(parent)
+    cap_threads()  # may start torch's thread pool: only after isolating
     run_script(launch)
 
 
