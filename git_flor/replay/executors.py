@@ -229,7 +229,9 @@ class ForkServer:
         out: IO[str] | None = self.proc.stdout
         assert out is not None
         for line in out:
-            kind, *rest = line.split()
+            kind, *rest = line.split() or [""]
+            if kind not in ("ready", "start", "exit") or len(rest) != (1 if kind == "ready" else 2):
+                continue
             if kind == "ready":
                 self.warmup = float(rest[0])
                 self._ready.set()

@@ -271,8 +271,11 @@ def serve(modules: list[str]) -> list[str]:
     t0 = time.perf_counter()
     die_with_parent(os.getppid())
     os.chdir("/")  # nothing in the warm-up may resolve against a user's folder
+    out = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol; a library's print goes nowhere
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
     _import_quietly(modules)
-    out = os.fdopen(os.dup(1), "w", buffering=1)
     out.write(f"ready {time.perf_counter() - t0:.3f}\n")
     children: dict[int, str] = {}
     pending = b""
