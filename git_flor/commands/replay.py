@@ -69,7 +69,7 @@ def replay(
     if dry_run or not the_plan.jobs:
         _close(runner)
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
-    total = sum(j.estimate for j in the_plan.jobs)
+    total = the_plan.wall()
     where_to = "on the Ray cluster's" if kind == "ray" else "on"
     if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s {where_to} {workers} worker(s)?"):
         _close(runner)
@@ -218,7 +218,8 @@ def _show(the_plan: Plan, fmt: str, isolation: Isolation | None = None) -> None:
         for row in [header, *rows]:
             print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip())
         total = sum(j.estimate for j in the_plan.jobs)
-        print(f"{len(rows)} job(s), estimated {total:.1f} s of work")
+        print(f"{len(rows)} job(s), estimated {total:.1f} s of work, about {the_plan.wall():.1f} s on "
+              f"{min(the_plan.workers, len(rows))} worker(s)")
     for run, why in the_plan.skipped:
         print(f"skip {run}: {why}", file=sys.stderr)
     for run, why in the_plan.failed:

@@ -2,22 +2,41 @@
 
 A job is a command line, a working directory and an environment; the executor
 runs many of them and reports each result as it finishes. ``LocalExecutor``
-runs them as subprocesses on this machine, ``workers`` at a time; a
-distributed engine plugs in by implementing the same two methods
-(``ray_executor.RayExecutor`` does, for a Ray cluster).
+runs them on this machine, ``workers`` at a time; a distributed engine plugs
+in by implementing the same two methods (``ray_executor.RayExecutor`` does, for
+a Ray cluster).
+
+Two things make local jobs cheap (issue 18):
+
+- **warm workers**: a task that names the run's top-level imports (``warm``) is
+  forked from a fork server (``runtime/launch.py --serve``) that imported them
+  once, instead of starting Python and ``import torch`` per job. One server per
+  (imports, thread share); it dies with this process.
+- **threads × workers ≤ cores**: every job gets ``cores // jobs at once``
+  threads (OpenMP, MKL, OpenBLAS, torch), so two torch jobs never fight over
+  every core each — parallel replay is never slower than serial.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import IO, Protocol
+
+from .isolation import LAUNCHER
+
+#: Thread-count variables of the numeric libraries, set per job to its share of the cores.
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -28,6 +47,11 @@ class Task:
     env: dict[str, str]
     #: GPUs the job needs (the run used CUDA): a cluster schedules it where they are.
     gpus: int = 0
+    #: the run's top-level library imports: a local executor forks the job from a server
+    #: that imported them once (empty: a fresh interpreter per job)
+    warm: tuple[str, ...] = ()
+    #: the launcher's JSON (the argument a warm child gets instead of ``argv``)
+    launch: str = ""
 
 
 @dataclass(frozen=True)
@@ -53,17 +77,48 @@ class Executor(Protocol):
         ...
 
 
+def thread_share(workers: int, jobs: int, cores: int | None = None) -> int:
+    """Threads each of ``jobs`` tasks may use on ``workers`` slots so that threads × jobs at once ≤ cores."""
+    cores = cores or os.cpu_count() or 1
+    return max(1, cores // max(1, min(workers, jobs)))
+
+
+def capped_env(env: dict[str, str], threads: int) -> dict[str, str]:
+    """``env`` with every numeric library capped at ``threads`` (a smaller cap the user set stays)."""
+    out = dict(env)
+    for var in THREAD_VARS:
+        mine = out.get(var, "")
+        out[var] = mine if mine.isdigit() and 0 < int(mine) <= threads else str(threads)
+    return out
+
+
 class LocalExecutor:
     local_payloads = True
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, warm: bool = True) -> None:
         self.workers = max(1, workers)
-        self._procs: dict[int, subprocess.Popen[str]] = {}
+        #: fork jobs from warm servers (``FLOR_WARM=0`` turns it off: a fresh interpreter per job)
+        self.warm = warm and hasattr(os, "fork") and os.environ.get("FLOR_WARM", "1") != "0"
+        self._procs: dict[int, subprocess.Popen[str] | int] = {}
+        self._servers: dict[tuple[tuple[str, ...], int], ForkServer] = {}
         self._lock = threading.Lock()
         self._cancelled = False
+        #: seconds each server took to import its modules (the cost model's warm-up)
+        self.warmups: list[float] = []
+
+    def _server(self, task: Task) -> ForkServer | None:
+        key = (task.warm, int(task.env.get("OMP_NUM_THREADS", "0") or 0))
+        with self._lock:
+            server = self._servers.get(key)
+            if server is None:
+                server = self._servers[key] = ForkServer(task.warm, task.env)
+        return server if server.wait_ready() else None
 
     def _one(self, task: Task) -> Outcome:
         t0 = time.perf_counter()
+        server = self._server(task) if self.warm and task.warm and task.launch else None
+        if server is not None:
+            return self._forked(server, task, t0)
         with self._lock:
             if self._cancelled:
                 return Outcome(task.key, -1, 0.0, "cancelled")
@@ -77,7 +132,26 @@ class LocalExecutor:
             self._procs.pop(task.key, None)
         return Outcome(task.key, proc.returncode, time.perf_counter() - t0, err[-4000:])
 
+    def _forked(self, server: ForkServer, task: Task, t0: float) -> Outcome:
+        stderr = Path(task.launch).with_name(".git-flor-stderr")
+        with self._lock:
+            if self._cancelled:
+                return Outcome(task.key, -1, 0.0, "cancelled")
+            pid = server.start(task, str(stderr))
+            if pid > 0:
+                self._procs[task.key] = pid
+        rc = server.result(task.key) if pid >= 0 else -1
+        with self._lock:
+            self._procs.pop(task.key, None)
+        try:
+            err = stderr.read_text(errors="replace")
+        except OSError:
+            err = "" if pid > 0 else "the warm worker is gone"
+        return Outcome(task.key, rc, time.perf_counter() - t0, err[-4000:])
+
     def run(self, tasks: list[Task]) -> Iterator[Outcome]:
+        threads = thread_share(self.workers, len(tasks))
+        tasks = [replace(t, env=capped_env(t.env, threads)) for t in tasks]
         pool = ThreadPoolExecutor(max_workers=self.workers)
         try:
             pending: set[Future[Outcome]] = {pool.submit(self._one, t) for t in tasks}
@@ -90,6 +164,16 @@ class LocalExecutor:
             raise
         finally:
             pool.shutdown(wait=True, cancel_futures=True)
+            self.close()
+
+    def close(self) -> None:
+        """Stop the warm servers (they exit once their last child is gone)."""
+        with self._lock:
+            servers, self._servers = list(self._servers.values()), {}
+        for server in servers:
+            if server.warmup is not None:
+                self.warmups.append(server.warmup)
+            server.close()
 
     def cancel(self) -> None:
         """Stop every child and wait until each is gone (Ctrl-C must not leave replays running).
@@ -100,24 +184,124 @@ class LocalExecutor:
         with self._lock:
             self._cancelled = True
             procs = list(self._procs.values())
+            servers = list(self._servers.values())
         for proc in procs:
             _signal(proc, signal.SIGTERM)
         deadline = time.monotonic() + GRACE
         for proc in procs:
+            if isinstance(proc, int):
+                continue
             try:
                 proc.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 _signal(proc, signal.SIGKILL)
                 proc.wait()
+        for server in servers:
+            if not server.wait_children(max(0.0, deadline - time.monotonic())):
+                for pid in server.running():
+                    _signal(pid, signal.SIGKILL)
+                server.wait_children(GRACE)
+            server.close()
+
+
+class ForkServer:
+    """One warm worker: ``launch.py --serve MODULES`` and the thread that reads its reports.
+
+    Started with the first task's environment (its thread caps): the libraries read
+    them when the server imports them, and every job of the server shares that cap.
+    """
+
+    def __init__(self, modules: tuple[str, ...], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, str(LAUNCHER), "--serve", *modules], env=env, stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True, cwd="/",
+        )
+        self.warmup: float | None = None
+        self._ready = threading.Event()
+        self._cond = threading.Condition()
+        self._pids: dict[str, int] = {}
+        self._rcs: dict[str, int] = {}
+        self._write = threading.Lock()
+        self._reader = threading.Thread(target=self._read, name="git-flor-warm-worker", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        out: IO[str] | None = self.proc.stdout
+        assert out is not None
+        for line in out:
+            kind, *rest = line.split() or [""]
+            if kind not in ("ready", "start", "exit") or len(rest) != (1 if kind == "ready" else 2):
+                continue
+            if kind == "ready":
+                self.warmup = float(rest[0])
+                self._ready.set()
+                continue
+            with self._cond:
+                if kind == "start":
+                    self._pids[rest[0]] = int(rest[1])
+                elif kind == "exit":
+                    self._rcs[rest[0]] = int(rest[1])
+                    self._pids.pop(rest[0], None)
+                self._cond.notify_all()
+        self._ready.set()  # gone before (or after) it was ready: nothing more will come
+        with self._cond:
+            self._cond.notify_all()
+
+    def wait_ready(self) -> bool:
+        self._ready.wait()
+        return self.warmup is not None and self.proc.poll() is None
+
+    def start(self, task: Task, stderr: str) -> int:
+        """Fork ``task``; its pid (its process group too), or -1 when the server is gone."""
+        request = {"key": task.key, "launch": task.launch, "cwd": task.cwd, "env": task.env, "stderr": stderr}
+        key = str(task.key)
+        try:
+            with self._write:
+                assert self.proc.stdin is not None
+                self.proc.stdin.write(json.dumps(request) + "\n")
+                self.proc.stdin.flush()
+        except (OSError, ValueError):
+            return -1
+        with self._cond:
+            self._cond.wait_for(lambda: key in self._pids or key in self._rcs or not self._reader.is_alive())
+            return self._pids.get(key, -1 if key not in self._rcs else 0)
+
+    def result(self, key: int) -> int:
+        """Wait for job ``key`` to end; its exit code (-1 when the server died under it)."""
+        k = str(key)
+        with self._cond:
+            self._cond.wait_for(lambda: k in self._rcs or not self._reader.is_alive())
+            return self._rcs.get(k, -1)
+
+    def running(self) -> list[int]:
+        with self._cond:
+            return list(self._pids.values())
+
+    def wait_children(self, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._pids or not self._reader.is_alive(), timeout)
+
+    def close(self) -> None:
+        """End of work: the server exits when its last child has; it is reaped here."""
+        try:
+            if self.proc.stdin is not None:
+                self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=GRACE * 2)
+        except subprocess.TimeoutExpired:
+            _signal(self.proc, signal.SIGKILL)
+            self.proc.wait()
 
 
 #: Seconds a cancelled child has to exit after SIGTERM before it is killed.
 GRACE = 5.0
 
 
-def _signal(proc: subprocess.Popen[str], sig: int) -> None:
+def _signal(proc: subprocess.Popen[str] | int, sig: int) -> None:
     try:
-        os.killpg(proc.pid, sig)
+        os.killpg(proc if isinstance(proc, int) else proc.pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
 

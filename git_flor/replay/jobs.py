@@ -40,7 +40,7 @@ from .isolation import (
     walked,
 )
 from .isolation import launch_spec as isolation_spec
-from .launcher import command, launch_spec
+from .launcher import command, launch_spec, warm_imports
 from .materialise import materialise
 from .plan import Job, Plan, Target
 from .writeback import Result, WriteBack
@@ -180,6 +180,7 @@ def prepare(
     store = store_for(common_dir(repo))
     prepared: list[Prepared] = []
     manifests: dict[str, Manifest] = {}
+    warm: dict[str, tuple[str, ...]] = {}  # run → the libraries its warm worker imports
     for target, job in jobs:
         if target.run not in manifests:
             manifests[target.run] = read_manifest(repo, target.run)
@@ -214,8 +215,11 @@ def prepare(
         launch_path.write_text(json.dumps(launch))
         cwd = Path(launch["cwd"])
         cwd.mkdir(parents=True, exist_ok=True)
+        if target.run not in warm:
+            warm[target.run] = warm_imports(target.source, [user_root, root])
         task = Task(key, command(launch_path, launch["script"]), str(cwd), child_env(spec_path),
-                    gpus=1 if target.meta.get("cuda") else 0)  # a cluster schedules it where a GPU is
+                    gpus=1 if target.meta.get("cuda") else 0,  # a cluster schedules it where a GPU is
+                    warm=warm[target.run], launch=str(launch_path))
         prepared.append(Prepared(target, job, scratch, task))
     return prepared
 

@@ -10,6 +10,8 @@ recorded arguments and working directory (see :mod:`git_flor.runtime.launch`).
 
 from __future__ import annotations
 
+import ast
+import importlib.util
 import os
 import sys
 from pathlib import Path, PurePosixPath
@@ -45,3 +47,53 @@ def launch_spec(meta: dict[str, Any], scratch: Path, user_root: Path, isolation:
 def command(launch_path: Path, script: str) -> list[str]:
     """The child's command line; the script's path at the end (ignored) shows in ``ps`` what runs."""
     return [sys.executable, str(LAUNCHER), str(launch_path), script]
+
+
+#: Never warmed: git-flor reads the script's command line when it is imported.
+_NOT_WARMED = frozenset({"git_flor", "flor", "__future__", "__main__"})
+
+
+def warm_imports(source: str, roots: list[Path]) -> tuple[str, ...]:
+    """The installed libraries the script imports at its top level, for a warm worker to import once.
+
+    Only what resolves outside ``roots`` (the user's tree, the scratch copy): a module of
+    the run's own code differs per version and must be the snapshot's, so the job imports
+    it. Statements inside functions are not warmed (they may never run).
+    """
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ()
+    names: list[str] = []
+    for node in _top_level(tree.body):
+        if isinstance(node, ast.Import):
+            names.extend(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names.append(node.module.split(".")[0])
+    homes = [os.path.realpath(r) + os.sep for r in roots]
+    out: list[str] = []
+    for name in dict.fromkeys(names):
+        if name in _NOT_WARMED:
+            continue
+        try:
+            spec = importlib.util.find_spec(name)
+        except (ImportError, ValueError):
+            continue
+        where = (spec.origin or next(iter(spec.submodule_search_locations or []), "")) if spec else ""
+        if spec is None or where in ("", None) or any(os.path.realpath(where).startswith(h) for h in homes):
+            continue
+        out.append(name)
+    return tuple(out)
+
+
+def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
+    """Module-level statements, with those of top-level ``try``/``if`` blocks (optional imports)."""
+    out: list[ast.stmt] = []
+    for node in body:
+        if isinstance(node, ast.Try):
+            out.extend(_top_level(node.body))
+        elif isinstance(node, ast.If):
+            out.extend(_top_level(node.body))
+        else:
+            out.append(node)
+    return out

@@ -19,6 +19,15 @@ in the job's scratch copy. Before a line of the user's code runs it:
 Nothing from the package is imported before ``sys.argv`` is the script's, because
 ``import git_flor`` reads the command line (``--kwargs``). ``--probe`` tries step 1
 and reports, for the parent's choice of isolation.
+
+``--serve MODULE...`` makes this file a **warm worker** (a fork server): it
+imports the run's heavy libraries (``torch``, ``numpy``…) once, then forks one
+child per job the parent asks for over stdin; each child goes on exactly as
+``python launch.py LAUNCH.json`` would (isolation, argv, ``__main__``), only
+without paying interpreter start and those imports again. Only imports are
+warmed — no torch op runs before the fork, so no thread pool is forked half
+alive — and the server is started with the job's thread caps in its environment
+(OpenMP, MKL and OpenBLAS read them when they load).
 """
 
 import sys
@@ -222,6 +231,103 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def cap_threads() -> None:
+    """Apply the job's thread share to a torch imported before the fork (the server warmed it).
+
+    A cold child's torch reads ``OMP_NUM_THREADS`` itself when it loads; a warm one
+    loaded in the server, so the share is set here, before the script's first op (a
+    script that sets its own thread count still does so later, as the run did). It may
+    start threads, so it runs after :func:`isolate` (``unshare`` refuses a threaded process).
+    """
+    torch = sys.modules.get("torch")
+    share = os.environ.get("OMP_NUM_THREADS", "")
+    if torch is not None and share.isdigit() and int(share) > 0:
+        torch.set_num_threads(int(share))
+
+
+def _import_quietly(modules: list[str]) -> None:
+    """Warm what the run imports; a module that fails here is simply imported by the job."""
+    import importlib  # noqa: PLC0415
+
+    for name in modules:
+        try:
+            importlib.import_module(name)
+        except BaseException:  # noqa: BLE001 (a warm-up must never take the server down)
+            sys.modules.pop(name, None)
+
+
+def serve(modules: list[str]) -> list[str]:
+    """Fork server loop. Returns only in a forked child: that job's launcher arguments.
+
+    Protocol (lines on stdin/stdout): the server writes ``ready SECONDS`` once the
+    imports are done; each request is a JSON object ``{"key", "launch", "cwd", "env",
+    "stderr"}``; the server answers ``start KEY PID`` when it forked, ``exit KEY RC``
+    when that child ended (``RC`` as ``subprocess`` reports it: negative for a signal).
+    End of stdin: the server waits for its children and exits.
+    """
+    import select  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    die_with_parent(os.getppid())
+    os.chdir("/")  # nothing in the warm-up may resolve against a user's folder
+    out = os.fdopen(os.dup(1), "w", buffering=1)  # the protocol; a library's print goes nowhere
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 1)
+    os.close(null)
+    _import_quietly(modules)
+    out.write(f"ready {time.perf_counter() - t0:.3f}\n")
+    children: dict[int, str] = {}
+    pending = b""
+    open_in = True
+    while open_in or children:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            out.write(f"exit {children.pop(pid)} {os.waitstatus_to_exitcode(status)}\n")
+        if not open_in:
+            time.sleep(0.02)
+            continue
+        ready, _, _ = select.select([0], [], [], 0.02)
+        if not ready:
+            continue
+        chunk = os.read(0, 65536)
+        if not chunk:
+            open_in = False
+            continue
+        pending += chunk
+        while b"\n" in pending:
+            line, pending = pending.split(b"\n", 1)
+            request = json.loads(line)
+            pid = os.fork()
+            if pid == 0:
+                return _become_job(request, out)
+            children[pid] = str(request["key"])
+            out.write(f"start {request['key']} {pid}\n")
+    sys.exit(0)
+
+
+def _become_job(request: dict[str, Any], out: Any) -> list[str]:
+    """In the forked child: the job's session, environment, folder and stdio; then its arguments."""
+    os.setsid()  # its own process group, as a cold child's start_new_session
+    out.close()
+    null = os.open(os.devnull, os.O_RDWR)
+    err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.dup2(err, 2)
+    os.close(null)
+    os.close(err)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    os.chdir(request["cwd"])
+    return [request["launch"]]
+
+
 def main(args: list[str]) -> None:
     if args[:1] == ["--probe"]:
         with open(args[1]) as fh:
@@ -229,10 +335,14 @@ def main(args: list[str]) -> None:
     parent = os.getppid()
     with open(args[0]) as fh:  # args[1:]: the script's path, for ps only
         launch = json.load(fh)
-    isolate(launch)
+    isolate(launch)  # first: unshare(CLONE_NEWUSER) needs a single-threaded process
     die_with_parent(parent)
+    cap_threads()  # may start torch's thread pool: only after isolating
     run_script(launch)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    _args = sys.argv[1:]
+    if _args[:1] == ["--serve"]:
+        _args = serve(_args[1:])  # returns in each forked job only
+    main(_args)

@@ -1,0 +1,162 @@
+"""Torch replay speed (issue 18): ``git flor replay`` vs re-running, ``--workers 1`` vs the default.
+
+Two workloads, each measured side by side in one run (medians over ``--reps``):
+
+1. **Small MLP, many runs**: 5 recorded runs (seeds 0-4) of a small torch MLP;
+   today's code gains an epoch-level statement. Re-running the 5 runs by hand
+   (``python train.py`` with the statement written in, one after another) is
+   compared with ``git flor replay --apply wnorm --yes --force`` (default workers).
+   Target: replay ≤ 0.3× the re-runs.
+2. **Torch MLP, one run** (20 epochs × 180 steps, batch loop inline, default
+   checkpoint settings): the original run's wall time vs the epoch-level replay with
+   the default workers and with ``--workers 1``. Targets: replay ≥ 4× faster than the
+   run, the default never slower than one worker.
+
+For each replay the ``--dry-run`` wall estimate is printed next to the actual time
+(target: within ±30 %). Everything is written in a temporary directory.
+
+    .venv/bin/python scripts/bench_torch_replay.py            # ~5 minutes on 2 busy cores
+    .venv/bin/python scripts/bench_torch_replay.py --quick    # smaller runs, one repetition
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+TRAIN = textwrap.dedent(
+    """\
+    import torch
+    import git_flor as flor
+
+    seed = flor.arg("seed", 0)
+    epochs = flor.arg("epochs", 20)
+    steps = flor.arg("steps", 180)
+    torch.manual_seed(seed)
+    X = torch.randn(steps * 32, 64)
+    y = (X[:, :8].sum(1) > 0).long()
+    model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 256),
+                                torch.nn.ReLU(), torch.nn.Linear(256, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    with flor.checkpointing(model=model, opt=opt):
+        for epoch in flor.loop("epoch", range(epochs)):
+            for step in flor.loop("step", range(steps)):
+                xb, yb = X[step * 32:(step + 1) * 32], y[step * 32:(step + 1) * 32]
+                loss = torch.nn.functional.cross_entropy(model(xb), yb)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            flor.log("loss", float(loss))
+    """
+)
+ANCHOR = '        flor.log("loss", float(loss))\n'
+STATEMENT = '        flor.log("wnorm", float(model[0].weight.norm()))\n'
+
+
+def sh(cmd: list[str], cwd: Path, env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    t0 = time.perf_counter()
+    out = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    took = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed ({out.returncode}): {out.stderr[-2000:]}")
+    return took, out
+
+
+def make_repo(root: Path, env: dict[str, str], runs: list[list[str]]) -> list[float]:
+    """A repository with ``train.py`` committed and one recorded run per argument list; their wall times."""
+    root.mkdir(parents=True)
+    sh(["git", "init", "-q", "-b", "main"], root, env)
+    (root / "train.py").write_text(TRAIN)
+    sh(["git", "add", "."], root, env)
+    sh(["git", "commit", "-qm", "v1"], root, env)
+    times = [sh([sys.executable, "train.py", "--kwargs", *args], root, env)[0] for args in runs]
+    (root / "train.py").write_text(TRAIN.replace(ANCHOR, ANCHOR + STATEMENT))  # today's code
+    return times
+
+
+def replay(root: Path, env: dict[str, str], extra: list[str]) -> tuple[float, float]:
+    """(actual wall seconds of the replay, the dry run's wall estimate)."""
+    _, dry = sh(["git", "flor", "replay", "--apply", "wnorm", "--force", "--dry-run", "--format", "json", *extra],
+                root, env)
+    took, _ = sh(["git", "flor", "replay", "--apply", "wnorm", "--force", "--yes", *extra], root, env)
+    return took, json.loads(dry.stdout)["wall_seconds"]
+
+
+def hand_runs(root: Path, env: dict[str, str], runs: list[list[str]]) -> float:
+    """Re-running every run by hand with the statement written in (a scratch repo, one after another)."""
+    hand = root.parent / (root.name + "-hand")
+    if not hand.exists():
+        hand.mkdir()
+        sh(["git", "init", "-q"], hand, env)
+        (hand / "train.py").write_text(TRAIN.replace(ANCHOR, ANCHOR + STATEMENT))
+    t0 = time.perf_counter()
+    for args in runs:
+        sh([sys.executable, "train.py", "--kwargs", *args], hand, env)
+    return time.perf_counter() - t0
+
+
+def med(xs: list[float]) -> float:
+    return statistics.median(xs)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--quick", action="store_true", help="smaller runs, one repetition")
+    opts = ap.parse_args()
+    reps = 1 if opts.quick else opts.reps
+    scale = 0.5 if opts.quick else 1.0
+    tmp = Path(tempfile.mkdtemp(prefix="bench-torch-replay-"))
+    env = {**os.environ, "HOME": str(tmp), "FLOR_QUIET": "1", "PYTHONDONTWRITEBYTECODE": "1",
+           "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x"}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
+    print(f"load: {os.getloadavg()}  cores: {os.cpu_count()}", flush=True)
+
+    small_epochs, small_steps = str(int(10 * scale)), "180"
+    small = [["seed=" + str(s), "epochs=" + small_epochs, "steps=" + small_steps] for s in range(5)]
+    run_small = make_repo(tmp / "small", env, small)
+    print(f"small MLP: 5 runs recorded, {med(run_small):.1f} s each (median)", flush=True)
+    big = [["seed=0", "epochs=" + str(int(20 * scale)), "steps=180"]]
+    run_big = make_repo(tmp / "big", env, big)
+    print(f"torch MLP: 1 run recorded, {run_big[0]:.1f} s", flush=True)
+
+    rows: dict[str, list[float]] = {k: [] for k in (
+        "small_hand", "small_replay", "small_est", "big_run", "big_replay", "big_est", "big_w1", "big_w1_est")}
+    for rep in range(reps):
+        rows["small_hand"].append(hand_runs(tmp / "small", env, small))
+        t, e = replay(tmp / "small", env, [])
+        rows["small_replay"].append(t)
+        rows["small_est"].append(e)
+        rows["big_run"].append(hand_runs(tmp / "big", env, big))
+        order = [[], ["--workers", "1"]] if rep % 2 == 0 else [["--workers", "1"], []]
+        for extra in order:
+            t, e = replay(tmp / "big", env, extra)
+            key = "big_w1" if extra else "big_replay"
+            rows[key].append(t)
+            rows["big_w1_est" if extra else "big_est"].append(e)
+        print(f"rep {rep + 1}/{reps}: " + ", ".join(f"{k}={v[-1]:.1f}" for k, v in rows.items()), flush=True)
+
+    m = {k: med(v) for k, v in rows.items()}
+    print(f"\nmedians over {reps} repetition(s); load now {os.getloadavg()}")
+    print(f"small MLP (5 runs): re-run by hand {m['small_hand']:.1f} s, replay {m['small_replay']:.1f} s "
+          f"-> {m['small_replay'] / m['small_hand']:.2f}x the re-runs (target <= 0.3)")
+    print(f"  dry-run estimate {m['small_est']:.1f} s vs actual {m['small_replay']:.1f} s "
+          f"({(m['small_est'] / m['small_replay'] - 1) * 100:+.0f} %)")
+    print(f"torch MLP (20x180): run {m['big_run']:.1f} s, replay default {m['big_replay']:.1f} s "
+          f"-> {m['big_run'] / m['big_replay']:.1f}x faster (target >= 4); --workers 1 {m['big_w1']:.1f} s "
+          f"(default / workers 1 = {m['big_replay'] / m['big_w1']:.2f}, target <= 1)")
+    print(f"  dry-run estimate default {m['big_est']:.1f} s vs {m['big_replay']:.1f} s "
+          f"({(m['big_est'] / m['big_replay'] - 1) * 100:+.0f} %); --workers 1 {m['big_w1_est']:.1f} s vs "
+          f"{m['big_w1']:.1f} s ({(m['big_w1_est'] / m['big_w1'] - 1) * 100:+.0f} %)")
+
+
+if __name__ == "__main__":
+    main()
