@@ -393,6 +393,10 @@ def test_every_short_epoch_is_checkpointed_when_only_the_copy_is_charged(
     run = json.loads(flor(repo, "runs", "--format", "json").stdout)[-1]["run"]
     manifest = read_manifest(pygit2.Repository(str(repo)), run)
     assert sorted(manifest) == list(range(6))
+    shown = flor(repo, "show", run)
+    assert "replayed from checkpoints at every epoch" in shown.stdout, shown.stdout
+    assert "a statement after the loop restores the last checkpoint" in shown.stdout
+    assert json.loads(flor(repo, "show", run, "--format", "json").stdout)["replay"]["skippable"] == list(range(6))
     monkeypatch.chdir(repo)
     expected = np.random.default_rng(0).normal(size=(300_000,)) + 0.001
     for _ in range(3):
