@@ -476,3 +476,11 @@ def test_a_torch_train_call_is_skipped_and_exact(tmp_path: Path) -> None:
     versions = [torch_script(TORCH_HELPER, 0.1), torch_script(TORCH_HELPER.replace("range(3)", "range(2)"), 0.05)]
     repo, _ = scenario(tmp_path, versions, 'flor.log("w_norm", float(model[0].weight.norm()))', "w_norm")
     assert all(j["skip_calls"] for j in plan_of(repo, "w_norm")["jobs"])
+
+
+def test_a_statement_before_the_train_call_skips_the_call_after_it(tmp_path: Path) -> None:
+    body = PLAIN_HELPER.replace("        # hindsight\n", "").replace(
+        "        train(w, lr)\n", "        # hindsight\n        train(w, lr)\n")
+    versions = [numpy_script(body, 0.1), numpy_script(body, 0.3)]
+    repo, _ = scenario(tmp_path, versions, 'flor.log("lr_seen", lr + float(w.sum()))', "lr_seen")
+    assert all(j["skip_calls"] for j in plan_of(repo, "lr_seen")["jobs"])  # `lr *= 0.9` runs twice: ignored

@@ -267,7 +267,13 @@ def _position(
     before_calls = [s for s in skipped if s.lineno < line]
     before = lexical + units + before_calls
     if not before:
-        return Position(name, "epoch", skip_safe=True, line=line, **speculative)
+        # Calls after the statement may still be skipped: code after them that changes restored
+        # state changes it twice, which the statement, already run, cannot see.
+        after_skip = [s for s in outer.body if skipped and s.lineno > min(c.lineno for c in skipped)
+                      and s not in skipped]
+        aliases = _aliases_of(outer, checkpointed)
+        twice = links.closure(set().union(*(_changes(s, checkpointed, aliases) for s in after_skip)))
+        return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(twice), **speculative)
     if _reads_gradients(body_stmt):
         return Position(name, "epoch", reason="reads gradients (`.grad`), which a skipped loop leaves and no "
                                               "checkpoint holds", line=line)
