@@ -402,3 +402,29 @@ def test_every_short_epoch_is_checkpointed_when_only_the_copy_is_charged(
     for _ in range(3):
         expected += 0.001
     np.testing.assert_array_equal(git_flor.load("w", run=run, iter=3), expected)  # the write is the state
+
+
+def test_a_model_saved_each_epoch_through_a_closed_file_leaves_every_iteration_safe(repo: Path) -> None:
+    """``with open(args.save, "wb") as f: torch.save(model, f)`` (pytorch/examples): ``f`` stays bound
+    to a closed file, which is no state — the iteration stays a safe resume point."""
+    (repo / "save.py").write_text(textwrap.dedent(
+        """\
+        import pickle
+        import numpy as np
+        import git_flor as flor
+        w = np.zeros(4)
+        best = None
+        with flor.checkpointing(w=w):
+            for epoch in flor.loop("epoch", range(3)):
+                w += 1.0
+                if best is None or epoch % 2 == 0:
+                    with open("model.pkl", "wb") as f:
+                        pickle.dump(w, f)
+                    best = epoch
+                flor.log("x", float(w[0]))
+        """
+    ))
+    run_script(repo, "save.py", env=EVERY)
+    run = json.loads(flor(repo, "runs", "--format", "json").stdout)[-1]["run"]
+    manifest = read_manifest(pygit2.Repository(str(repo)), run)
+    assert sorted(manifest) == [0, 1, 2] and not any(e["unsaved"] for e in manifest.values()), manifest

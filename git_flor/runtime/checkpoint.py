@@ -30,7 +30,7 @@ from ..storage.checkpoints import PayloadStore, Pointer
 from ..storage.records import warn
 from . import reachable, serial
 from .carried import LoopScope
-from .fingerprint import fingerprint, own_modules, watched
+from .fingerprint import closed_file, fingerprint, own_modules, watched
 from .state_scope import StateScope
 
 DEFAULT_BOUND = 0.01
@@ -196,7 +196,7 @@ class Checkpointer:
 
             saved_ids = set(registered_ids)
             for name, value in read_vars(frame, scope.names).items():
-                if id(value) in registered_ids or isinstance(value, _NOT_STATE):
+                if id(value) in registered_ids or isinstance(value, _NOT_STATE) or closed_file(value):
                     continue
                 saved_ids.add(id(value))
                 self._capture(snaps, unsaved, f"var:{name}", value, "var", own, registered_ids)
@@ -282,6 +282,7 @@ class Checkpointer:
 
 
 _NOT_STATE = (ModuleType, FunctionType, type)
+
 
 
 def _advances(value: Any) -> bool:
