@@ -145,6 +145,7 @@ def main() -> int:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--words", type=int, default=50_000, help="training corpus size (tokens)")
+    ap.add_argument("--workers", type=int, default=0, help="passed to git flor replay (0: its default)")
     opts = ap.parse_args()
     files = read_examples(opts.examples) if opts.examples else None
     if files is None:
@@ -203,8 +204,9 @@ def main() -> int:
                 if what == "rerun":
                     rerun_t.append(sum(timed(d, sys.executable, "main.py", *argv) for d in hand))
                 else:
+                    workers = ["--workers", str(opts.workers)] if opts.workers else []
                     replay_t.append(timed(repo, sys.executable, "-m", "git_flor", "replay", "--apply", "emb_norm",
-                                          "--yes", "--force"))
+                                          "--yes", "--force", *workers))
 
         # Exact: each run's replayed values against the hand re-run of its version.
         meta = {r["run"]: r for r in json.loads(flor(repo, "runs", "--format", "json").stdout)}
