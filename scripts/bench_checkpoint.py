@@ -5,7 +5,7 @@
    run as a subprocess with a no-op `flor` shim and with git-flor, alternating,
    --reps times. The adaptive policy should keep git-flor's overhead near its
    bound (default 1 %), taking few checkpoints; the number taken is printed.
-2. A plain torch MLP (issue 18): 20 epochs x 180 steps, the batch loop inline, Adam,
+2. A plain torch MLP (issue 18): 20 epochs x 180 steps of 256, the batch loop inline, Adam,
    ~2 MB of state, sub-second epochs, default settings: every epoch must get a
    checkpoint (the bound charges the training thread's copy, not the background
    write) and the overhead against a no-op shim must stay near the 1 % bound.
@@ -68,8 +68,8 @@ MLP = textwrap.dedent(
     import torch
     {import_flor}
     torch.manual_seed(0)
-    X = torch.randn(180 * 64, 512)
-    y = torch.randint(0, 10, (180 * 64,))
+    X = torch.randn(180 * 256, 512)
+    y = torch.randint(0, 10, (180 * 256,))
     model = torch.nn.Sequential(torch.nn.Linear(512, 256), torch.nn.ReLU(), torch.nn.Linear(256, 128),
                                 torch.nn.ReLU(), torch.nn.Linear(128, 10))
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
@@ -77,7 +77,7 @@ MLP = textwrap.dedent(
     with flor.checkpointing(model=model, opt=opt):
         for epoch in flor.loop("epoch", range(20)):
             for step in range(180):
-                xb, yb = X[step * 64:(step + 1) * 64], y[step * 64:(step + 1) * 64]
+                xb, yb = X[step * 256:(step + 1) * 256], y[step * 256:(step + 1) * 256]
                 opt.zero_grad()
                 loss = torch.nn.functional.cross_entropy(model(xb), yb)
                 loss.backward()
