@@ -27,6 +27,7 @@ except ImportError:
 
 from .errors import FlorError  # noqa: E402
 from .runtime.api import _hindsight_failed as _hindsight_failed  # noqa: E402 - the replay guard calls it
+from .runtime.api import _skip_call as _skip_call  # noqa: E402 - replay's skippable calls ask it
 from .runtime.api import arg, checkpointing, commit, log, loop  # noqa: E402
 
 __all__ = ["FlorError", "arg", "checkpointing", "commit", "dataframe", "load", "log", "loop", "plot"]

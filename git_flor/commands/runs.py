@@ -14,7 +14,7 @@ from ..storage import index_links as links
 from ..storage.checkpoints import read_manifest
 from ..storage.index import connect
 from ..storage.revs import newest_commit
-from ..storage.shadow import read_witness
+from ..storage.shadow import loop_timings, read_witness
 from .common import open_session
 
 
@@ -70,6 +70,7 @@ def show(run: str, *, fmt: str = "text") -> int:
     }
     fingerprints, _ = read_witness(repo, shadow)
     info["fingerprints"] = len([i for i in fingerprints if i >= 0])
+    info["replay"] = _replay_reach(info["checkpoints"], loop_timings(repo, shadow))
     if fmt == "json":
         sys.stdout.write(strict_dumps(info, indent=2, sort_keys=True) + "\n")
         return EXIT_OK
@@ -101,8 +102,32 @@ def show(run: str, *, fmt: str = "text") -> int:
     if info["fingerprints"]:
         print(f"witnesses:      state fingerprints of {info['fingerprints']} iteration ends (replays are checked "
               "against them)")
+    reach = info["replay"]
+    if reach["iterations"]:
+        n, skip, loop = reach["iterations"], reach["skippable"], reach["loop"]
+        if len(skip) == n:
+            print(f"{'replay:':15} an epoch-level statement is replayed from checkpoints at every {loop} "
+                  "(its nested loops and helper calls are skipped, not re-run)")
+        else:
+            redo = [i for i in range(n) if i not in set(skip)]
+            shown = ", ".join(map(str, redo[:10])) + (", …" if len(redo) > 10 else "")
+            print(f"{'replay:':15} an epoch-level statement skips the nested loops and helper calls of "
+                  f"{len(skip)} of {n} {loop}s; at {shown} it re-executes from the nearest earlier checkpoint")
+        after = "restores the last checkpoint" if reach["suffix"] else "re-runs the loop"
+        print(f"{'':15} a statement after the loop {after}")
     print(f"(code as it ran: git show {shadow[:12]}:src/{info.get('script', '')})")
     return EXIT_OK
+
+
+def _replay_reach(ckpts: dict[str, dict[str, Any]], loops: list[Any]) -> dict[str, Any]:
+    """What a replay of this run can skip: the iterations whose epoch-level statements are
+    replayed by restores (a safe checkpoint at its end and at the end of the one before,
+    as ``replay.plan`` requires), and whether code after the loop starts from a checkpoint."""
+    n = len(loops[0].get("iters", [])) if loops else 0
+    safe = {int(i) for i, c in ckpts.items() if not c["unsaved"]}
+    skippable = [i for i in range(n) if i in safe and (i == 0 or i - 1 in safe)]
+    return {"loop": loops[0].get("name", "") if loops else "", "iterations": n, "skippable": skippable,
+            "suffix": n > 0 and n - 1 in safe}
 
 
 def _why(link: links.Link) -> str:

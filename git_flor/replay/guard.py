@@ -62,3 +62,32 @@ def guard(source: str, names: list[str]) -> str:
         first = lines[start - 1].encode()
         lines[start - 1] = (first[:col] + b"try: " + first[col:]).decode()
     return "".join(lines)
+
+
+def skippable(source: str, lines: list[int]) -> str:
+    """``source`` with each call statement starting at one of ``lines`` made skippable by replay.
+
+    ``train(model, opt)`` becomes ``if not __import__('git_flor')._skip_call(16): train(model, opt)``
+    on the same line (so every line keeps its number and the guard above still applies):
+    in a skip job the runtime restores the end of the iteration instead and answers True;
+    anywhere else (re-execution, a fallback) it answers False and the call runs. Only a
+    statement that begins its line and is alone on it is rewritten; another is left to run.
+    """
+    if not lines:
+        return source
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return source
+    wanted = set(lines)
+    spots = [n for n in ast.walk(tree) if isinstance(n, (ast.Expr, ast.Assign)) and n.lineno in wanted]
+    text = source.splitlines(keepends=True)
+    for node in spots:
+        head = text[node.lineno - 1].encode()
+        end = text[(node.end_lineno or node.lineno) - 1].encode()[node.end_col_offset or 0:].strip()
+        if head[:node.col_offset].strip() or (end and not end.startswith(b"#")):
+            continue
+        col = node.col_offset
+        text[node.lineno - 1] = (head[:col] + f"if not __import__('git_flor')._skip_call({node.lineno}): ".encode()
+                                 + head[col:]).decode()
+    return "".join(text)

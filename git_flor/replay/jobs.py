@@ -28,7 +28,7 @@ from ..storage.files import SourceTree, run_snapshot
 from ..storage.remote_store import ensure_payloads
 from ..storage.repo import common_dir, workdir
 from .executors import Executor, Outcome, Task
-from .guard import guard
+from .guard import guard, skippable
 from .isolation import (
     Isolation,
     changed,
@@ -161,7 +161,10 @@ def propagated_tree(repo: Repository, target: Target, guarded: bool = False) -> 
     """
     texts = target.sources or {target.meta["script"]: target.source}
     if guarded:
-        texts = {path: guard(text, target.names) for path, text in texts.items()}
+        script = target.meta["script"]
+        texts = {script: target.source, **texts}
+        texts = {path: guard(skippable(text, target.skip_calls) if path == script else text, target.names)
+                 for path, text in texts.items()}
     return run_snapshot(repo, target.shadow).with_texts(texts)
 
 
@@ -204,6 +207,7 @@ def prepare(
             expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
+            skip_calls=job.skip_calls, skip_logged=job.skip_logged,
             iterations=target.iterations, limit=target.iterations if target.ending != "done" else -1,
             reentered=target.reentered,
         )

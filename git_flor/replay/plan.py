@@ -56,6 +56,10 @@ class Job:
     fallbacks: list[str] = field(default_factory=list)
     #: skip: variables whose early restore no requested statement can see (see strategy.Position)
     skip_ignore: list[str] = field(default_factory=list)
+    #: skip: lines of the script's call statements replaced by a restore (strategy.Position.skip_calls)
+    skip_calls: list[int] = field(default_factory=list)
+    #: skip: names logged only inside those calls: not produced, so not expected
+    skip_logged: list[str] = field(default_factory=list)
 
     @property
     def strict(self) -> bool:
@@ -97,6 +101,9 @@ class Target:
     reentered: bool = False
     #: why there is nothing to replay other than "already computed"
     idle: str = ""
+    #: lines of the script's call statements some skip job replaces by a restore: the executed
+    #: copy asks the runtime before each of them (see .guard.skippable)
+    skip_calls: list[int] = field(default_factory=list)
 
     def witnesses(self, job: Job) -> verify.Witnesses:
         return verify.witnesses(job.mode, job.epochs, job.start_from, self.iterations, self.outer_name,
@@ -132,7 +139,7 @@ class Plan:
             "jobs": [
                 {"run": j.run, "mode": j.mode, "names": j.names, "epochs": j.epochs,
                  "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe(),
-                 "verified_by": j.witnesses, "strict": j.strict}
+                 "verified_by": j.witnesses, "strict": j.strict, "skip_calls": j.skip_calls}
                 for j in self.jobs
             ],
             "skipped": [{"run": r, "why": w} for r, w in self.skipped],
@@ -395,9 +402,15 @@ def _jobs(
     target.jobs.extend(_cut(target.run, kinds, todo, manifest, cost, workers, broke=target.ending == "broke"))
     # What a skip may restore early because no requested statement reads it (see verification).
     ignore = [p.ignore for k in kinds for p in shape.positions.get(k) or [] if p.where == "epoch"]
+    epoch_positions = [p for k in kinds for p in shape.positions.get(k) or [] if p.where == "epoch"]
     for job in target.jobs:
         if job.mode == "skip" and ignore:
             job.skip_ignore = sorted(frozenset.intersection(*ignore))
+        if job.mode == "skip" and epoch_positions:
+            # A call is skipped only where every requested statement allows it.
+            job.skip_calls = sorted(frozenset.intersection(*(p.skip_calls for p in epoch_positions)))
+            job.skip_logged = sorted(frozenset().union(*(p.skip_logged for p in epoch_positions)))
+    target.skip_calls = sorted({line for job in target.jobs for line in job.skip_calls})
 
 
 def _strategies(

@@ -38,6 +38,12 @@ class Position:
     ignore: frozenset[str] = frozenset()
     #: in a function the outer loop calls: it may be called conditionally, so no value count is expected
     via_call: bool = False
+    #: lines of call statements of the outer body (``train(model, opt)``, no ``flor.loop`` inside)
+    #: a skip replaces by a restore of the end of the iteration — speculatively: the original's
+    #: values after them and its iteration-end fingerprint must agree, or the segment falls back
+    skip_calls: frozenset[int] = frozenset()
+    #: names the functions those calls run log: a skip does not produce them (not expected)
+    skip_logged: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -254,9 +260,20 @@ def _position(
                         line=line)
     units = [s for s in outer.body if s.end_lineno is not None and s.end_lineno < line  # type: ignore[attr-defined]
              and calls.runs_flor_loop(s)]
-    before = [lp for lp in nested if lp.end_lineno is not None and lp.end_lineno < line] + units  # type: ignore[attr-defined]
+    lexical = [lp for lp in nested if lp.end_lineno is not None and lp.end_lineno < line]  # type: ignore[attr-defined]
+    skipped = _call_skips(outer, body_stmt, calls, checkpointed, imported, lexical + units)
+    speculative = {"skip_calls": frozenset(s.lineno for s in skipped),
+                   "skip_logged": frozenset(_logged_in(skipped, calls))}
+    before_calls = [s for s in skipped if s.lineno < line]
+    before = lexical + units + before_calls
     if not before:
-        return Position(name, "epoch", skip_safe=True, line=line)
+        # Calls after the statement may still be skipped: code after them that changes restored
+        # state changes it twice, which the statement, already run, cannot see.
+        after_skip = [s for s in outer.body if skipped and s.lineno > min(c.lineno for c in skipped)
+                      and s not in skipped]
+        aliases = _aliases_of(outer, checkpointed)
+        twice = links.closure(set().union(*(_changes(s, checkpointed, aliases) for s in after_skip)))
+        return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(twice), **speculative)
     if _reads_gradients(body_stmt):
         return Position(name, "epoch", reason="reads gradients (`.grad`), which a skipped loop leaves and no "
                                               "checkpoint holds", line=line)
@@ -272,9 +289,11 @@ def _position(
         # what the helper is handed it may change (`train_one_epoch(model, opt)`)
         skipped_writes |= {a.id for c in ast.walk(unit) if isinstance(c, ast.Call)
                            for a in [*c.args, *(k.value for k in c.keywords)] if isinstance(a, ast.Name)} - imported
+    for stmt in before_calls:
+        skipped_writes |= _call_writes(stmt, calls, imported)
     first_end = min(lp.end_lineno for lp in before)  # type: ignore[attr-defined]
     between = [s for s in outer.body if first_end < s.lineno < body_stmt.lineno and s not in before]
-    reads = _reads(body_stmt).union(*(_reads(s) for s in between))
+    reads = set().union(*(_reads(s) | _free_reads(s, calls) for s in [body_stmt, *between]))
     unrestored = sorted((reads & skipped_writes) - checkpointed)
     if unrestored:
         return Position(name, "epoch", reason=f"reads `{unrestored[0]}`, which a skipped loop assigns and no checkpoint restores", line=line)
@@ -286,7 +305,144 @@ def _position(
     stale = sorted(changed & reads)
     if stale:
         return Position(name, "epoch", reason=f"reads `{stale[0]}`, which code after the skipped loop changes", line=line)
-    return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads))
+    return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads), **speculative)
+
+
+def _call_skips(
+    outer: ast.AST, stmt: ast.stmt, calls: _Calls, checkpointed: frozenset[str], imported: frozenset[str],
+    skipped_loops: list[ast.AST],
+) -> list[ast.stmt]:
+    """Call statements of the outer body a skip may replace by a restore of the end of the iteration.
+
+    ``train(model, opt)`` or ``loss = train(...)`` calling a function of the script that runs
+    no ``flor.loop``: the iteration's work sits in it, and a checkpoint holds what it leaves
+    when what it changes is checkpointed. A call is kept (run) when the statement, or a
+    statement before it that is not skipped (or a function that one calls), reads a name the
+    call assigns, is handed, or mutates that no checkpoint restores; or when a name it
+    assigns is read anywhere else in the body (a skip leaves it unbound). Which calls are
+    safe is a guess about code the planner cannot see into (C extensions, aliasing), so the
+    skip is speculative: the child compares the original's values after the call and its
+    iteration-end fingerprint, and a mismatch re-executes the segment (docs/design.md §7).
+    """
+    body = [s for s in outer.body if s is not stmt and s not in skipped_loops]  # type: ignore[attr-defined]
+    candidates = [s for s in body if _script_call(s, calls) and not calls.runs_flor_loop(s)]
+    if not candidates:
+        return []
+    others = [s for s in outer.body if s is not stmt]  # type: ignore[attr-defined]
+    for s in list(candidates):
+        targets = _assigned(s)
+        if targets and any(targets & _reads(o) for o in others if o is not s):
+            candidates.remove(s)  # a skip would leave a name the body reads unbound
+    changed = True
+    while changed:
+        changed = False
+        needed = [stmt] + [s for s in body if s.lineno < stmt.lineno and s not in candidates]
+        reads = set().union(*(_reads(s) | _free_reads(s, calls) for s in needed))
+        for s in list(candidates):
+            if s.lineno < stmt.lineno and (_call_writes(s, calls, imported) & reads) - checkpointed:
+                candidates.remove(s)
+                changed = True
+    return candidates
+
+
+def _script_call(stmt: ast.stmt, calls: _Calls) -> bool:
+    """``f(...)`` / ``x = f(...)`` / ``self.f(...)`` as a whole statement, ``f`` a function of the script."""
+    if isinstance(stmt, ast.Expr):
+        value = stmt.value
+    elif isinstance(stmt, ast.Assign) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in stmt.targets):
+        value = stmt.value
+    else:
+        return False
+    if not isinstance(value, ast.Call):
+        return False
+    f = value.func
+    if isinstance(f, ast.Name):
+        return f.id in calls.functions
+    return isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ("self", "cls") \
+        and f.attr in calls.methods
+
+
+def _assigned(stmt: ast.stmt) -> set[str]:
+    return {n.id for t in getattr(stmt, "targets", []) for n in ast.walk(t) if isinstance(n, ast.Name)}
+
+
+def _call_writes(stmt: ast.stmt, calls: _Calls, imported: frozenset[str]) -> set[str]:
+    """What a skipped call statement may change: what it assigns, what it hands the call, and the
+    module-level names the functions it runs declare ``global`` or mutate (``counter["n"] += 1``)."""
+    out = _assigned(stmt) | _handed_and_changed(stmt, calls)
+    for fn in calls.reach(stmt):
+        local = _locals(fn)
+        out |= {g for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for g in n.names}
+        out |= {w for w in _writes(fn) if w not in local}
+    return out - imported
+
+
+def _handed_and_changed(stmt: ast.stmt, calls: _Calls) -> set[str]:
+    """Names the call statement hands a function of the script that may change them.
+
+    A parameter the function only reads (``X`` in ``xb = X[i:j]``, ``model`` in ``model(xb)``)
+    is not changed; one it stores into, augments (``w -= ...`` is in place for arrays), calls
+    a method on, or hands on to another call may be. Anything not mapped to a parameter
+    (``*args``, a call inside the arguments) counts as changed.
+    """
+    call = stmt.value  # type: ignore[attr-defined]
+    handed = [a.id for c in ast.walk(stmt) if isinstance(c, ast.Call)
+              for a in [*c.args, *(k.value for k in c.keywords)] if isinstance(a, ast.Name)]
+    f = call.func
+    fns = calls.functions.get(f.id, []) if isinstance(f, ast.Name) else calls.methods.get(f.attr, [])
+    if not fns or any(isinstance(a, ast.Starred) for a in call.args) or any(k.arg is None for k in call.keywords):
+        return set(handed)
+    out = {a.id for c in ast.walk(stmt) if isinstance(c, ast.Call) and c is not call
+           for a in [*c.args, *(k.value for k in c.keywords)] if isinstance(a, ast.Name)}
+    for fn in fns:
+        params = [a.arg for a in [*fn.args.posonlyargs, *fn.args.args]]  # type: ignore[attr-defined]
+        if isinstance(f, ast.Attribute):
+            params = params[1:]  # self
+        changed = _changed_params(fn)
+        for i, a in enumerate(call.args):
+            if isinstance(a, ast.Name) and (i >= len(params) or params[i] in changed):
+                out.add(a.id)
+        for k in call.keywords:
+            if isinstance(k.value, ast.Name) and (k.arg not in params or k.arg in changed):
+                out.add(k.value.id)
+    return out
+
+
+def _changed_params(fn: ast.AST) -> set[str]:
+    """Names in ``fn`` that are changed in place: stored into, augmented, a method called on, handed on."""
+    out: set[str] = set()
+    for n in ast.walk(fn):
+        if isinstance(n, (ast.Attribute, ast.Subscript)) and isinstance(n.ctx, ast.Store):
+            out.add(_root(n) or "")
+        elif isinstance(n, ast.AugAssign):
+            out.add(_root(n.target) or "")
+        elif isinstance(n, ast.Call):
+            if isinstance(n.func, ast.Attribute):
+                out.add(_root(n.func.value) or "")
+            out |= {a.id for a in [*n.args, *(k.value for k in n.keywords)] if isinstance(a, ast.Name)}
+    return out
+
+
+def _free_reads(stmt: ast.AST, calls: _Calls) -> set[str]:
+    """Module-level names the script's functions ``stmt`` runs read (``evaluate()`` reading ``lr``)."""
+    return {n for fn in calls.reach(stmt) for n in _reads(fn) - _locals(fn)}
+
+
+def _locals(fn: ast.AST) -> set[str]:
+    args = fn.args  # type: ignore[attr-defined]
+    params = {a.arg for a in [*args.posonlyargs, *args.args, *args.kwonlyargs]}
+    params |= {a.arg for a in (args.vararg, args.kwarg) if a is not None}
+    declared = {g for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for g in n.names}
+    stored = {n.id for n in ast.walk(fn) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    return (params | stored) - declared
+
+
+def _logged_in(stmts: list[ast.stmt], calls: _Calls) -> set[str]:
+    """Names ``flor.log``-ged (first argument a literal) in the functions these statements run."""
+    return {c.args[0].value for s in stmts for fn in calls.reach(s) for c in ast.walk(fn)
+            if isinstance(c, ast.Call) and isinstance(c.func, (ast.Attribute, ast.Name))
+            and (c.func.attr if isinstance(c.func, ast.Attribute) else c.func.id) == "log"
+            and c.args and isinstance(c.args[0], ast.Constant) and isinstance(c.args[0].value, str)}
 
 
 def _in_helper(

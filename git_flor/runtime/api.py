@@ -239,6 +239,16 @@ def _hindsight_failed(name: str, exc: BaseException) -> None:
         run.replayer.statement_failed(name, exc)
 
 
+def _skip_call(line: int) -> bool:
+    """Asked by the replay's executed copy before a call statement it may skip (see replay.guard.skippable).
+
+    True when this is a skip job and the call was replaced by a restore of the end of the
+    iteration; False (run the call) in a recorded run and in every other replay mode.
+    """
+    run = _current()
+    return run.replayer is not None and run.replayer.skip_call(line, run.objects)
+
+
 def commit() -> str | None:
     """Write the run so far to git now; later calls belong to a new run. Returns the shadow commit."""
     global _run

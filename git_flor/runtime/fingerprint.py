@@ -26,6 +26,7 @@ decided by :mod:`.state_scope` (temporaries, host- and clock-derived values).
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 import random
 import struct
@@ -241,7 +242,7 @@ def watched(
             return False
         if name in state.body_writes and name not in carried:
             return False  # an iteration temporary
-        return not isinstance(value, _SKIP_TYPES) and not _is_flor(value)
+        return not isinstance(value, _SKIP_TYPES) and not _is_flor(value) and not closed_file(value)
 
     if module_level:
         for name, value in list(frame.f_globals.items()):
@@ -253,8 +254,17 @@ def watched(
             yield f"var:{name}", value
     for name, value in list(frame.f_globals.items()):
         if not name.startswith("__") and name not in state.host_derived and not isinstance(value, _SKIP_TYPES) \
-                and not _is_flor(value):
+                and not _is_flor(value) and not closed_file(value):
             yield f"mod:{name}", value
+
+
+def closed_file(value: Any) -> bool:
+    """A file the body opened and closed (``with open(args.save, "wb") as f: torch.save(model, f)``).
+
+    Its name stays bound after the ``with`` (only in the iterations that took that branch),
+    but nothing can be read or written through it: no state to witness or to checkpoint.
+    """
+    return isinstance(value, io.IOBase) and value.closed
 
 
 def _is_flor(value: Any) -> bool:

@@ -92,6 +92,10 @@ class ReplaySpec:
     limit: int = -1
     #: the outer loop was entered again later (a second phase logs at the same positions)
     reentered: bool = False
+    #: skip: lines of call statements replaced by a restore of the end of the iteration
+    skip_calls: list[int] = field(default_factory=list)
+    #: skip: names logged only inside those calls (not produced here, so not expected)
+    skip_logged: list[str] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -130,6 +134,9 @@ class Replayer:
         self.store = PayloadStore(Path(spec.store))
         self.skip_entry: dict[str, Any] | None = None  # the end-of-iteration checkpoint (skip mode)
         self.nested_seen = 0
+        self.skip_calls = frozenset(spec.skip_calls)
+        self.skip_logged = frozenset(spec.skip_logged)
+        self.calls_skipped = 0  # skip: call statements replaced by a restore in this iteration
         self.current = -1  # skip: the outer iteration running
         self.frame: FrameType | None = None
         self.scope: LoopScope | None = None
@@ -203,8 +210,14 @@ class Replayer:
         expected = self.spec.expect_fps.get(i)
         if expected is None:
             return
+        ignored = set(self.ignored)
+        if where == "run" and self.spec.mode == "skip":
+            # Code after a skipped loop or call that changes restored state (``lr *= 0.9``)
+            # changes it a second time; the next iteration starts from a restore, so that
+            # state is discarded — and the planner proved no requested statement reads it.
+            ignored |= self._skip_ignored(objects)
         diffs = [d for d in differences(expected, fingerprint(objects, self.frame, self.scope, self.state))
-                 if d not in self.ignored]
+                 if d not in ignored]
         if diffs:
             at = "after restoring the checkpoint of" if where == "restore" else "at the end of"
             self.diverge(where, f"state `{diffs[0]}` differs {at} {self.outer_name or 'iteration'} {i}")
@@ -214,8 +227,9 @@ class Replayer:
     def iteration_end(self, i: int, objects: dict[str, Any]) -> None:
         """Outer iteration ``i`` is done: every value it should have logged, and its fingerprint."""
         for key in self.by_iteration.get(i, []):
-            if key[1][0][0] != self.outer_name or (self.spec.mode == "skip" and len(key[1]) > 1):
-                continue  # a skipped nested loop's values are not recomputed
+            if key[1][0][0] != self.outer_name or (self.spec.mode == "skip" and (
+                    len(key[1]) > 1 or (key[0] in self.skip_logged and self.calls_skipped))):
+                continue  # a skipped nested loop's (or call's) values are not recomputed
             missing = len(self.expected[key]) - self.produced.get(key, 0)
             if missing > 0 and not self.spec.reentered:  # a later entry logs at these positions too
                 self.diverge("run", f"`{key[0]}` was not logged at {_where(key)} as in the original run")
@@ -289,6 +303,7 @@ class Replayer:
                 self.restore(i - 1, objects)
             self.skip_entry = spec.checkpoints.get(i)
             self.nested_seen = 0
+            self.calls_skipped = 0
             self.current = i
             yield i, item
             self.skip_entry = None
@@ -317,6 +332,33 @@ class Replayer:
         self._check_skip(k, objects)
         return True
 
+    def skip_call(self, line: int, objects: dict[str, Any]) -> bool:
+        """In skip mode, the call statement at ``line`` does not run: restore the end of the iteration.
+
+        Everything the checkpoint holds — objects, loop-carried variables, globals, RNG
+        objects, and the global RNGs as they were at the iteration's end — since the
+        original's state right after the call is not saved anywhere. Whether that was right
+        is judged by the witnesses after it: the original's values logged later in the
+        iteration and its iteration-end fingerprint (a strict job diverges on a mismatch and
+        the parent re-executes the segment).
+        """
+        entry = self.skip_entry
+        if entry is None or line not in self.skip_calls:
+            return False
+        restore(self.store, entry, objects, self.frame, self.scope)
+        self.calls_skipped += 1
+        return True
+
+    def _skip_ignored(self, objects: dict[str, Any]) -> set[str]:
+        """Fingerprint components of the variables the planner proved no requested statement reads."""
+        names = set(self.spec.skip_ignore)
+        ignored = {f"var:{n}" for n in names} | {f"mod:{n}" for n in names}
+        if self.frame is not None and names:
+            scope = self.frame.f_globals if self.scope is None or self.scope.module_level else self.frame.f_locals
+            ids = {id(scope[n]) for n in names if n in scope}
+            ignored |= {f"obj:{key}" for key, obj in objects.items() if id(obj) in ids}
+        return ignored
+
     def _check_skip(self, k: int, objects: dict[str, Any]) -> None:
         """The state a skip restored must be the state the original had where that loop ended.
 
@@ -328,12 +370,7 @@ class Replayer:
         fps = self.spec.expect_nested.get(self.current, [])
         if k >= len(fps):
             return
-        names = set(self.spec.skip_ignore)
-        ignored = {f"var:{n}" for n in names} | {f"mod:{n}" for n in names}
-        if self.frame is not None and names:
-            scope = self.frame.f_globals if self.scope is None or self.scope.module_level else self.frame.f_locals
-            ids = {id(scope[n]) for n in names if n in scope}
-            ignored |= {f"obj:{key}" for key, obj in objects.items() if id(obj) in ids}
+        ignored = self._skip_ignored(objects)
         actual = fingerprint(objects, self.frame, self.scope, self.state)
         diffs = [d for d in differences(fps[k], actual) if d not in ignored and d not in self.ignored]
         if diffs:
