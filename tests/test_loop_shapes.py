@@ -24,6 +24,7 @@ from tests.test_verified_replay import (
     numpy_script,
     rows,
     scenario,
+    torch_script,
     with_statement,
 )
 
@@ -203,6 +204,64 @@ def test_the_outer_loop_entered_twice(tmp_path: Path) -> None:
         got = stored_values(repo, "w0", str(run["run"]))
         want = hand_values(tmp_path / f"all{k}", with_statement(old_source(repo, str(run["run"])), stmt), "w0")
         assert len(got) == 5 and got == want
+    assert_skips_both_entries(repo, "w0", 5)
+
+
+def assert_skips_both_entries(repo: Path, name: str, iterations: int) -> None:
+    """Every iteration of both entries is replayed by restore+skip (flat numbers 0..n-1), none whole."""
+    plan = json.loads(flor(repo, "replay", "--apply", name, "--force", "--dry-run", "--format", "json").stdout)
+    assert {j["mode"] for j in plan["jobs"]} == {"skip"}, plan
+    for run in {j["run"] for j in plan["jobs"]}:
+        epochs = sorted(e for j in plan["jobs"] if j["run"] == run for e in j["epochs"])
+        assert epochs == list(range(iterations)), plan
+
+
+PRETRAIN_THEN_FINETUNE = """g = torch.Generator().manual_seed(1)
+net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 1))
+opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
+
+
+def fit(epochs):
+    for epoch in flor.loop("epoch", range(epochs)):
+        perm = torch.randperm(len(X), generator=g)
+        for k in flor.loop("step", range(0, len(X), 32)):
+            idx = perm[k:k + 32]
+            opt.zero_grad()
+            loss = ((net(X[idx]).squeeze(1) - y[idx]) ** 2).mean()
+            loss.backward()
+            opt.step()
+        # hindsight
+        flor.log("val", float(((net(X).squeeze(1) - y) ** 2).mean()))
+
+
+with flor.checkpointing(model=net, optimizer=opt):
+    fit(3)  # pre-training
+    for group in opt.param_groups:
+        group["lr"] = lr / DIV  # fine-tuning: the same loop again, a smaller learning rate
+    fit(2)
+"""
+
+
+def test_pretrain_then_finetune_in_one_loop_skips_both_entries(tmp_path: Path) -> None:
+    """Issue 12 item 4: checkpoints, fingerprints and positions are keyed by loop entry, so the
+    second entry's iterations are restored and skipped like the first's — and equal a hand re-run."""
+    versions = [torch_script(PRETRAIN_THEN_FINETUNE.replace("DIV", div), lr) for div, lr in (("10", 0.05), ("4", 0.1))]
+    stmt = 'flor.log("w_norm", float(net[0].weight.norm()))'
+    repo, err = scenario(tmp_path, versions, stmt, "w_norm")
+    assert "restore+skip" in err and "re-execute" not in err, err
+    for k, run in enumerate(runs(repo)):
+        got = stored_values(repo, "w_norm", str(run["run"]))
+        want = hand_values(tmp_path / f"all{k}", with_statement(old_source(repo, str(run["run"])), stmt), "w_norm")
+        assert len(got) == 5 and got == want
+        assert [v for _, v in got[:2]] != [v for _, v in got[3:5]]  # epoch 0 and 1 of each phase differ
+    assert_skips_both_entries(repo, "w_norm", 5)
+    # --iter names the index the table shows: epoch 1 of both phases (flat 1 and 4)
+    plan = json.loads(flor(repo, "replay", "--apply", "w_norm", "--force", "--iter", "epoch=1", "--dry-run",
+                           "--format", "json").stdout)
+    assert sorted(e for j in plan["jobs"] for e in j["epochs"]) == [1, 1, 4, 4], plan
+    # values already there are not recomputed, per entry
+    assert "already computed" in flor(repo, "replay", "--apply", "w_norm", "--dry-run").stderr + \
+        flor(repo, "replay", "--apply", "w_norm", "--dry-run").stdout
 
 
 PRETRAIN_FINETUNE = """\

@@ -68,7 +68,7 @@ def show(run: str, *, fmt: str = "text") -> int:
         str(i): {"bytes": sum(p.size for p in e["objects"].values()), "unsaved": e.get("unsaved", [])}
         for i, e in sorted(read_manifest(repo, run_id).items())
     }
-    fingerprints, _ = read_witness(repo, shadow)
+    fingerprints = read_witness(repo, shadow).fingerprints
     info["fingerprints"] = len([i for i in fingerprints if i >= 0])
     if fmt == "json":
         sys.stdout.write(strict_dumps(info, indent=2, sort_keys=True) + "\n")

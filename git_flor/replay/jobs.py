@@ -183,7 +183,7 @@ def prepare(
     for target, job in jobs:
         if target.run not in manifests:
             manifests[target.run] = read_manifest(repo, target.run)
-        needed = _needed(manifests[target.run], job)
+        needed = _needed(manifests[target.run], job, target.entries.lasts())
         if local_payloads:
             # With a shared payload store (git config flor.store), bring them here first.
             ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
@@ -203,8 +203,9 @@ def prepare(
             expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
-            iterations=target.iterations, limit=target.iterations if target.ending != "done" else -1,
-            reentered=target.reentered,
+            iterations=target.iterations, entries=list(target.entries.sizes),
+            limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
+            witness_format=target.witness_format,
         )
         spec_path = scratch / SPEC_FILE
         spec_path.write_text(spec.to_json())
@@ -234,14 +235,15 @@ def _length(job: Job) -> int:
     return len(job.epochs) if job.mode in ("skip", "full") else 0
 
 
-def _needed(manifest: Manifest, job: Job) -> Manifest:
-    """The checkpoints the job's child restores from."""
+def _needed(manifest: Manifest, job: Job, lasts: list[int]) -> Manifest:
+    """The checkpoints the job's child restores from; ``lasts``: each entry's last iteration of
+    the outer loop, restored where the child passes over an entry (see ``Replayer._pass``)."""
     if job.mode == "reexec":
-        keys = {job.start_from}
+        keys = {job.start_from} | {g for g in lasts if g < job.start_from}
     elif job.mode == "skip":
-        keys = {i - 1 for i in job.epochs} | set(job.epochs)
+        keys = {i - 1 for i in job.epochs} | set(job.epochs) | {g for g in lasts if g < max(job.epochs)}
     elif job.mode == "suffix":
-        keys = {max(manifest)} if manifest else set()
+        keys = set(lasts) or ({max(manifest)} if manifest else set())
     else:
         keys = set()
     return {i: manifest[i] for i in keys if i in manifest}

@@ -90,6 +90,13 @@ def stored_run(conn: sqlite3.Connection, run: str) -> StoredRun:
     return StoredRun(run, row[0], json.loads(row[1]))
 
 
+def replays_of(conn: sqlite3.Connection, run: str) -> list[str]:
+    """The shadow commits of ``run``'s replays in the order the index took them (a later one's
+    values of a name replace an earlier one's)."""
+    return [r[0] for r in conn.execute(
+        "SELECT shadow FROM commits WHERE run = ? AND kind = 'replay' ORDER BY rid", (run,))]
+
+
 def runs_by_start(conn: sqlite3.Connection) -> list[str]:
     """Every recorded run's id (replays excluded), oldest start first."""
     return [r[0] for r in conn.execute("SELECT run FROM runs ORDER BY tstamp, run")]
