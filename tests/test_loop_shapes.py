@@ -17,11 +17,16 @@ import sys
 import time
 from pathlib import Path
 
-from tests.conftest import flor, git, run_script
+import pygit2
+from pygit2.enums import FileMode
+
+from git_flor.storage.checkpoints import read_manifest, write_manifest
+from tests.conftest import flor, git, run_script, user_state
 from tests.test_verified_replay import (
     EVERY,
     hand_rerun,
     numpy_script,
+    recorded,
     rows,
     scenario,
     torch_script,
@@ -216,7 +221,64 @@ def assert_skips_both_entries(repo: Path, name: str, iterations: int) -> None:
         assert epochs == list(range(iterations)), plan
 
 
-PRETRAIN_THEN_FINETUNE = """g = torch.Generator().manual_seed(1)
+def as_recorded_before_entries(repo: Path) -> None:
+    """Rewrite every recorded run the way git-flor stored it before loop entries were keyed: no
+    ``entry``/``offset`` in ``loops.json``, no entry in positions (both phases logged at epoch 0..),
+    checkpoints and fingerprints of the first entry only."""
+    r = pygit2.Repository(str(repo))
+    for refname in [n for n in r.references if n.startswith("refs/flor/shadow/")]:
+        chain: list[pygit2.Commit] = []
+        commit = r.references[refname].peel(pygit2.Commit)
+        while commit.parents:
+            chain.append(commit)
+            commit = commit.parents[0]
+        parent = commit.id
+        for commit in reversed(chain):
+            tree = commit.tree
+            loops = json.loads(r[tree["loops.json"].id].data)
+            first = len(loops[0]["iters"])
+            for lp in loops:
+                lp.pop("entry", None)
+                lp.pop("offset", None)
+            logs = [json.loads(line) for line in r[tree["logs.jsonl"].id].data.splitlines()]
+            for rec in logs:
+                rec["pos"] = [f[:3] for f in rec["pos"]]
+            witness = json.loads(r[tree["witness.json"].id].data)
+            witness["fingerprints"] = {i: fp for i, fp in witness["fingerprints"].items() if int(i) < first}
+            witness["nested"] = {i: fp for i, fp in witness["nested"].items() if int(i) < first}
+            builder = r.TreeBuilder(tree)
+            for name, data in (("loops.json", json.dumps(loops)), ("witness.json", json.dumps(witness)),
+                               ("logs.jsonl", "".join(json.dumps(x) + "\n" for x in logs))):
+                builder.insert(name, r.create_blob(data.encode()), FileMode.BLOB)
+            run_id = json.loads(r[tree["run.json"].id].data)["id"]
+            manifest = read_manifest(r, run_id)
+            write_manifest(r, run_id, {i: e for i, e in manifest.items() if i < first})
+            parent = r.create_commit(None, commit.author, commit.committer, commit.message, builder.write(),
+                                     [parent, *commit.parent_ids[1:]])
+        r.references[refname].set_target(parent)
+
+
+def test_a_run_recorded_before_entries_were_keyed_is_replayed_whole(tmp_path: Path) -> None:
+    """Old runs entered the loop twice with checkpoints of the first entry only: replayed in full, exactly."""
+    stmt = 'flor.log("w0", float(w[0]))'
+    versions = [numpy_script(TWO_PHASES, 0.1), numpy_script(TWO_PHASES, 0.2)]
+    repo = recorded(tmp_path, versions)
+    as_recorded_before_entries(repo)
+    (repo / "train.py").write_text(with_statement(versions[-1], stmt))
+    plan = json.loads(flor(repo, "replay", "--apply", "w0", "--dry-run", "--format", "json").stdout)
+    assert {j["mode"] for j in plan["jobs"]} == {"full"}, plan
+    before = user_state(repo)
+    out = flor(repo, "replay", "--apply", "w0", "--yes")
+    assert out.returncode == 0 and "fell back" not in out.stderr, out.stderr
+    assert user_state(repo) == before
+    for k, run in enumerate(runs(repo)):
+        got = stored_values(repo, "w0", str(run["run"]))
+        want = hand_values(tmp_path / f"all{k}", with_statement(old_source(repo, str(run["run"])), stmt), "w0")
+        assert len(got) == 5 and got == want
+
+
+PRETRAIN_THEN_FINETUNE = """\
+g = torch.Generator().manual_seed(1)
 net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 1))
 opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
 
