@@ -221,6 +221,18 @@ def assert_skips_both_entries(repo: Path, name: str, iterations: int) -> None:
         assert epochs == list(range(iterations)), plan
 
 
+def test_a_statement_before_the_loop_in_a_function_called_twice(tmp_path: Path) -> None:
+    """Code before the loop in ``fit()`` runs before each entry: every value, not only the first's."""
+    src = TWO_PHASES.replace("        # hindsight\n", "").replace(
+        '    for epoch in flor.loop("epoch"', '    # hindsight\n    for epoch in flor.loop("epoch"')
+    stmt = 'flor.log("start_w", float(w.sum()))'
+    repo, _ = scenario(tmp_path, [numpy_script(src, 0.1), numpy_script(src, 0.2)], stmt, "start_w")
+    for k, run in enumerate(runs(repo)):
+        got = stored_values(repo, "start_w", str(run["run"]))
+        want = hand_values(tmp_path / f"all{k}", with_statement(old_source(repo, str(run["run"])), stmt), "start_w")
+        assert len(got) == 2 and got == want
+
+
 def as_recorded_before_entries(repo: Path) -> None:
     """Rewrite every recorded run the way git-flor stored it before loop entries were keyed: no
     ``entry``/``offset`` in ``loops.json``, no entry in positions (both phases logged at epoch 0..),

@@ -469,6 +469,14 @@ def _jobs(
             if kind in ("skip", "reexec"):
                 kinds[k] = "full"
                 reasons[k] = "the outer loop is entered more than once (recorded before entries were told apart)"
+    if len(target.entries.sizes) > 1 or target.entries.legacy:
+        # Code before the outer loop may run again before a later entry (``fit()`` called twice):
+        # a statement there is replayed through every entry, like one after the loop — or in
+        # full when the run stopped inside the loop (nothing after it ran; what preceded did).
+        for k, kind in kinds.items():
+            if kind == "prefix":
+                kinds[k] = "full" if target.ending == "stopped" else "suffix"
+                reasons[k] = "the outer loop is entered more than once: code before it runs before each entry"
     if target.ending == "stopped":
         dropped = [k for k, kind in kinds.items() if kind == "suffix"]
         for k in dropped:
