@@ -358,6 +358,69 @@ def test_a_statement_in_a_second_differently_named_phase(tmp_path: Path) -> None
     assert "suffix" in err  # restore the end of pre-training, run fine-tuning (checked by its values)
 
 
+# -- a run resumed from the checkpoint file the previous run left ---------------------------
+
+RESUMED = """\
+import os
+import signal
+
+epochs = flor.arg("epochs", 4)
+kill_at = flor.arg("kill_at", -1)
+start_epoch = 0
+if os.path.exists("ckpt.npz"):  # resume where the last run stopped
+    saved = np.load("ckpt.npz")
+    w[:] = saved["w"]
+    start_epoch = int(saved["epoch"]) + 1
+with flor.checkpointing(w=w):
+    for epoch in flor.loop("epoch", range(start_epoch, epochs)):
+        if epoch == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)  # the machine went away
+        for b in flor.loop("batch", range(4)):
+            xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+            w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+        # hindsight
+        np.savez("ckpt.npz", w=w, epoch=epoch)
+        flor.log("val", float(np.mean((X @ w - y) ** 2)))
+"""
+#: (version, --kwargs) in order: fresh; resumed and killed in epoch 6; resumed by the next version
+RESUMES = [(0, ["epochs=4"]), (0, ["epochs=10", "kill_at=6"]), (1, ["epochs=9"])]
+
+
+def test_runs_resumed_from_the_checkpoint_file_the_previous_run_left(tmp_path: Path) -> None:
+    """Each run read the ``ckpt.npz`` the run before it left, then overwrote it: its replay must read
+    that file as the run found it — not today's copy, not nothing — killed runs included."""
+    versions = [numpy_script(RESUMED, lr) for lr in (0.05, 0.02)]
+    stmt = 'flor.log("w_sum", float(w.sum()))'
+
+    def run_all(repo: Path, sources: list[str]) -> None:
+        git(repo, "init", "-q", "-b", "main")
+        (repo / ".gitignore").write_text("ckpt.npz\n")
+        for version, kwargs in RESUMES:
+            (repo / "train.py").write_text(sources[version])
+            git(repo, "add", ".")
+            git(repo, "commit", "-qm", f"v{version}", "--allow-empty")
+            run_script(repo, "train.py", "--kwargs", *kwargs, env=EVERY, check=False)
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    run_all(repo, versions)
+    assert [r["status"] for r in runs(repo)] == ["ok", "interrupted", "ok"]
+    (repo / "train.py").write_text(with_statement(versions[-1], stmt))
+    before = user_state(repo)
+    out = flor(repo, "replay", "--apply", "w_sum", "--yes")
+    assert out.returncode == 0 and "fell back" not in out.stderr, out.stderr
+    assert user_state(repo) == before  # today's ckpt.npz included
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    run_all(hand, [with_statement(v, stmt) for v in versions])
+    counts = []
+    for run, mine in zip(runs(repo), runs(hand), strict=True):
+        got = stored_values(repo, "w_sum", str(run["run"]))
+        assert got == stored_values(hand, "w_sum", str(mine["run"]), hindsight=False), run
+        counts.append(len(got))
+    assert counts == [4, 2, 3]  # epochs 0-3; 4-5 (killed in 6); 6-8
+
+
 # -- loops that end early -----------------------------------------------------------------------
 
 EARLY_STOP = """\

@@ -19,13 +19,13 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..runtime.replay_mode import DIVERGED, ReplaySpec
 from ..storage.checkpoints import Manifest, read_manifest, store_for
 from ..storage.files import SourceTree, run_snapshot
-from ..storage.remote_store import ensure_payloads
+from ..storage.remote_store import PayloadMissing, ensure_payloads
 from ..storage.repo import common_dir, workdir
 from .executors import Executor, Outcome, Task
 from .guard import guard
@@ -190,9 +190,10 @@ def prepare(
         key = len(prepared)
         scratch = base / target.run / str(key)
         created = created_files(target.meta)
-        hidden_rel = {p for p in created if not os.path.isabs(p)}
+        prior = _priors(repo, target.meta, store, local_payloads)
+        hidden_rel = {p for p in created if not os.path.isabs(p)} | set(prior)
         hide = sorted({p for p in created if os.path.isabs(p)} | {str(user_root / p) for p in hidden_rel})
-        materialise(trees[target.run], user_root, scratch, hidden=hidden_rel)
+        materialise(trees[target.run], user_root, scratch, hidden=hidden_rel, prior=prior)
         w = target.witnesses(job)
         spec = ReplaySpec(
             run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
@@ -219,6 +220,28 @@ def prepare(
                     gpus=1 if target.meta.get("cuda") else 0)  # a cluster schedules it where a GPU is
         prepared.append(Prepared(target, job, scratch, task))
     return prepared
+
+
+def _priors(repo: Repository, meta: dict[str, Any], store: Any, fetch: bool) -> dict[str, Path]:
+    """The repository files the run found and overwrote, as it found them: path → the payload's file.
+
+    One whose payload is neither here nor (``fetch``) in ``flor.store`` is hidden like a file
+    the run created: the replay then writes its own before reading it, or fails loudly.
+    """
+    out: dict[str, Path] = {}
+    for path, sha in ((meta.get("outputs") or {}).get("prior") or {}).items():
+        if not isinstance(path, str) or os.path.isabs(path) or ".." in PurePosixPath(path).parts \
+                or not isinstance(sha, str):
+            continue  # (a teammate's run.json cannot make a replay write outside its scratch)
+        if fetch:
+            try:
+                ensure_payloads(repo, [sha])
+            except (PayloadMissing, OSError):  # costs this file only
+                continue
+        found = store.find(sha)
+        if found is not None:
+            out[path] = found
+    return out
 
 
 def child_env(spec_path: Path) -> dict[str, str]:

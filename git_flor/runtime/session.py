@@ -124,9 +124,10 @@ class Run:
             launch=_launch_form(),
         )
         self._repo = repo
-        self.outputs = Outputs(self._position, str(root), (str(repo.path), str(repo_mod.common_dir(repo))))
-        self.outputs.install()
         store = store_for(repo_mod.common_dir(repo))
+        self.outputs = Outputs(self._position, str(root), (str(repo.path), str(repo_mod.common_dir(repo))),
+                               keep=lambda name, data: self._keep_prior(store, name, data))
+        self.outputs.install()
         self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
         try:
@@ -149,6 +150,13 @@ class Run:
         self.meta.update(replay_of=spec.run, mode=spec.mode, epochs=spec.epochs)
         atexit.register(self.finish)
         _chain_excepthook(self)
+
+    def _keep_prior(self, store: Any, name: str, data: bytes) -> str:
+        """A file as the run found it, before overwriting it (see .outputs): stored, and journalled
+        so that a killed run keeps it and ``git flor gc`` sees it while the run lives."""
+        sha = store.put(data)[0]
+        self.event("prior", path=name, sha=sha)
+        return sha
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append an event line to the journal (thread-safe: a deque)."""

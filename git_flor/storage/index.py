@@ -97,6 +97,16 @@ def replays_of(conn: sqlite3.Connection, run: str) -> list[str]:
         "SELECT shadow FROM commits WHERE run = ? AND kind = 'replay' ORDER BY rid", (run,))]
 
 
+def prior_payloads(conn: sqlite3.Connection) -> set[str]:
+    """Payloads holding files as runs found them before overwriting them (``outputs.prior`` of
+    ``run.json``): replay puts them back, so ``git flor gc`` keeps them like checkpoints."""
+    out: set[str] = set()
+    for (raw,) in conn.execute("SELECT meta FROM runs"):
+        prior = (json.loads(raw).get("outputs") or {}).get("prior") or {}
+        out |= {sha for sha in prior.values() if isinstance(sha, str)} if isinstance(prior, dict) else set()
+    return out
+
+
 def runs_by_start(conn: sqlite3.Connection) -> list[str]:
     """Every recorded run's id (replays excluded), oldest start first."""
     return [r[0] for r in conn.execute("SELECT run FROM runs ORDER BY tstamp, run")]

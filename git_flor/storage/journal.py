@@ -100,6 +100,10 @@ def parse(path: Path) -> RunData | None:
             loops[obj["seq"]]["end"] = obj["end"]
         elif kind == "meta":
             data.meta.update(obj["fields"])
+        elif kind == "prior":  # a file as the run found it (its replay puts it back); hidden like its own
+            outputs = data.meta.setdefault("outputs", {"complete": False, "files": {}})
+            outputs.setdefault("prior", {})[obj["path"]] = obj["sha"]
+            outputs.setdefault("files", {}).setdefault(obj["path"], [[-2, "w"]])
         elif kind == "fp":
             data.fingerprints.setdefault(obj["i"], obj["fp"])
         elif kind == "nfp" and len(data.nested_fps.setdefault(obj["i"], [])) == obj["k"]:
@@ -236,4 +240,5 @@ def live_checkpoint_payloads(directory: Path) -> set[str]:
         if data is not None:
             for entry in data.checkpoints.values():
                 shas.update(p.sha256 for p in entry["objects"].values())
+            shas.update(((data.meta.get("outputs") or {}).get("prior") or {}).values())
     return shas
