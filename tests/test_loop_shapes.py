@@ -156,6 +156,86 @@ def test_an_epoch_statement_after_a_helper_call_skips_the_helpers_loop(tmp_path:
     assert {j["mode"] for j in plan["jobs"]} == {"skip"}, plan  # issue 18: skipped like a nested loop
 
 
+# -- a helper that returns from inside its flor.loop; a break on NaN ------------------------------
+
+HELPER_RETURNS = """\
+from torch.utils.data import DataLoader, TensorDataset
+
+g = torch.Generator().manual_seed(5)
+loader = DataLoader(TensorDataset(X, y), batch_size=16, shuffle=True, generator=g)
+net = nn.Linear(6, 1)
+opt = torch.optim.SGD(net.parameters(), lr=lr)
+
+
+def train_one_epoch(max_steps):
+    total = 0.0
+    for step, (xb, yb) in enumerate(flor.loop("step", loader)):
+        opt.zero_grad()
+        loss = ((net(xb).squeeze(1) - yb) ** 2).mean()
+        loss.backward()
+        opt.step()
+        total += float(loss)
+        # hindsight-step
+        if step + 1 == max_steps:
+            return total / max_steps  # a step budget: the loader is left part-way
+    return total / len(loader)
+
+
+with flor.checkpointing(model=net, optimizer=opt):
+    for epoch in flor.loop("epoch", range(4)):
+        avg = train_one_epoch(3 + epoch % 2)
+        # hindsight-epoch
+        flor.log("avg", avg)
+"""
+
+
+def test_a_helper_returning_from_inside_its_loop_over_a_dataloader(tmp_path: Path) -> None:
+    src = [torch_script(HELPER_RETURNS, lr) for lr in (0.05, 0.1)]
+
+    def at(s: str, mark: str) -> str:
+        return s.replace(f"# hindsight-{mark}", "# hindsight").replace("# hindsight-epoch", "").replace(
+            "# hindsight-step", "")
+
+    (tmp_path / "epoch").mkdir()
+    (tmp_path / "step").mkdir()
+    _, err = scenario(tmp_path / "epoch", [at(s, "epoch") for s in src],
+                      'flor.log("bias", float(net.bias))', "bias")
+    assert "re-execute" in err, err  # its `return total / len(loader)` reads what a skip would not restore
+    scenario(tmp_path / "step", [at(s, "step") for s in src], 'flor.log("first_y", float(yb[0]))', "first_y")
+
+
+NAN_BREAK = """\
+import math
+
+with flor.checkpointing(w=w):
+    for epoch in flor.loop("epoch", range(20)):
+        for b in flor.loop("batch", range(4)):
+            xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+            w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+            if not math.isfinite(float(w.sum())):
+                break  # diverged: stop this epoch
+        val = float(np.mean((X @ w - y) ** 2))
+        # hindsight
+        if math.isnan(val):
+            break  # and training
+        flor.log("val", val)
+flor.log("epochs_run", epoch)
+"""
+
+
+def test_a_break_on_nan(tmp_path: Path) -> None:
+    """A learning rate typo that diverges: the nested loop breaks on inf, the outer one on NaN."""
+    stmt = 'flor.log("w_abs", float(np.abs(w).sum()))'
+    repo, _ = scenario(tmp_path, [numpy_script(NAN_BREAK, 0.05), numpy_script(NAN_BREAK, 1e60)], stmt, "w_abs")
+    counts = []
+    for k, run in enumerate(runs(repo)):  # every value, the non-finite ones of the diverged epochs too
+        got = stored_values(repo, "w_abs", str(run["run"]))
+        want = hand_values(tmp_path / f"all{k}", with_statement(old_source(repo, str(run["run"])), stmt), "w_abs")
+        assert json.dumps(got) == json.dumps(want)
+        counts.append(len(got))
+    assert counts[0] == 20 and 1 < counts[1] < 20, counts
+
+
 # -- a plain for / while in the epoch body ----------------------------------------------------
 
 PLAIN_FOR = """\
