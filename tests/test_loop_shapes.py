@@ -313,6 +313,45 @@ def test_a_statement_before_the_loop_in_a_function_called_twice(tmp_path: Path) 
         assert len(got) == 2 and got == want
 
 
+EARLY_STOP_THEN_FINETUNE = """\
+def fit(max_epochs, lr, patience):
+    best, bad = float("inf"), 0
+    for epoch in flor.loop("epoch", range(max_epochs)):
+        for b in flor.loop("batch", range(4)):
+            xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+            w[:] -= lr * xb.T @ (xb @ w - yb) / len(xb)
+        val = float(np.mean((X @ w - y) ** 2))
+        # hindsight
+        if val < best - 1e-2:
+            best, bad = val, 0
+        else:
+            bad += 1
+        if bad >= patience:
+            break  # early stopping
+    return best
+
+
+with flor.checkpointing(w=w):
+    best = fit(30, lr, 2)
+    fit(3, lr / 10, 5)  # fine-tuning: the same loop again
+    flor.log("best", best)
+"""
+
+
+def test_early_stopping_then_finetuning_in_the_same_loop(tmp_path: Path) -> None:
+    """The first entry ends in a ``break`` (no checkpoint holds where it left the loop): the second
+    entry is replayed from a checkpoint before it, through the break, exactly."""
+    stmt = 'flor.log("w1", float(w[1]))'
+    repo, err = scenario(tmp_path, [numpy_script(EARLY_STOP_THEN_FINETUNE, lr) for lr in (0.05, 0.3)], stmt, "w1")
+    for k, run in enumerate(runs(repo)):
+        got = stored_values(repo, "w1", str(run["run"]))
+        want = hand_values(tmp_path / f"all{k}", with_statement(old_source(repo, str(run["run"])), stmt), "w1")
+        assert got == want and len(got) > 3
+    # `bad += 1; if bad >= patience: break` after the skipped loop would run again on the restored
+    # end of the iteration and stop early: those iterations are re-executed
+    assert "re-execute" in err and "restore+skip" not in err, err
+
+
 def as_recorded_before_entries(repo: Path) -> None:
     """Rewrite every recorded run the way git-flor stored it before loop entries were keyed: no
     ``entry``/``offset`` in ``loops.json``, no entry in positions (both phases logged at epoch 0..),

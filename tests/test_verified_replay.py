@@ -288,6 +288,38 @@ def test_a_module_level_generator_drawn_from_in_a_function(tmp_path: Path) -> No
     assert "restore+skip" in err, err
 
 
+def test_a_skip_that_would_leave_the_loop_early_falls_back(tmp_path: Path) -> None:
+    """The patience counter after the skipped loop runs again on the state a skip restored; the
+    decision to stop reads it inside a helper (invisible to the planner), so the skipped iteration
+    takes the early-stopping ``break`` the original did not: the child reports that it left the loop
+    where the original went on, and the segment is re-executed."""
+    body = """\
+    best, bad = float("inf"), 0
+
+
+    def patience_exhausted():
+        return bad >= 2
+
+
+    with flor.checkpointing(w=w):
+        for epoch in flor.loop("epoch", range(40)):
+            for b in flor.loop("batch", range(4)):
+                xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+                w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+            val = float(np.mean((X @ w - y) ** 2))
+            # hindsight
+            if val < best - 1e-2:
+                best, bad = val, 0
+            else:
+                bad += 1
+            if patience_exhausted():
+                break
+    """
+    _, err = scenario(tmp_path, [numpy_script(body, 0.05), numpy_script(body, 0.1)],
+                      'flor.log("w2", float(w[2]))', "w2", first_time=False)
+    assert "left the loop" in err, err
+
+
 def test_witness_encodings() -> None:
     """Format 1 (runs recorded before format 2) is kept bit for bit, so their witnesses still
     match; format 2 sees RNG draws a sample of the state misses, and dicts in any key order."""

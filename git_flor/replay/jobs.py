@@ -206,7 +206,7 @@ def prepare(
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
             iterations=target.iterations, entries=list(target.entries.sizes),
             limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
-            witness_format=target.witness_format,
+            witness_format=target.witness_format, broken=sorted(target.entries.broken),
         )
         spec_path = scratch / SPEC_FILE
         spec_path.write_text(spec.to_json())

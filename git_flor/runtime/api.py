@@ -197,7 +197,11 @@ def _replay_outer(
         for i, g, item in replayer.outer(items, run.objects, entry):
             run.ctx = ((name, i, item if type(item) in PLAIN else None, *mark),)
             run.outer_g = g
-            yield item
+            try:
+                yield item
+            except GeneratorExit:
+                replayer.left_loop(g)
+                raise
             replayer.iteration_end(g, run.objects)
             replayer.tick()
     finally:
