@@ -612,9 +612,11 @@ def test_a_killed_run_replays_what_it_finished_and_nothing_after(tmp_path: Path)
     stmt = 'flor.log("w_sum", float(w.sum()))'
     today = with_statement(versions[-1], stmt).replace("# hindsight-after\n", 'flor.log("after", 1)\n')
     (repo / "train.py").write_text(today)
+    before = user_state(repo)
     t0 = time.time()
     out = flor(repo, "replay", "--apply", "w_sum,after", "--yes")
     assert time.time() - t0 < 60 and out.returncode == 0, out.stderr
+    assert user_state(repo) == before
     assert not stored_values(repo, "after")  # the loop never ended: nothing after it ran
     for k, run in enumerate(runs(repo)):
         stop = (4, 2)[k]
