@@ -540,6 +540,50 @@ def test_runs_resumed_from_the_checkpoint_file_the_previous_run_left(tmp_path: P
     assert counts == [4, 2, 3]  # epochs 0-3; 4-5 (killed in 6); 6-8
 
 
+WARM_START = """\
+if flor.arg("warm", 0):
+    flor.load("w", into=w)  # warm start from the newest run's last weights
+with flor.checkpointing(w=w):
+    for epoch in flor.loop("epoch", range(3)):
+        for b in flor.loop("batch", range(4)):
+            xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+            w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+        # hindsight
+        flor.log("val", float(np.mean((X @ w - y) ** 2)))
+"""
+
+
+def test_a_run_warm_started_with_flor_load(tmp_path: Path) -> None:
+    """``flor.load`` resolves "the newest run" when it runs: its replay loads what the run loaded
+    then (recorded), not the newer run's weights, and needs no repository in the child."""
+    versions = [numpy_script(WARM_START, lr) for lr in (0.05, 0.02)]
+    order = [(0, ["lr=0.05"]), (1, ["warm=1"]), (0, ["lr=0.2"])]  # the last is newest at replay time
+
+    def run_all(repo: Path, sources: list[str]) -> None:
+        git(repo, "init", "-q", "-b", "main")
+        for version, kwargs in order:
+            (repo / "train.py").write_text(sources[version])
+            git(repo, "add", ".")
+            git(repo, "commit", "-qm", f"v{version}", "--allow-empty")
+            run_script(repo, "train.py", "--kwargs", *kwargs, env=EVERY)
+
+    repo = tmp_path / "project"
+    repo.mkdir()
+    run_all(repo, versions)
+    stmt = 'flor.log("w_sum", float(w.sum()))'
+    (repo / "train.py").write_text(with_statement(versions[-1], stmt))
+    before = user_state(repo)
+    out = flor(repo, "replay", "--apply", "w_sum", "--yes")
+    assert out.returncode == 0 and "fell back" not in out.stderr, out.stderr
+    assert user_state(repo) == before
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    run_all(hand, [with_statement(v, stmt) for v in versions])
+    for run, mine in zip(runs(repo), runs(hand), strict=True):
+        got = stored_values(repo, "w_sum", str(run["run"]))
+        assert len(got) == 3 and got == stored_values(hand, "w_sum", str(mine["run"]), hindsight=False), run
+
+
 # -- loops that end early -----------------------------------------------------------------------
 
 EARLY_STOP = """\

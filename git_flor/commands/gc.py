@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import EXIT_OK, UsageError
 from ..storage.checkpoints import read_manifest, run_ids_with_checkpoints, store_for, write_manifest
-from ..storage.index import connect, prior_payloads
+from ..storage.index import connect, replayed_payloads
 from ..storage.journal import JOURNAL_DIR, live_checkpoint_payloads
 from ..storage.repo import common_dir, flor_dir
 from .common import open_session
@@ -25,7 +25,7 @@ def gc(*, keep_every: int | None = None, dry_run: bool = False, fmt: str = "text
     repo = open_session()
     store = store_for(common_dir(repo))
     keep_shas = live_checkpoint_payloads(flor_dir(repo) / JOURNAL_DIR)
-    keep_shas |= prior_payloads(connect(repo))  # files runs found and overwrote, as they found them
+    keep_shas |= replayed_payloads(connect(repo))  # files runs found and overwrote; what they loaded
     thinned: dict[str, list[int]] = {}
     for run_id in run_ids_with_checkpoints(repo):
         manifest = read_manifest(repo, run_id)

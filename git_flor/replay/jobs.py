@@ -184,9 +184,11 @@ def prepare(
         if target.run not in manifests:
             manifests[target.run] = read_manifest(repo, target.run)
         needed = _needed(manifests[target.run], job, target.entries.lasts())
+        loads = [e for e in target.meta.get("loads") or [] if isinstance(e, dict) and isinstance(e.get("resolved"), dict)]
         if local_payloads:
             # With a shared payload store (git config flor.store), bring them here first.
-            ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
+            ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()]
+                            + [e["resolved"]["sha256"] for e in loads])
         key = len(prepared)
         scratch = base / target.run / str(key)
         created = created_files(target.meta)
@@ -206,7 +208,7 @@ def prepare(
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
             iterations=target.iterations, entries=list(target.entries.sizes),
             limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
-            witness_format=target.witness_format, broken=sorted(target.entries.broken),
+            witness_format=target.witness_format, broken=sorted(target.entries.broken), loads=loads,
         )
         spec_path = scratch / SPEC_FILE
         spec_path.write_text(spec.to_json())

@@ -8,6 +8,7 @@ nothing; the repository is opened then.
 from __future__ import annotations
 
 import linecache
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -43,6 +44,9 @@ def _current() -> Run:
         _run.kwargs = _KWARGS
         _started = True
         _run.attach()
+        if _loads:
+            _run.set_meta(loads=[*_run.meta.get("loads", []), *_loads])
+            _loads.clear()
     return _run
 
 
@@ -244,6 +248,31 @@ def checkpointing(**objects: Any) -> Iterator[None]:
         run.checkpointer.register(objects)
     run.set_meta(checkpointing=registered)
     yield
+
+
+#: ``flor.load`` calls made before the run started (it starts at its first other flor call)
+_loads: list[dict[str, Any]] = []
+
+
+def note_load(entry: dict[str, Any]) -> None:
+    """Record what a ``flor.load`` resolved to, in the run (``loads`` of ``run.json``): a replay
+    of the run loads exactly that again. Never starts a run itself (a notebook loading a model
+    is not training)."""
+    if _run is None:
+        _loads.append(entry)
+    else:
+        _run.set_meta(loads=[*_run.meta.get("loads", []), entry])
+
+
+def recorded_load(args: dict[str, Any]) -> tuple[Any, bytes] | None:
+    """In a replay: (what, bytes) of the original run's ``flor.load`` with these arguments, the
+    n-th such call getting the n-th such load; None when not replaying."""
+    if _run is None and not os.environ.get("FLOR_REPLAY"):
+        return None
+    run = _current()
+    if run.replayer is None:
+        return None
+    return run.replayer.recorded_load(args)
 
 
 def _hindsight_failed(name: str, exc: BaseException) -> None:

@@ -105,6 +105,8 @@ class ReplaySpec:
     witness_format: int = 1
     #: flat iterations the original left part-way (``break``, early stopping): only there may this one
     broken: list[int] = field(default_factory=list)
+    #: the original's ``flor.load`` calls: their arguments and what they resolved to (``run.json`` ``loads``)
+    loads: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -170,6 +172,7 @@ class Replayer:
         self.unverified: str | None = None
         #: requested statements that raised here: name → the error (their own loss only)
         self.failed: dict[str, str] = {}
+        self._loads_seen: dict[str, int] = {}
 
     def tick(self) -> None:
         """One outer iteration done: tell the parent's progress bar (a tiny file it polls)."""
@@ -424,6 +427,23 @@ class Replayer:
         with open(self.spec.out, "a") as fh:
             fh.write("".join(encode_record(r) + "\n" for r in records))
         self._write_status({})
+
+    def recorded_load(self, args: dict[str, Any]) -> tuple[Any, bytes]:
+        """The original run's ``flor.load`` with these arguments — the n-th such call here gets
+        the n-th such load there — as (what it resolved to, its bytes): never a newer run's
+        model, and no repository needed."""
+        from .registry import saved_of
+
+        key = dumps(args)
+        k = self._loads_seen.get(key, 0)
+        self._loads_seen[key] = k + 1
+        same = [e for e in self.spec.loads if dumps({a: e.get(a) for a in args}) == key]
+        if k >= len(same):
+            why = f"flor.load({args['name']!r}) was called more often than in the original run"
+            self.diverge("run", why)
+            raise RuntimeError(f"git-flor replay: {why}: nothing recorded to load")
+        resolved = same[k]["resolved"]
+        return saved_of(resolved), self.store.get(resolved["sha256"])
 
     def statement_failed(self, name: str, exc: BaseException) -> None:
         """A requested statement raised in this version: only its own values are lost."""

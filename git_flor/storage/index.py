@@ -97,13 +97,19 @@ def replays_of(conn: sqlite3.Connection, run: str) -> list[str]:
         "SELECT shadow FROM commits WHERE run = ? AND kind = 'replay' ORDER BY rid", (run,))]
 
 
-def prior_payloads(conn: sqlite3.Connection) -> set[str]:
-    """Payloads holding files as runs found them before overwriting them (``outputs.prior`` of
-    ``run.json``): replay puts them back, so ``git flor gc`` keeps them like checkpoints."""
+def replayed_payloads(conn: sqlite3.Connection) -> set[str]:
+    """Payloads a replay of a run needs beyond its checkpoints: files it found before overwriting
+    them (``outputs.prior`` of ``run.json``) and what its ``flor.load`` calls loaded (``loads``);
+    ``git flor gc`` keeps them like checkpoints."""
     out: set[str] = set()
     for (raw,) in conn.execute("SELECT meta FROM runs"):
-        prior = (json.loads(raw).get("outputs") or {}).get("prior") or {}
+        meta = json.loads(raw)
+        prior = (meta.get("outputs") or {}).get("prior") or {}
         out |= {sha for sha in prior.values() if isinstance(sha, str)} if isinstance(prior, dict) else set()
+        for load in meta.get("loads") or []:
+            sha = (load.get("resolved") or {}).get("sha256") if isinstance(load, dict) else None
+            if isinstance(sha, str):
+                out.add(sha)
     return out
 
 
