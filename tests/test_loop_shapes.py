@@ -24,6 +24,7 @@ from git_flor.storage.checkpoints import read_manifest, write_manifest
 from tests.conftest import flor, git, run_script, user_state
 from tests.test_verified_replay import (
     EVERY,
+    fit_script,
     hand_rerun,
     numpy_script,
     recorded,
@@ -409,24 +410,6 @@ def test_a_run_recorded_before_entries_were_keyed_is_replayed_whole(tmp_path: Pa
 
 
 PRETRAIN_THEN_FINETUNE = """\
-g = torch.Generator().manual_seed(1)
-net = nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 1))
-opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9)
-
-
-def fit(epochs):
-    for epoch in flor.loop("epoch", range(epochs)):
-        perm = torch.randperm(len(X), generator=g)
-        for k in flor.loop("step", range(0, len(X), 32)):
-            idx = perm[k:k + 32]
-            opt.zero_grad()
-            loss = ((net(X[idx]).squeeze(1) - y[idx]) ** 2).mean()
-            loss.backward()
-            opt.step()
-        # hindsight
-        flor.log("val", float(((net(X).squeeze(1) - y) ** 2).mean()))
-
-
 with flor.checkpointing(model=net, optimizer=opt):
     fit(3)  # pre-training
     for group in opt.param_groups:
@@ -438,7 +421,9 @@ with flor.checkpointing(model=net, optimizer=opt):
 def test_pretrain_then_finetune_in_one_loop_skips_both_entries(tmp_path: Path) -> None:
     """Issue 12 item 4: checkpoints, fingerprints and positions are keyed by loop entry, so the
     second entry's iterations are restored and skipped like the first's — and equal a hand re-run."""
-    versions = [torch_script(PRETRAIN_THEN_FINETUNE.replace("DIV", div), lr) for div, lr in (("10", 0.05), ("4", 0.1))]
+    net = "nn.Sequential(nn.Linear(6, 12), nn.Tanh(), nn.Linear(12, 1))"
+    versions = [torch_script(fit_script("after", PRETRAIN_THEN_FINETUNE.replace("DIV", div), net, 0.9), lr)
+                for div, lr in (("10", 0.05), ("4", 0.1))]
     stmt = 'flor.log("w_norm", float(net[0].weight.norm()))'
     repo, err = scenario(tmp_path, versions, stmt, "w_norm")
     assert "restore+skip" in err and "re-execute" not in err, err

@@ -258,32 +258,41 @@ def test_a_dataloader_with_its_own_generator(tmp_path: Path) -> None:
              'flor.log("batch_mean", float(yb.mean()))', "batch_mean")
 
 
+#: ``fit()`` runs the outer loop in a function; a module-level generator shuffles each epoch.
+#: ``# hindsight-before``/``-after`` mark the places before and after the nested loop.
+TORCH_FIT = """\
+g = torch.Generator().manual_seed(1)
+net = NET
+opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
+
+
+def fit(epochs):
+    for epoch in flor.loop("epoch", range(epochs)):
+        perm = torch.randperm(len(X), generator=g)
+        # hindsight-before
+        for k in flor.loop("step", range(0, len(X), 32)):
+            idx = perm[k:k + 32]
+            opt.zero_grad()
+            loss = ((net(X[idx]).squeeze(1) - y[idx]) ** 2).mean()
+            loss.backward()
+            opt.step()
+        # hindsight-after
+        flor.log("val", float(((net(X).squeeze(1) - y) ** 2).mean()))
+"""
+
+
+def fit_script(where: str, main: str, net: str = "nn.Linear(6, 1)", momentum: float = 0.0) -> str:
+    """``TORCH_FIT`` with the ``# hindsight`` marker ``before`` or ``after`` the nested loop, then ``main``."""
+    other = "after" if where == "before" else "before"
+    body = TORCH_FIT.replace(f"# hindsight-{where}", "# hindsight").replace(f"        # hindsight-{other}\n", "")
+    return body.replace("NET", net).replace("MOMENTUM", repr(momentum)) + "\n\n" + textwrap.dedent(main)
+
+
 def test_a_module_level_generator_drawn_from_in_a_function(tmp_path: Path) -> None:
     """A ``torch.Generator`` at module level that a loop inside ``fit()`` draws from is neither carried
     nor declared ``global``: the checkpoint must still hold it, or every skip falls back."""
-    body = """\
-    g = torch.Generator().manual_seed(1)
-    net = nn.Linear(6, 1)
-    opt = torch.optim.SGD(net.parameters(), lr=lr)
-
-
-    def fit(epochs):
-        for epoch in flor.loop("epoch", range(epochs)):
-            perm = torch.randperm(len(X), generator=g)
-            # hindsight
-            for k in flor.loop("step", range(0, len(X), 32)):
-                idx = perm[k:k + 32]
-                opt.zero_grad()
-                loss = ((net(X[idx]).squeeze(1) - y[idx]) ** 2).mean()
-                loss.backward()
-                opt.step()
-            flor.log("val", float(((net(X).squeeze(1) - y) ** 2).mean()))
-
-
-    with flor.checkpointing(model=net, optimizer=opt):
-        fit(5)
-    """
-    _, err = scenario(tmp_path, [torch_script(body, 0.05), torch_script(body, 0.1)],
+    main = "with flor.checkpointing(model=net, optimizer=opt):\n    fit(5)\n"
+    _, err = scenario(tmp_path, [torch_script(fit_script("before", main), lr) for lr in (0.05, 0.1)],
                       'flor.log("first", int(perm[0]))', "first")
     assert "restore+skip" in err, err
 
