@@ -94,23 +94,31 @@ def _files(folder: Path) -> dict[str, bytes]:
     return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+#: the two recorded versions: (source, learning rate); the second adds momentum
+TORCH_VERSIONS = [(TORCH, "lr=0.1"),
+                  (TORCH.replace("lr=lr)", "lr=lr, momentum=0.5)"), "lr=0.05")]
+
+
 @pytest.fixture(scope="module")
-def torch_by_hand(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[object]]:
-    """The hand-edited full re-run of the old version (lr=0.1): the values every replay must give."""
+def torch_by_hand(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, list[object]]]:
+    """The hand-edited full re-runs of the old versions: the values every replay must give."""
     pytest.importorskip("torch")
     pytest.importorskip("h5py")
-    hand = tmp_path_factory.mktemp("hand") / "project"
-    hand.mkdir()
-    git(hand, "init", "-q")
-    (hand / "train.py").write_text(_today(TORCH))
-    run_script(hand, "train.py", "--kwargs", "lr=0.1")
-    repo = pygit2.Repository(str(hand))
-    return {name: git_flor.dataframe(name, repo=repo)[name].tolist() for name in ("w_norm", "final_w0")}
+    out = []
+    for src, lr in TORCH_VERSIONS:
+        hand = tmp_path_factory.mktemp("hand") / "project"
+        hand.mkdir()
+        git(hand, "init", "-q")
+        (hand / "train.py").write_text(_today(src))
+        run_script(hand, "train.py", "--kwargs", lr)
+        repo = pygit2.Repository(str(hand))
+        out.append({name: git_flor.dataframe(name, repo=repo)[name].tolist() for name in ("w_norm", "final_w0")})
+    return out
 
 
 @pytest.mark.parametrize("mode", ["namespace", "guard"])
 def test_no_write_path_reaches_the_users_files(tmp_path: Path, mode: str, monkeypatch: pytest.MonkeyPatch,
-                                               torch_by_hand: dict[str, list[object]]) -> None:
+                                               torch_by_hand: list[dict[str, list[object]]]) -> None:
     if mode == "namespace" and not _kernel_available(tmp_path / "probe"):
         pytest.skip("this kernel offers no unprivileged user + mount namespaces with overlayfs")
     monkeypatch.setenv("FLOR_ISOLATION", mode)
@@ -118,16 +126,17 @@ def test_no_write_path_reaches_the_users_files(tmp_path: Path, mode: str, monkey
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     (repo / ".gitignore").write_text("out/\n")
-    (repo / "train.py").write_text(TORCH)
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "torch")
     # The guard cannot redirect a write to an absolute folder (it refuses it): only the kernel gets one.
     exp = tmp_path / "exp"
     exp.mkdir()
     out_dir = [f"out_dir={exp}"] if mode == "namespace" else []
-    run_script(repo, "train.py", "--kwargs", "lr=0.1", *out_dir, env={"FLOR_CKPT_BOUND": "1"})
+    for k, (src, lr) in enumerate(TORCH_VERSIONS):  # the second run overwrites the first's outputs
+        (repo / "train.py").write_text(src)
+        git(repo, "add", ".")
+        git(repo, "commit", "-qm", f"torch v{k + 1}")
+        run_script(repo, "train.py", "--kwargs", lr, *out_dir, env={"FLOR_CKPT_BOUND": "1"})
     (repo / "notes.txt").write_text("untracked, the user's\n")
-    (repo / "train.py").write_text(_today(TORCH))
+    (repo / "train.py").write_text(_today(TORCH_VERSIONS[-1][0]))
     before, before_exp = user_state(repo), _files(exp)
     assert "out/w.h5" in before["files"] and "out/results.db" in before["files"]  # type: ignore[operator]
 
@@ -139,10 +148,13 @@ def test_no_write_path_reaches_the_users_files(tmp_path: Path, mode: str, monkey
     assert user_state(repo) == before  # out/: w.npy, results.db, model.jit, final.pt, w.h5; notes.txt
     assert _files(exp) == before_exp  # the absolute out_dir too
 
-    for name in ("w_norm", "final_w0"):
-        got = git_flor.dataframe(name, repo=pygit2.Repository(str(repo)))[name].tolist()
-        assert got == torch_by_hand[name], name
-        assert len(got) == (4 if name == "w_norm" else 1)
+    runs = json.loads(flor(repo, "runs", "--format", "json").stdout)
+    for run, by_hand in zip(runs, torch_by_hand, strict=True):
+        for name in ("w_norm", "final_w0"):
+            got = git_flor.dataframe(name, run=run["run"], repo=pygit2.Repository(str(repo)))[name].tolist()
+            assert got == by_hand[name], name
+            assert len(got) == (4 if name == "w_norm" else 1)
+    assert torch_by_hand[0] != torch_by_hand[1]
 
 
 BEST = textwrap.dedent(
@@ -182,14 +194,19 @@ def test_a_replay_reads_its_own_outputs_not_another_runs(tmp_path: Path, mode: s
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
     (repo / ".gitignore").write_text("best.npy\n")
-    (repo / "train.py").write_text(BEST)
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "best")
-    run_script(repo, "train.py", "--kwargs", "lr=0.05", env={"FLOR_CKPT_BOUND": "1"})
-    run_script(repo, "train.py", "--kwargs", "lr=0.3", env={"FLOR_CKPT_BOUND": "1"})  # best.npy is now this run's
-    today = BEST.replace('flor.log("best_val", best)\n',
-                         'flor.log("best_val", best)\nflor.log("best_w", [float(v) for v in w_best])\n')
-    (repo / "train.py").write_text(today)
+    # two versions: the second takes smaller steps, and runs at another learning rate
+    versions = [(BEST, "lr=0.05"), (BEST.replace("w -= lr *", "w -= 0.8 * lr *"), "lr=0.3")]
+    for k, (src, lr) in enumerate(versions):
+        (repo / "train.py").write_text(src)
+        git(repo, "add", ".")
+        git(repo, "commit", "-qm", f"v{k + 1}")
+        run_script(repo, "train.py", "--kwargs", lr, env={"FLOR_CKPT_BOUND": "1"})  # best.npy is the last one's
+
+    def with_statement(src: str) -> str:
+        return src.replace('flor.log("best_val", best)\n',
+                           'flor.log("best_val", best)\nflor.log("best_w", [float(v) for v in w_best])\n')
+
+    (repo / "train.py").write_text(with_statement(versions[-1][0]))
     before = user_state(repo)
     plan = json.loads(flor(repo, "replay", "--apply", "best_w", "--dry-run", "--format", "json").stdout)
     assert {j["mode"] for j in plan["jobs"]} == {"full"}  # not a restore of the end: best.npy is read
@@ -198,12 +215,12 @@ def test_a_replay_reads_its_own_outputs_not_another_runs(tmp_path: Path, mode: s
     assert user_state(repo) == before
     runs = json.loads(flor(repo, "runs", "--format", "json").stdout)
     values = []
-    for k, run in enumerate(runs):
+    for k, (run, (src, lr)) in enumerate(zip(runs, versions, strict=True)):
         hand = tmp_path / f"hand{k}"
         hand.mkdir()
         git(hand, "init", "-q")
-        (hand / "train.py").write_text(today)
-        run_script(hand, "train.py", "--kwargs", f"lr={run['args']['lr']}")
+        (hand / "train.py").write_text(with_statement(src))
+        run_script(hand, "train.py", "--kwargs", lr)
         want = git_flor.dataframe("best_w", repo=pygit2.Repository(str(hand)))["best_w"].tolist()
         got = git_flor.dataframe("best_w", run=run["run"], repo=pygit2.Repository(str(repo)))["best_w"].tolist()
         assert got == want

@@ -2,13 +2,15 @@
 
 A run started as ``python /abs/path/train.py`` or ``python -m [pkg.]train`` (from the
 root or a subdirectory) must be replayed by running the *snapshot's* propagated file,
-resolved inside the scratch copy, the same way — never today's file. Today's
-``train.py`` and the module it imports differ from the recorded ones, so a replay that
-ran today's code would give other values than the hand-edited re-run of the old one.
+resolved inside the scratch copy, the same way — never today's file. Two versions are
+recorded that way; today's ``train.py`` and the module it imports differ from both, so a
+replay that ran today's code would give other values than the hand-edited re-runs of the
+old ones. The user's tree is byte-identical afterwards.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +21,7 @@ import pygit2
 import pytest
 
 import git_flor
-from tests.conftest import flor, git
+from tests.conftest import flor, git, user_state
 
 TRAIN = textwrap.dedent(
     """\
@@ -79,34 +81,47 @@ def _run(root: Path, cwd: str, command: list[str]) -> None:
     assert out.returncode == 0, out.stderr
 
 
+#: the two recorded versions: the module's learning-rate scale, and the step (today's is a third)
+VERSIONS = [("SCALE = 1.0\n", "w -= lr * SCALE *"), ("SCALE = 2.0\n", "w -= 0.25 * lr * SCALE *")]
+
+
 @pytest.mark.parametrize("form", list(FORMS))
 def test_replay_runs_the_snapshot_the_way_the_run_was_launched(tmp_path: Path, form: str) -> None:
     script, cwd, command = FORMS[form]
     repo = tmp_path / "project"
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    old_src, old_scale = _source(script, "SCALE = 1.0\n", statement=False)
-    _write(repo, script, old_src, old_scale)
-    git(repo, "add", ".")
-    git(repo, "commit", "-qm", "v1")
-    _run(repo, cwd, command)
+    (repo / ".gitignore").write_text("__pycache__/\n")
+    for k, (scale, step) in enumerate(VERSIONS):
+        src, _ = _source(script, scale, statement=False)
+        _write(repo, script, src.replace("w -= lr * SCALE *", step), scale)
+        git(repo, "add", ".")
+        git(repo, "commit", "-qm", f"v{k + 1}")
+        _run(repo, cwd, command)
     # Today: a different learning-rate scale in the module, a changed step, and the new statement.
     today_src, _ = _source(script, "", statement=True)
     today_src = today_src.replace("w -= lr * SCALE *", "w -= 0.5 * lr * SCALE *")
     _write(repo, script, today_src, "SCALE = 3.0\n")
-    git(repo, "commit", "-qam", "v2")
+    git(repo, "commit", "-qam", "v3")
+    before = user_state(repo)
 
     out = flor(repo / cwd, "replay", "--apply", "w_sum", "--yes")
     assert out.returncode == 0, out.stderr
+    assert user_state(repo) == before
 
-    hand = tmp_path / "hand"
-    hand.mkdir()
-    git(hand, "init", "-q")
-    hand_src, _ = _source(script, "", statement=True)
-    _write(hand, script, hand_src, old_scale)
-    _run(hand, cwd, command)
-    want = git_flor.dataframe("w_sum", repo=pygit2.Repository(str(hand)))
-    got = git_flor.dataframe("w_sum", repo=pygit2.Repository(str(repo)))
-    assert len(want) == 4
-    assert got["w_sum"].tolist() == want["w_sum"].tolist()
-    assert got["epoch"].tolist() == want["epoch"].tolist()
+    runs = json.loads(flor(repo, "runs", "--format", "json").stdout)
+    values = []
+    for k, ((scale, step), run) in enumerate(zip(VERSIONS, runs, strict=True)):
+        hand = tmp_path / f"hand{k}"
+        hand.mkdir()
+        git(hand, "init", "-q")
+        hand_src, _ = _source(script, "", statement=True)
+        _write(hand, script, hand_src.replace("w -= lr * SCALE *", step), scale)
+        _run(hand, cwd, command)
+        want = git_flor.dataframe("w_sum", repo=pygit2.Repository(str(hand)))
+        got = git_flor.dataframe("w_sum", run=run["run"], repo=pygit2.Repository(str(repo)))
+        assert len(want) == 4
+        assert got["w_sum"].tolist() == want["w_sum"].tolist()
+        assert got["epoch"].tolist() == want["epoch"].tolist()
+        values.append(got["w_sum"].tolist())
+    assert values[0] != values[1]

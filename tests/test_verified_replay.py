@@ -258,6 +258,109 @@ def test_a_dataloader_with_its_own_generator(tmp_path: Path) -> None:
              'flor.log("batch_mean", float(yb.mean()))', "batch_mean")
 
 
+#: ``fit()`` runs the outer loop in a function; a module-level generator shuffles each epoch.
+#: ``# hindsight-before``/``-after`` mark the places before and after the nested loop.
+TORCH_FIT = """\
+g = torch.Generator().manual_seed(1)
+net = NET
+opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=MOMENTUM)
+
+
+def fit(epochs):
+    for epoch in flor.loop("epoch", range(epochs)):
+        perm = torch.randperm(len(X), generator=g)
+        # hindsight-before
+        for k in flor.loop("step", range(0, len(X), 32)):
+            idx = perm[k:k + 32]
+            opt.zero_grad()
+            loss = ((net(X[idx]).squeeze(1) - y[idx]) ** 2).mean()
+            loss.backward()
+            opt.step()
+        # hindsight-after
+        flor.log("val", float(((net(X).squeeze(1) - y) ** 2).mean()))
+"""
+
+
+def fit_script(where: str, main: str, net: str = "nn.Linear(6, 1)", momentum: float = 0.0) -> str:
+    """``TORCH_FIT`` with the ``# hindsight`` marker ``before`` or ``after`` the nested loop, then ``main``."""
+    other = "after" if where == "before" else "before"
+    body = TORCH_FIT.replace(f"# hindsight-{where}", "# hindsight").replace(f"        # hindsight-{other}\n", "")
+    return body.replace("NET", net).replace("MOMENTUM", repr(momentum)) + "\n\n" + textwrap.dedent(main)
+
+
+def test_a_module_level_generator_drawn_from_in_a_function(tmp_path: Path) -> None:
+    """A ``torch.Generator`` at module level that a loop inside ``fit()`` draws from is neither carried
+    nor declared ``global``: the checkpoint must still hold it, or every skip falls back."""
+    main = "with flor.checkpointing(model=net, optimizer=opt):\n    fit(5)\n"
+    _, err = scenario(tmp_path, [torch_script(fit_script("before", main), lr) for lr in (0.05, 0.1)],
+                      'flor.log("first", int(perm[0]))', "first")
+    assert "restore+skip" in err, err
+
+
+def test_a_skip_that_would_leave_the_loop_early_falls_back(tmp_path: Path) -> None:
+    """The patience counter after the skipped loop runs again on the state a skip restored; the
+    decision to stop reads it inside a helper (invisible to the planner), so the skipped iteration
+    takes the early-stopping ``break`` the original did not: the child reports that it left the loop
+    where the original went on, and the segment is re-executed."""
+    body = """\
+    best, bad = float("inf"), 0
+
+
+    def patience_exhausted():
+        return bad >= 2
+
+
+    with flor.checkpointing(w=w):
+        for epoch in flor.loop("epoch", range(40)):
+            for b in flor.loop("batch", range(4)):
+                xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+                w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+            val = float(np.mean((X @ w - y) ** 2))
+            # hindsight
+            if val < best - 1e-2:
+                best, bad = val, 0
+            else:
+                bad += 1
+            if patience_exhausted():
+                break
+    """
+    _, err = scenario(tmp_path, [numpy_script(body, 0.05), numpy_script(body, 0.1)],
+                      'flor.log("w2", float(w[2]))', "w2", first_time=False)
+    assert "left the loop" in err, err
+
+
+def test_witness_encodings() -> None:
+    """Format 1 (runs recorded before format 2) is kept bit for bit, so their witnesses still
+    match; format 2 sees RNG draws a sample of the state misses, and dicts in any key order."""
+    import random
+
+    import numpy as np
+
+    from git_flor.runtime.fingerprint import fingerprint
+    from git_flor.runtime.state_scope import EMPTY
+
+    random.seed(3)
+    np.random.seed(4)
+    objs = {"w": np.linspace(-1, 1, 3000), "groups": [{"lr": 0.1, "params": [1, 2], "momentum": 0.9}],
+            "rand": random.Random(2), "gen": np.random.default_rng(1), "legacy": np.random.RandomState(3)}
+    # digests of git-flor's first fingerprint encoding (main at 9c10a1c), numpy and random only
+    assert {k: v for k, v in fingerprint(objs, None, None, EMPTY, 1).items() if k != "rng:torch"} == {
+        "obj:gen": "9a2de16d728043af", "obj:groups": "3ecb27bbc6b4b63d", "obj:legacy": "d4fc05fd459686d0",
+        "obj:rand": "aeb9b6e69a11dd44", "obj:w": "407bb2c7ae50f560", "rng:numpy": "1e1eba86cb310cdb",
+        "rng:random": "8e5415579c88a9d3"}
+    reordered = {"groups": [{"params": [1, 2], "momentum": 0.9, "lr": 0.1}]}  # as load_state_dict rebuilds it
+    same = {"groups": objs["groups"]}
+    assert fingerprint(reordered, None, None, EMPTY) == fingerprint(same, None, None, EMPTY)
+    torch = pytest.importorskip("torch")
+    one, two = torch.Generator().manual_seed(1), torch.Generator().manual_seed(1)
+    for _ in range(2):
+        torch.randperm(96, generator=one)
+    for _ in range(3):
+        torch.randperm(96, generator=two)  # the same mt19937 block: only its position moved
+    assert fingerprint({"g": one}, None, None, EMPTY, 1) == fingerprint({"g": two}, None, None, EMPTY, 1)
+    assert fingerprint({"g": one}, None, None, EMPTY)["obj:g"] != fingerprint({"g": two}, None, None, EMPTY)["obj:g"]
+
+
 def test_a_trainer_on_self_with_an_unregistered_scheduler(tmp_path: Path) -> None:
     body = """\
     class Trainer:

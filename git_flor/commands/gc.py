@@ -15,6 +15,7 @@ from ..storage.checkpoints import (
     store_for,
     write_manifest,
 )
+from ..storage.index import connect, replayed_payloads
 from ..storage.journal import JOURNAL_DIR, live_checkpoint_payloads
 from ..storage.repo import common_dir, flor_dir
 from ..storage.sharing import fold_legacy_manifests
@@ -31,6 +32,7 @@ def gc(*, keep_every: int | None = None, dry_run: bool = False, fmt: str = "text
     repo = open_session()
     store = store_for(common_dir(repo))
     keep_shas = live_checkpoint_payloads(flor_dir(repo) / JOURNAL_DIR)
+    keep_shas |= replayed_payloads(connect(repo))  # files runs found and overwrote; what they loaded
     thinned: dict[str, list[int]] = {}
     if keep_every is not None and not dry_run:
         fold_legacy_manifests(repo)

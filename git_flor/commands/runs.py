@@ -68,7 +68,7 @@ def show(run: str, *, fmt: str = "text") -> int:
         str(i): {"bytes": sum(p.size for p in e["objects"].values()), "unsaved": e.get("unsaved", [])}
         for i, e in sorted(read_manifest(repo, run_id).items())
     }
-    fingerprints, _ = read_witness(repo, shadow)
+    fingerprints = read_witness(repo, shadow).fingerprints
     info["fingerprints"] = len([i for i in fingerprints if i >= 0])
     info["replay"] = _replay_reach(info["checkpoints"], loop_timings(repo, shadow))
     if fmt == "json":

@@ -96,18 +96,18 @@ def shortfall(target: Any, job: Any, records: list[tuple[str, Any, Any]]) -> str
         return None
     per_iter: Counter[tuple[str, int]] = Counter()
     total: Counter[str] = Counter()
+    entries = target.entries
     for name, _, pos in records:
         total[name] += 1
-        if pos:
-            per_iter[(name, int(pos[0][1]))] += 1
+        if pos and pos[0][0] == target.outer_name:
+            per_iter[(name, entries.flat_of(pos))] += 1
     problems = []
     for name in job.names:
         kind = expect.get(name)
         if kind == "each" and job.mode in ("skip", "reexec"):
             # The iteration a `break` left may not have run the statement (or any of the body:
             # `zip(flor.loop(...), shorter)` enters one more item than it uses).
-            broken = target.iterations - 1 if getattr(target, "ending", "done") == "broke" else None
-            missing = [i for i in job.epochs if per_iter[(name, i)] == 0 and i != broken]
+            missing = [i for i in job.epochs if per_iter[(name, i)] == 0 and i not in entries.broken]
             if missing:
                 problems.append(f"{name} logged no value in iteration(s) {_short(missing)} although the "
                                 "statement runs in every iteration")

@@ -19,13 +19,13 @@ import json
 import os
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..runtime.replay_mode import DIVERGED, ReplaySpec
 from ..storage.checkpoints import Manifest, read_manifest, store_for
 from ..storage.files import SourceTree, run_snapshot
-from ..storage.remote_store import ensure_payloads
+from ..storage.remote_store import PayloadMissing, ensure_payloads
 from ..storage.repo import common_dir, workdir
 from .executors import Executor, Outcome, Task
 from .guard import guard, skippable
@@ -187,16 +187,19 @@ def prepare(
     for target, job in jobs:
         if target.run not in manifests:
             manifests[target.run] = read_manifest(repo, target.run)
-        needed = _needed(manifests[target.run], job)
+        needed = _needed(manifests[target.run], job, target.entries.lasts())
+        loads = [e for e in target.meta.get("loads") or [] if isinstance(e, dict) and isinstance(e.get("resolved"), dict)]
         if local_payloads:
             # With a shared payload store (git config flor.store), bring them here first.
-            ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()])
+            ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()]
+                            + [e["resolved"]["sha256"] for e in loads])
         key = len(prepared)
         scratch = base / target.run / str(key)
         created = created_files(target.meta)
-        hidden_rel = {p for p in created if not os.path.isabs(p)}
+        prior = _priors(repo, target.meta, store, local_payloads)
+        hidden_rel = {p for p in created if not os.path.isabs(p)} | set(prior)
         hide = sorted({p for p in created if os.path.isabs(p)} | {str(user_root / p) for p in hidden_rel})
-        materialise(trees[target.run], user_root, scratch, hidden=hidden_rel)
+        materialise(trees[target.run], user_root, scratch, hidden=hidden_rel, prior=prior)
         w = target.witnesses(job)
         spec = ReplaySpec(
             run=target.run, names=job.names, mode=job.mode, epochs=job.epochs,
@@ -208,8 +211,9 @@ def prepare(
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
             skip_calls=job.skip_calls, skip_logged=job.skip_logged,
-            iterations=target.iterations, limit=target.iterations if target.ending != "done" else -1,
-            reentered=target.reentered,
+            iterations=target.iterations, entries=list(target.entries.sizes),
+            limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
+            witness_format=target.witness_format, broken=sorted(target.entries.broken), loads=loads,
         )
         spec_path = scratch / SPEC_FILE
         spec_path.write_text(spec.to_json())
@@ -228,6 +232,28 @@ def prepare(
     return prepared
 
 
+def _priors(repo: Repository, meta: dict[str, Any], store: Any, fetch: bool) -> dict[str, Path]:
+    """The repository files the run found and overwrote, as it found them: path → the payload's file.
+
+    One whose payload is neither here nor (``fetch``) in ``flor.store`` is hidden like a file
+    the run created: the replay then writes its own before reading it, or fails loudly.
+    """
+    out: dict[str, Path] = {}
+    for path, sha in ((meta.get("outputs") or {}).get("prior") or {}).items():
+        if not isinstance(path, str) or os.path.isabs(path) or ".." in PurePosixPath(path).parts \
+                or not isinstance(sha, str):
+            continue  # (a teammate's run.json cannot make a replay write outside its scratch)
+        if fetch:
+            try:
+                ensure_payloads(repo, [sha])
+            except (PayloadMissing, OSError):  # costs this file only
+                continue
+        found = store.find(sha)
+        if found is not None:
+            out[path] = found
+    return out
+
+
 def child_env(spec_path: Path) -> dict[str, str]:
     """Our environment minus git's repository-pinning variables, plus the replay spec."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
@@ -242,14 +268,15 @@ def _length(job: Job) -> int:
     return len(job.epochs) if job.mode in ("skip", "full") else 0
 
 
-def _needed(manifest: Manifest, job: Job) -> Manifest:
-    """The checkpoints the job's child restores from."""
+def _needed(manifest: Manifest, job: Job, lasts: list[int]) -> Manifest:
+    """The checkpoints the job's child restores from; ``lasts``: each entry's last iteration of
+    the outer loop, restored where the child passes over an entry (see ``Replayer._pass``)."""
     if job.mode == "reexec":
-        keys = {job.start_from}
+        keys = {job.start_from} | {g for g in lasts if g < job.start_from}
     elif job.mode == "skip":
-        keys = {i - 1 for i in job.epochs} | set(job.epochs)
+        keys = {i - 1 for i in job.epochs} | set(job.epochs) | {g for g in lasts if g < max(job.epochs)}
     elif job.mode == "suffix":
-        keys = {max(manifest)} if manifest else set()
+        keys = set(lasts) or ({max(manifest)} if manifest else set())
     else:
         keys = set()
     return {i: manifest[i] for i in keys if i in manifest}

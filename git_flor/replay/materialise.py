@@ -9,7 +9,9 @@ by the replay sandbox), small files as private copies, large files as links.
 Files the original run itself created (``hidden``: its ``best.npy``, its
 ``out/model.pt``) are *not* made reachable: today's copy may be another run's,
 and the replay must read the one it writes itself (or fail loudly), never that.
-A linked directory holding such a file becomes a real directory of links.
+A linked directory holding such a file becomes a real directory of links. A file
+the run found and then overwrote (the ``ckpt.npz`` it resumed from) is written
+as the run found it (``prior``, kept at record time by ``runtime.outputs``).
 """
 
 from __future__ import annotations
@@ -26,12 +28,22 @@ COPY_LIMIT = 64 * 1024 * 1024
 
 
 def materialise(
-    tree: SourceTree, user_root: Path, dest: Path, hidden: set[str] | frozenset[str] = frozenset()
+    tree: SourceTree, user_root: Path, dest: Path, hidden: set[str] | frozenset[str] = frozenset(),
+    prior: dict[str, Path] | None = None,
 ) -> None:
     """Write ``tree`` into ``dest`` and make the user's untracked inputs reachable around it, but ``hidden``
-    (files the run itself wrote: a replay must see its own, never another run's)."""
+    (files the run itself wrote: a replay must see its own, never another run's). ``prior``: files
+    the run found and then overwrote, as it found them (a file holding those bytes, by path)."""
+    prior = prior or {}
+    hidden = frozenset(hidden) | frozenset(prior)
     holders = {str(PurePosixPath(h).parents[k]) for h in hidden for k in range(len(PurePosixPath(h).parents) - 1)}
-    _link_untracked(user_root, dest, tree.write_to(dest), frozenset(hidden), holders, "")
+    tracked = tree.write_to(dest)
+    _link_untracked(user_root, dest, tracked, hidden, holders, "")
+    for path, source in sorted(prior.items()):
+        target = dest / path
+        if not os.path.lexists(target) and not target.parent.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
 
 
 def _link_untracked(

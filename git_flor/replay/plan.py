@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Any
 from ..propagate import Carrier
 from ..storage.checkpoints import Manifest, read_manifest
 from ..storage.files import SourceTree, run_snapshot
-from ..storage.index import HINDSIGHT, RECORDED, UNVERIFIED, chunks, stored_run
-from ..storage.records import LoopTiming, Record
+from ..storage.index import HINDSIGHT, RECORDED, UNVERIFIED, chunks, replays_of, stored_run
+from ..storage.records import LoopTiming, Record, entry_of
 from ..storage.remote_store import local_payload, store_url
 from ..storage.repo import workdir
 from ..storage.shadow import loop_timings, read_records, read_witness
@@ -91,25 +91,34 @@ class Target:
     recorded: list[Record] = field(default_factory=list)
     fingerprints: dict[int, dict[str, str]] = field(default_factory=dict)
     nested_fps: dict[int, list[dict[str, str]]] = field(default_factory=dict)
+    #: how the fingerprints are encoded (a replay computes its own the same way)
+    witness_format: int = 1
     outer_name: str | None = None
-    iterations: int = 0
-    #: iterations with a checkpoint that is a safe resume point (fallbacks choose among them)
+    #: the outer loop's entries in the original run, in flat iteration numbers (see :func:`extent`)
+    entries: Entries = field(default_factory=lambda: Entries())
+    #: checkpoints that are safe resume points a child can reach (fallbacks choose among them)
     safe: list[int] = field(default_factory=list)
-    #: how the original run's outer loop ended (see :func:`extent`)
-    ending: str = "done"
-    #: the outer loop was entered again later in the run (a second training phase)
-    reentered: bool = False
     #: why there is nothing to replay other than "already computed"
     idle: str = ""
     #: lines of the script's call statements some skip job replaces by a restore: the executed
     #: copy asks the runtime before each of them (see .guard.skippable)
     skip_calls: list[int] = field(default_factory=list)
-
-    def witnesses(self, job: Job) -> verify.Witnesses:
-        return verify.witnesses(job.mode, job.epochs, job.start_from, self.iterations, self.outer_name,
-                                self.recorded, self.fingerprints, self.nested_fps)
     #: name → "each"/"once": how many values a job must bring back (see .expect)
     expect: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def iterations(self) -> int:
+        """Outer iterations the original run entered, over all entries."""
+        return self.entries.total
+
+    @property
+    def ending(self) -> str:
+        """How the original's last entry of the outer loop ended (see :func:`extent`)."""
+        return self.entries.ending
+
+    def witnesses(self, job: Job) -> verify.Witnesses:
+        return verify.witnesses(job.mode, job.epochs, job.start_from, self.entries, self.outer_name,
+                                self.recorded, self.fingerprints, self.nested_fps)
 
 
 @dataclass
@@ -218,13 +227,15 @@ def plan(
         loops = loop_timings(repo, run.shadow)
         target = Target(run_id, meta, run.shadow, script_source, wanted, shape.outer_loop, sources)
         target.recorded = read_records(repo, run.shadow)
-        target.fingerprints, target.nested_fps = read_witness(repo, run.shadow)
+        target.fingerprints, target.nested_fps, target.witness_format = read_witness(repo, run.shadow)
         target.outer_name = loops[0]["name"] if loops else shape.outer_loop
-        target.ending, target.iterations = extent(meta, loops)
-        target.reentered = any(lp.get("name") == target.outer_name for lp in loops[1:])
-        target.safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
-        _jobs(target, shape, manifest, loops, _existing(conn, run_id, wanted), iters, force, share)
-        _own_outputs(target, manifest, loops)
+        target.entries = extent(meta, loops)
+        target.safe = target.entries.resumable(sorted(i for i, e in manifest.items() if not e.get("unsaved")))
+        existing = _existing(conn, run_id, wanted)
+        if len(target.entries.sizes) > 1 and not target.entries.legacy:
+            existing = _existing_by_entry(repo, conn, target, wanted)
+        _jobs(target, shape, manifest, loops, existing, iters, force, share)
+        _own_outputs(target)
         _witness(target, trust_checkpoints)
         target.expect = expectations(script_source, shape.positions)
         if target.jobs:
@@ -236,28 +247,105 @@ def plan(
     return Plan(targets, skipped, failed, max(1, workers))
 
 
-def extent(meta: dict[str, Any], loops: list[LoopTiming]) -> tuple[str, int]:
-    """How the original run's outer loop ended, and how many of its iterations replay may enter.
+@dataclass(frozen=True)
+class Entries:
+    """The original run's outer loop, entry by entry, in the flat iteration numbers its
+    checkpoints and fingerprints are keyed by (entry k's iteration i is ``offsets[k] + i``).
 
-    ``done``: it ran out of items; every iteration finished, and what follows it ran.
-    ``broke``: the run left it part-way through one more iteration (``break``, early
-    stopping) and went on: that iteration is entered too — it has no checkpoint, so
-    what follows the loop is replayed by re-executing it.
+    A run enters the outer loop once, or again for a second phase (``fit()`` called twice).
+    ``sizes``: the iterations replay may enter per entry. ``ending``: how the last one ended
+    (see :func:`extent`). ``broken``: flat iterations a ``break`` left part-way (no checkpoint
+    holds their end, so replay never passes over them). ``legacy``: the loop was entered
+    again in a run recorded before entries were keyed — only the first entry has
+    checkpoints, and the later ones logged at its positions.
+    """
+
+    sizes: tuple[int, ...] = ()
+    ending: str = "done"
+    broken: frozenset[int] = frozenset()
+    legacy: bool = False
+
+    @property
+    def offsets(self) -> list[int]:
+        return [sum(self.sizes[:k]) for k in range(len(self.sizes))]
+
+    @property
+    def total(self) -> int:
+        return sum(self.sizes)
+
+    def entry(self, g: int) -> int:
+        """The entry flat iteration ``g`` belongs to."""
+        for k, off in reversed(list(enumerate(self.offsets))):
+            if g >= off:
+                return k
+        return 0
+
+    def local(self, g: int) -> int:
+        """Flat iteration ``g`` as the index the table (and ``--iter``) shows."""
+        return g - self.offsets[self.entry(g)] if self.sizes else g
+
+    def lasts(self) -> list[int]:
+        """Each entry's last flat iteration (entries without iterations have none)."""
+        return [off + n - 1 for off, n in zip(self.offsets, self.sizes) if n]
+
+    def resumable(self, safe: list[int]) -> list[int]:
+        """Safe checkpoints a child can reach: each entry before one's own is passed over by
+        restoring its last iteration, which must be a safe checkpoint too."""
+        ok: list[int] = []
+        passable = True
+        for k, (off, n) in enumerate(zip(self.offsets, self.sizes)):
+            if not passable:
+                break
+            ok += [g for g in safe if off <= g < off + n]
+            passable = n == 0 or off + n - 1 in safe
+        return ok if self.sizes else list(safe)
+
+    def flat_of(self, pos: tuple[Any, ...] | list[Any]) -> int:
+        """The flat iteration of a record's position whose first frame is the outer loop."""
+        k = 0 if self.legacy else entry_of(pos[0])
+        return (self.offsets[k] if k < len(self.sizes) else self.total) + int(pos[0][1])
+
+
+def extent(meta: dict[str, Any], loops: list[LoopTiming]) -> Entries:
+    """How the original run's outer loop ran, entry by entry, and how many iterations replay may enter.
+
+    The last entry's ending: ``done``: it ran out of items; every iteration finished,
+    and what follows it ran. ``broke``: the run left it part-way through one more
+    iteration (``break``, early stopping) and went on: that iteration is entered too —
+    it has no checkpoint, so what follows the loop is replayed by re-executing it.
     ``stopped``: the run was killed or failed inside the loop: only the iterations
     it finished are replayed, and nothing after the loop ran, so nothing there is.
     Replay never enters an iteration the original did not (an ``itertools.count()``
-    loop would otherwise never end).
+    loop would otherwise never end). An earlier entry the run went on from counts the
+    iteration a ``break`` left too.
     """
     if not loops:
-        return "done", 0
-    outer = loops[0]
-    n = len(outer.get("iters", []))
+        return Entries()
+    outer = [lp for lp in loops if lp.get("name") == loops[0].get("name")]
+    legacy = len(outer) > 1 and "offset" not in outer[1]
+    if legacy:
+        outer = outer[:1]
     ok = meta.get("status") == "ok"
-    if "broke" in outer:
-        return ("broke", n + 1) if ok else ("stopped", n)
-    if outer.get("end") is None or (not ok and not _after_loop_ran(meta, outer)):
-        return "stopped", n
-    return "done", n
+    sizes: list[int] = []
+    broken: set[int] = set()
+    ending = "done"
+    for k, lp in enumerate(outer):
+        n = len(lp.get("iters", []))
+        off = sum(sizes)
+        if k < len(outer) - 1:
+            if "broke" in lp:
+                broken.add(off + n)
+            sizes.append(n + ("broke" in lp))
+        elif "broke" in lp:
+            ending = "broke" if ok else "stopped"
+            if ok:
+                broken.add(off + n)
+            sizes.append(n + ok)
+        else:
+            stopped = lp.get("end") is None or (not ok and not _after_loop_ran(meta, lp))
+            ending = "stopped" if stopped else "done"
+            sizes.append(n)
+    return Entries(tuple(sizes), ending, frozenset(broken), legacy)
 
 
 def _after_loop_ran(meta: dict[str, Any], outer: LoopTiming) -> bool:
@@ -328,6 +416,35 @@ def _existing(conn: sqlite3.Connection, run_id: str, names: list[str]) -> dict[s
     return out
 
 
+def _existing_by_entry(
+    repo: Repository, conn: sqlite3.Connection, target: Target, names: list[str]
+) -> dict[str, set[int] | None]:
+    """:func:`_existing` for a run that entered its outer loop more than once, in flat numbers.
+
+    The index keeps a value's loop indices, not which entry of the loop it was logged in
+    (the table shows both phases' epoch 0 as epoch 0), so the positions are read from the
+    run's records and its replays' in git, with the index's rule: a later replay's values
+    of a name replace an earlier one's.
+    """
+    per_source: list[list[Record]] = [target.recorded]
+    latest: dict[str, list[Record]] = {}
+    for shadow in replays_of(conn, target.run):
+        records = read_records(repo, shadow, unverified=True)
+        for name in {r[0] for r in records} & set(names):
+            latest[name] = [r for r in records if r[0] == name]
+    per_source += list(latest.values())
+    out: dict[str, set[int] | None] = {}
+    for records in per_source:
+        for name, _, pos in records:
+            if name not in names:
+                continue
+            if not pos:
+                out[name] = None
+            elif out.get(name, set()) is not None and pos[0][0] == target.outer_name:
+                out.setdefault(name, set()).add(target.entries.flat_of(pos))  # type: ignore[union-attr]
+    return out
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Seconds a job will take, from the original run's loop timings and checkpoint costs.
@@ -346,9 +463,12 @@ class CostModel:
     @classmethod
     def of(cls, meta: dict[str, Any], loops: list[LoopTiming], manifest: Manifest) -> CostModel:
         outer: LoopTiming = loops[0] if loops else {"iters": [], "start": meta.get("start", 0)}
-        ending, _ = extent(meta, loops)
+        entries = extent(meta, loops)
+        times: list[float] = []  # flat, as the entries' iterations are numbered
+        for lp, size in zip([lp for lp in loops if lp.get("name") == outer.get("name")], entries.sizes):
+            times += (list(lp.get("iters", [])) + [float(lp.get("broke", 0.0))])[:size]
         return cls(
-            times=list(outer.get("iters", [])) + ([float(outer.get("broke", 0.0))] if ending == "broke" else []),
+            times=times,
             pre=max(0.0, float(outer.get("start", 0)) - float(meta.get("start", 0))),
             duration=meta.get("duration", 0),
             restore_cost={i: float(e.get("seconds", 0.0)) for i, e in manifest.items()},
@@ -382,16 +502,24 @@ def _jobs(
     cost = CostModel.of(target.meta, loops, manifest)
     n = len(cost.times)
     requested = set(range(n))
-    if iters and target.loop in iters:
-        requested &= iters[target.loop]
+    if iters and target.loop in iters:  # `--iter epoch=3` is epoch 3 of every entry of the loop
+        requested = {g for g in requested if target.entries.local(g) in iters[target.loop]}
     kinds, todo, reasons = _strategies(target.names, shape, existing, requested, force)
-    if target.reentered:
-        # The outer loop ran again later (a second phase): its iterations' positions repeat,
-        # and checkpoints exist for the first entry only. A statement in it is re-run whole.
+    if target.entries.legacy:
+        # Recorded before entries were keyed: the loop ran again later (a second phase) at the
+        # same positions, and checkpoints exist for the first entry only. Re-run it whole.
         for k, kind in kinds.items():
             if kind in ("skip", "reexec"):
                 kinds[k] = "full"
-                reasons[k] = "the outer loop is entered more than once"
+                reasons[k] = "the outer loop is entered more than once (recorded before entries were told apart)"
+    if len(target.entries.sizes) > 1 or target.entries.legacy:
+        # Code before the outer loop may run again before a later entry (``fit()`` called twice):
+        # a statement there is replayed through every entry, like one after the loop — or in
+        # full when the run stopped inside the loop (nothing after it ran; what preceded did).
+        for k, kind in kinds.items():
+            if kind == "prefix":
+                kinds[k] = "full" if target.ending == "stopped" else "suffix"
+                reasons[k] = "the outer loop is entered more than once: code before it runs before each entry"
     if target.ending == "stopped":
         dropped = [k for k, kind in kinds.items() if kind == "suffix"]
         for k in dropped:
@@ -399,7 +527,8 @@ def _jobs(
         if dropped and not kinds:
             target.idle = "the run stopped inside its loop: nothing after the loop ran"
     target.reasons.update(reasons)
-    target.jobs.extend(_cut(target.run, kinds, todo, manifest, cost, workers, broke=target.ending == "broke"))
+    target.jobs.extend(_cut(target.run, kinds, todo, manifest, cost, workers, target.safe,
+                            broke=target.ending == "broke"))
     # What a skip may restore early because no requested statement reads it (see verification).
     ignore = [p.ignore for k in kinds for p in shape.positions.get(k) or [] if p.where == "epoch"]
     epoch_positions = [p for k in kinds for p in shape.positions.get(k) or [] if p.where == "epoch"]
@@ -457,6 +586,7 @@ def _cut(
     manifest: Manifest,
     cost: CostModel,
     workers: int,
+    safe: list[int],
     broke: bool = False,
 ) -> list[Job]:
     """The jobs for the chosen strategies: skipped iterations in ``workers`` chunks, re-executed ones
@@ -464,7 +594,8 @@ def _cut(
 
     ``broke``: the loop was left part-way through its last iteration; what follows it is
     replayed by re-executing that iteration from the checkpoint before it (no checkpoint
-    holds the state where the ``break`` left the loop)."""
+    holds the state where the ``break`` left the loop). ``safe``: the checkpoints a child can
+    resume from (see :meth:`Entries.resumable`)."""
     if not kinds:
         return []
     n = len(cost.times)
@@ -472,7 +603,6 @@ def _cut(
     if "full" in kinds.values():
         return [Job(run, "full", sorted(kinds), list(range(n)), -1, est("full", []))]
     jobs: list[Job] = []
-    safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
     loop_names = [k for k, v in kinds.items() if v in ("skip", "reexec")]
     prefix_names = [k for k, v in kinds.items() if v == "prefix"]
     if loop_names:
@@ -502,29 +632,35 @@ def _cut(
     return jobs
 
 
-def _own_outputs(target: Target, manifest: dict[int, dict[str, Any]], loops: list[dict[str, Any]]) -> None:
+def _own_outputs(target: Target) -> None:
     """Re-plan jobs that would read a file the original run wrote *before* where the job starts.
 
     Such a job would read whatever is on disk today — maybe another run's ``best.npy``.
     It must start from before the write so that it reads the one it writes itself:
     a re-execution from the latest safe checkpoint before it (or from the start);
     a suffix job becomes a full re-execution. Positions: -1 before the outer loop,
-    ``i`` in iteration ``i``, ``n`` after the loop, -2 unknown (see ``runtime.outputs``).
+    ``i`` in (flat) iteration ``i``, ``n`` after the loop, -2 unknown (see ``runtime.outputs``).
     """
     pairs = _reads_of_own_writes(target.meta)
     if not pairs or not target.jobs:
         return
-    n = len(loops[0].get("iters", [])) if loops else 0
-    safe = sorted(i for i, e in manifest.items() if not e.get("unsaved"))
+    entries = target.entries
+    n = entries.total
+    # Between two entries of the outer loop the code runs at the next entry's first number: a
+    # child that passes over entries runs it there (an iteration with that number may not run).
+    between = set(entries.offsets[1:])
+    safe = target.safe
     jobs: list[Job] = []
     for job in target.jobs:
         if job.mode == "reexec":
-            ran = set(range(job.start_from + 1, max(job.epochs) + 1)) | {-1}
+            last = max(job.epochs)
+            ran = set(range(job.start_from + 1, last + 1)) | {-1} | {b for b in between if b <= last}
             bad = [w for r, w in pairs if r in ran and w not in ran]
         elif job.mode == "skip":  # a write in this iteration may be inside a skipped loop
             bad = [w for r, w in pairs if r in set(job.epochs) and w != -1]
         elif job.mode == "suffix":
-            bad = [w for r, w in pairs if r >= n and w not in (-1, n)]
+            ran = {-1, n} | between
+            bad = [w for r, w in pairs if r in ran and w not in ran]
         else:
             bad = []
         if not bad:

@@ -233,7 +233,7 @@ def ship(task: Task, store: Any) -> tuple[dict[str, Any], bytes, dict[str, Path]
     spec = json.loads(Path(spec_path).read_text())
     root = spec["scratch_root"]
     objects = Path(spec["store"])  # this clone's payload dir
-    shas = sorted(_shas(spec.get("checkpoints", {})))
+    shas = sorted(_shas([spec.get("checkpoints", {}), spec.get("loads", [])]))  # what it restores and loads
     if store is not None:
         for sha in shas:
             if not store.has(sha):

@@ -305,6 +305,12 @@ def _position(
     stale = sorted(changed & reads)
     if stale:
         return Position(name, "epoch", reason=f"reads `{stale[0]}`, which code after the skipped loop changes", line=line)
+    # That code runs again on the end-of-iteration state: where it decides to leave the loop
+    # on what it changes (``bad += 1; if bad >= patience: break``), a skip would leave it early.
+    steer = sorted(changed & set().union(set(), *(_reads(s) for s in after if _leaves_loop(s))))
+    if steer:
+        return Position(name, "epoch", reason=f"code after the skipped loop changes `{steer[0]}` and leaves the "
+                                              "loop on it", line=line)
     return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads), **speculative)
 
 
@@ -443,6 +449,24 @@ def _logged_in(stmts: list[ast.stmt], calls: _Calls) -> set[str]:
             if isinstance(c, ast.Call) and isinstance(c.func, (ast.Attribute, ast.Name))
             and (c.func.attr if isinstance(c.func, ast.Attribute) else c.func.id) == "log"
             and c.args and isinstance(c.args[0], ast.Constant) and isinstance(c.args[0].value, str)}
+
+
+def _leaves_loop(stmt: ast.AST) -> bool:
+    """``stmt`` of the outer body holds a ``break``/``continue`` of that loop, a ``return`` or a ``raise``."""
+    todo = [stmt]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, (ast.Return, ast.Raise)) or (isinstance(node, (ast.Break, ast.Continue))):
+            return True
+        for child in ast.iter_child_nodes(node):
+            if isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)):
+                continue
+            if isinstance(child, (ast.For, ast.AsyncFor, ast.While)):
+                # a break/continue in there is that loop's; a return or raise still leaves ours
+                todo.extend(n for n in ast.walk(child) if isinstance(n, (ast.Return, ast.Raise)))
+                continue
+            todo.append(child)
+    return False
 
 
 def _in_helper(

@@ -15,9 +15,12 @@ kept marked ``unverified``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..storage.records import Record, dumps
+from ..storage.records import Record, dumps, position_key
+
+if TYPE_CHECKING:
+    from .plan import Entries
 
 
 @dataclass
@@ -40,7 +43,7 @@ def strict(mode: str, start_from: int) -> bool:
 
 
 def covered(mode: str, epochs: list[int], start_from: int, n: int) -> list[int]:
-    """Outer iterations a job's child executes (in full or with nested loops skipped)."""
+    """Outer iterations (flat numbers) a job's child executes (in full or with nested loops skipped)."""
     if mode == "full":
         return list(range(n))
     if mode == "skip":
@@ -54,7 +57,7 @@ def witnesses(
     mode: str,
     epochs: list[int],
     start_from: int,
-    n: int,
+    entries: Entries,
     outer: str | None,
     records: list[Record],
     fingerprints: dict[int, dict[str, str]],
@@ -62,24 +65,31 @@ def witnesses(
 ) -> Witnesses:
     """What a job is verified by: the records it passes and the fingerprints it reaches.
 
-    Every job runs the script's prefix, so the records logged outside the outer loop
-    are always witnesses (checked in order as they are logged again).
+    ``entries``: the original's outer loop entry by entry (``replay.plan.Entries``): iterations
+    are numbered flat across entries, as checkpoints and fingerprints are. Every job runs the
+    script's prefix, so the records logged outside the outer loop are always witnesses
+    (checked in order as they are logged again); so is the code between two entries, which a
+    child runs after passing over an entry by restoring its last iteration's checkpoint.
     """
+    n = entries.total
     its = set(covered(mode, epochs, start_from, n))
     out = Witnesses()
     for name, value, pos in records:
         if mode == "skip" and len(pos) > 1:
             continue  # inside a nested loop the skip does not run
         # another loop entered at the top level runs in a full job, and after the outer loop in a suffix
-        if not pos or (pos[0][0] == outer and pos[0][1] in its) or (mode in ("full", "suffix") and pos[0][0] != outer):
-            out.records.append([name, [[f[0], f[1]] for f in pos], dumps(value)])
+        if not pos or (pos[0][0] == outer and entries.flat_of(pos) in its) \
+                or (mode in ("full", "suffix") and pos[0][0] != outer):
+            out.records.append([name, [list(f) for f in position_key(pos)], dumps(value)])
     reach = set(its) | {-1}  # -1: where the loop began (see runtime.checkpoint.BEGIN)
+    last = max(epochs) if epochs else n - 1
+    passed = {g for g in entries.lasts() if g < last}  # entries a child passes over before its work
     if mode == "skip":
-        reach |= {i - 1 for i in epochs if i > 0}  # each restore of the previous iteration's end
+        reach |= {i - 1 for i in epochs if i > 0} | passed  # each restore of the previous iteration's end
     elif mode == "reexec" and start_from >= 0:
-        reach.add(start_from)
+        reach |= {start_from} | {g for g in passed if g < start_from}
     elif mode == "suffix" and n:
-        reach.add(n - 1)
+        reach |= set(entries.lasts())
     out.fingerprints = {i: fingerprints[i] for i in sorted(reach) if i in fingerprints}
     if mode == "skip" and nested:
         out.nested = {i: nested[i] for i in epochs if i in nested}

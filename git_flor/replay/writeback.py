@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..storage.hindsight import ReplayResult, commit_replay
-from ..storage.records import Record, decode_records
+from ..storage.records import Record, decode_records, position_key, position_order
 from . import verify
 from .executors import Outcome
 from .expect import shortfall
@@ -123,9 +123,9 @@ class WriteBack:
         records = self.collected[target.run]
         # Verified first: where two jobs produced a value, the verified one is kept.
         merged = merge_records([rs for rs, ok in records if ok])
-        have = {(n, tuple((f[0], f[1]) for f in pos)) for n, _, pos in merged}
+        have = {(n, position_key(pos)) for n, _, pos in merged}
         unverified = [r for r in merge_records([rs for rs, ok in records if not ok])
-                      if (r[0], tuple((f[0], f[1]) for f in r[2])) not in have]
+                      if (r[0], position_key(r[2])) not in have]
         result.values = len(merged) + len(unverified)
         result.unverified_values = len(unverified)
         if not merged and not unverified:
@@ -149,10 +149,10 @@ def merge_records(jobs: list[list[Record]]) -> list[Record]:
     kept: list[Record] = []
     for k, records in enumerate(jobs):
         for name, value, pos in records:
-            key = (name, tuple((f[0], f[1]) for f in pos))
+            key = (name, position_key(pos))  # the two phases' epoch 0 are two positions
             if owner.setdefault(key, k) == k:
                 kept.append((name, value, pos))
-    return sorted(kept, key=lambda r: tuple(f[1] for f in r[2]))  # stable: a position's values keep their order
+    return sorted(kept, key=lambda r: position_order(r[2]))  # stable: a position's values keep their order
 
 
 def describe_failures(results: list[Result]) -> list[str]:

@@ -8,6 +8,7 @@ nothing; the repository is opened then.
 from __future__ import annotations
 
 import linecache
+import os
 import sys
 import time
 from collections.abc import Iterable, Iterator
@@ -43,6 +44,9 @@ def _current() -> Run:
         _run.kwargs = _KWARGS
         _started = True
         _run.attach()
+        if _loads:
+            _run.set_meta(loads=[*_run.meta.get("loads", []), *_loads])
+            _loads.clear()
     return _run
 
 
@@ -116,9 +120,9 @@ def _loop(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) -
                 yield item
         finally:
             run.ctx = parent
-            if top and run.checkpointer is not None:
+            if top and run.checkpointer is not None and run.outer_g is not None:
                 run.nested_rng.append(serial.capture_rng())
-                run.checkpointer.nested_end(parent[0][1], len(run.nested_rng) - 1)
+                run.checkpointer.nested_end(run.outer_g, len(run.nested_rng) - 1)
         return
     yield from _outer(run, name, iterable, frame)
 
@@ -129,21 +133,26 @@ def _outer(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) 
     total = len(iterable) if hasattr(iterable, "__len__") else None  # type: ignore[arg-type]
     seq = run.loop_begin(name)
     items = iter(iterable)
-    if run.replayer is not None and seq == 0:
-        yield from _replay_outer(run, name, items, frame, scope, state, seq)
+    entry: int | None = run.loops[seq].get("entry")
+    if run.replayer is not None and entry is not None:
+        yield from _replay_outer(run, name, items, frame, scope, state, seq, entry)
         return
-    clock = time.perf_counter
-    # Checkpoints and fingerprints are keyed by iteration index: only the first entry of
-    # the outer loop has them, so a second phase never overwrites (and replay never
-    # restores) the first phase's iteration i as if it were its own.
-    ckpt = run.checkpointer if seq == 0 else None
+    # Checkpoints and fingerprints are keyed by flat iteration numbers (the entry's offset plus
+    # the index), so a second phase never overwrites — and replay never restores — the first
+    # phase's iteration i as if it were its own. Another top-level loop (a differently named
+    # fine-tuning phase, ``entry`` None) is code after the outer loop: no checkpoints.
+    offset: int | None = run.loops[seq].get("offset")
+    ckpt = run.checkpointer if offset is not None else None
     if ckpt is not None:
         ckpt.loop_begin(name, frame, scope, state)
+    mark = (entry,) if entry else ()
+    clock = time.perf_counter
     i = -1
     t0 = clock()
     try:
         for i, item in enumerate(items):
-            run.ctx = ((name, i, item if type(item) in PLAIN else None),)
+            run.ctx = ((name, i, item if type(item) in PLAIN else None, *mark),)
+            run.outer_g = None if offset is None else offset + i
             run.nested_rng = []
             t0 = clock()
             try:
@@ -155,14 +164,16 @@ def _outer(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) 
                 raise
             dt = clock() - t0
             run.iteration_done(seq, dt)
-            if ckpt is not None:
+            if ckpt is not None and offset is not None:
                 last = total is not None and i == total - 1
-                ckpt.iteration_end(name, i, dt, frame, scope, state, last, run.nested_rng)
-        if ckpt is not None and i >= 0 and i not in ckpt.iterations and total is None:
+                ckpt.iteration_end(name, offset + i, dt, frame, scope, state, last, run.nested_rng)
+        if ckpt is not None and offset is not None and i >= 0 and offset + i not in ckpt.iterations \
+                and total is None:
             # The last iteration, now known: a checkpoint of it, and the witness of its end.
-            ckpt.iteration_end(name, i, 0.0, frame, scope, state, True, run.nested_rng)
+            ckpt.iteration_end(name, offset + i, 0.0, frame, scope, state, True, run.nested_rng)
     finally:
         run.ctx = ()
+        run.outer_g = None
         run.loop_end(seq)
 
 
@@ -174,22 +185,32 @@ def _replay_outer(
     scope: LoopScope | None,
     state: StateScope,
     seq: int,
+    entry: int,
 ) -> Iterator[T]:
     replayer = run.replayer
     assert replayer is not None
+    # Each entry runs in its own frame (``fit()`` called twice): restores write into this one.
     replayer.frame, replayer.scope, replayer.state = frame, scope, state
     replayer.outer_name = name
-    replayer.loop_begin(run.objects)
+    if entry == 0:
+        replayer.loop_begin(run.objects)
     if run.sandbox is not None:
         route_torch_save(run.sandbox)  # torch may have been imported after git_flor
+    mark = (entry,) if entry else ()
     try:
-        for i, item in replayer.outer(items, run.objects):
-            run.ctx = ((name, i, item if type(item) in PLAIN else None),)
-            yield item
-            replayer.iteration_end(i, run.objects)
+        for i, g, item in replayer.outer(items, run.objects, entry):
+            run.ctx = ((name, i, item if type(item) in PLAIN else None, *mark),)
+            run.outer_g = g
+            try:
+                yield item
+            except GeneratorExit:
+                replayer.left_loop(g)
+                raise
+            replayer.iteration_end(g, run.objects)
             replayer.tick()
     finally:
         run.ctx = ()
+        run.outer_g = None
         run.loop_end(seq)
 
 
@@ -227,6 +248,31 @@ def checkpointing(**objects: Any) -> Iterator[None]:
         run.checkpointer.register(objects)
     run.set_meta(checkpointing=registered)
     yield
+
+
+#: ``flor.load`` calls made before the run started (it starts at its first other flor call)
+_loads: list[dict[str, Any]] = []
+
+
+def note_load(entry: dict[str, Any]) -> None:
+    """Record what a ``flor.load`` resolved to, in the run (``loads`` of ``run.json``): a replay
+    of the run loads exactly that again. Never starts a run itself (a notebook loading a model
+    is not training)."""
+    if _run is None:
+        _loads.append(entry)
+    else:
+        _run.set_meta(loads=[*_run.meta.get("loads", []), entry])
+
+
+def recorded_load(args: dict[str, Any]) -> tuple[Any, bytes] | None:
+    """In a replay: (what, bytes) of the original run's ``flor.load`` with these arguments, the
+    n-th such call getting the n-th such load; None when not replaying."""
+    if _run is None and not os.environ.get("FLOR_REPLAY"):
+        return None
+    run = _current()
+    if run.replayer is None:
+        return None
+    return run.replayer.recorded_load(args)
 
 
 def _hindsight_failed(name: str, exc: BaseException) -> None:

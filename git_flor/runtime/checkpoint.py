@@ -112,6 +112,9 @@ class Checkpointer:
     ) -> None:
         """Called by the outer ``flor.loop`` between iterations, with the script's frame.
 
+        ``i`` is the flat iteration number: the entry's offset plus its index, so the
+        iterations of a second entry of the outer loop (a fine-tuning phase) have their own.
+
         Takes the iteration's fingerprint when the overhead bound allows it (always
         with a checkpoint, so every restore can be verified, and at the first and
         last iteration), then maybe a checkpoint.
@@ -138,10 +141,16 @@ class Checkpointer:
         self._take(loop, i, frame, scope, state, nested_rng or [])
 
     def loop_begin(self, loop: str, frame: FrameType | None, scope: LoopScope | None, state: StateScope) -> None:
-        """The state where the outer loop begins: a replay from the start compares its own with it."""
-        if BEGIN in self.fingerprints or not self.witness:
-            return  # the outer loop entered again (a second phase): the first beginning counts
+        """The state where the outer loop begins: a replay from the start compares its own with it.
+
+        Called at every entry of the outer loop: each entry runs in its own frame (``fit()``
+        called twice), where the fingerprints of its nested loops' ends are taken.
+        """
+        if not self.witness:
+            return
         self._where = (frame, scope, state)
+        if BEGIN in self.fingerprints:
+            return  # the outer loop entered again (a second phase): the first beginning counts
         fp = fingerprint(self.objects, frame, scope, state)
         # A global RNG nobody seeded differs from process to process; it witnesses something
         # only once the loop draws from it, so it enters a fingerprint only when it moved.

@@ -15,7 +15,12 @@ values must not be published. Each component is a short blake2b digest of a
 canonical encoding: small values exactly (floats bit for bit, NaN equal to NaN),
 large arrays and tensors by shape, dtype and a fixed, evenly spaced sample of
 at most :data:`SAMPLE` elements, torch modules by their state_dict *and* their
-train/eval flags, RNG objects by their state. Objects of the script's own
+train/eval flags, RNG objects and the global RNGs by their whole state (a torch
+generator's 5 KB state moves only a counter for a few draws: a sample misses it),
+dicts whatever the order of their keys (``load_state_dict`` rebuilds an optimizer's
+param groups with ``params`` last). Runs recorded with the first encoding
+(``storage.records.WITNESS_FORMAT`` 1: RNG states sampled, dicts in key order) are
+checked in theirs. Objects of the script's own
 classes are hashed attribute by attribute; third-party objects only through the
 RNGs, modules and tensors they hold (a DataLoader's generator, a sampler's), so
 host details inside them (file handles, paths, thread ids) never make two
@@ -35,6 +40,7 @@ from collections.abc import Iterator
 from types import BuiltinFunctionType, FrameType, FunctionType, MethodType, ModuleType
 from typing import Any
 
+from ..storage.records import WITNESS_FORMAT
 from . import serial
 from .carried import LoopScope
 from .state_scope import StateScope
@@ -68,8 +74,9 @@ def is_rng(value: Any) -> bool:
 
 
 class _Hasher:
-    def __init__(self, own: frozenset[str]) -> None:
+    def __init__(self, own: frozenset[str], fmt: int = WITNESS_FORMAT) -> None:
         self.own = own  # module names whose classes are the script's own
+        self.exact = fmt >= 2  # RNG states whole, dicts in any order (see module doc)
 
     def digest(self, value: Any) -> str:
         h = hashlib.blake2b(digest_size=8)
@@ -111,7 +118,8 @@ class _Hasher:
             return
         if is_rng(v):
             h.update(b"rng" + type(v).__name__.encode())
-            self.feed(h, _rng_state(v), depth + 1, seen)
+            state = _rng_state(v)
+            self.feed(h, exact(state) if self.exact else state, depth + 1, seen)
             return
         if isinstance(v, _SKIP_TYPES):
             h.update(b"code")
@@ -124,7 +132,10 @@ class _Hasher:
             return
         if isinstance(v, dict):
             h.update(b"d" + str(len(v)).encode())
-            for key, item in _sample(list(v.items())):
+            items = list(v.items())
+            if self.exact:  # equal dicts are equal state, in whatever order their keys were set
+                items.sort(key=lambda kv: self.digest(kv[0]))
+            for key, item in _sample(items):
                 self.feed(h, key, depth + 1, seen)
                 self.feed(h, item, depth + 1, seen)
             return
@@ -201,6 +212,20 @@ def _sample(items: Any) -> Any:
         return items
     step = n / MAX_ITEMS
     return [items[int(k * step)] for k in range(MAX_ITEMS)]
+
+
+def exact(state: Any) -> Any:
+    """An RNG state with its arrays and tensors as bytes, so a digest takes all of it, not a sample."""
+    np, torch = _np(), _torch()
+    if torch is not None and isinstance(state, torch.Tensor):
+        return str(state.dtype).encode() + state.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    if np is not None and isinstance(state, np.ndarray):
+        return state.dtype.str.encode() + np.ascontiguousarray(state).tobytes()
+    if isinstance(state, (list, tuple)):
+        return [exact(x) for x in state]
+    if isinstance(state, dict):
+        return {k: exact(x) for k, x in state.items()}
+    return state
 
 
 def _rng_state(v: Any) -> Any:
@@ -280,10 +305,11 @@ def own_modules(frame: FrameType | None) -> frozenset[str]:
 
 
 def fingerprint(
-    objects: dict[str, Any], frame: FrameType | None, scope: LoopScope | None, state: StateScope
+    objects: dict[str, Any], frame: FrameType | None, scope: LoopScope | None, state: StateScope,
+    fmt: int = WITNESS_FORMAT,
 ) -> dict[str, str]:
-    """The components of the current state, each a 16-hex digest (see module doc)."""
-    hasher = _Hasher(own_modules(frame))
+    """The components of the current state, each a 16-hex digest (see module doc), in encoding ``fmt``."""
+    hasher = _Hasher(own_modules(frame), fmt)
     out: dict[str, str] = {}
     registered = {id(o) for o in objects.values()}
     for name, obj in objects.items():
@@ -294,7 +320,7 @@ def fingerprint(
         out[comp] = _safe(hasher, value)
     rng = serial.capture_rng()
     for kind, value in rng.items():
-        out[f"rng:{kind}"] = _safe(hasher, value)
+        out[f"rng:{kind}"] = _safe(hasher, exact(value) if hasher.exact else value)
     return out
 
 

@@ -12,7 +12,14 @@ scanning the repository (within a time budget) and the absolute directories the
 run was given as ``flor.arg`` values for files modified since it started; their
 position is unknown (``UNKNOWN``), which replay treats as "before anything".
 
-Positions are outer-loop positions: ``-1`` before the outer loop, ``i`` during
+A file that already existed when the run first wrote it (the ``ckpt.npz`` a previous run
+left, which this one resumed from and then overwrites; a log it appends to) is kept as the
+run found it: its bytes go to the payload store before the write (``prior``, up to
+:data:`PRIOR_LIMIT` per file and :data:`PRIOR_BUDGET` per run), so a replay reads what the
+run read, neither today's copy nor nothing. A file the run's first write creates counts as
+created (``w``) however it was opened.
+
+Positions are outer-loop positions: ``-1`` before the outer loop, ``i`` during (flat)
 iteration ``i``, ``n`` (the number of iterations) after it. The summary keeps,
 per path, the sequence of ``[position, kind]`` events, a run of repeated writes
 folded to its first and latest: ``w`` (created/truncated), ``a`` (appended/updated in place), ``r``
@@ -38,18 +45,30 @@ _PYCACHE = os.sep + "__pycache__" + os.sep
 UNKNOWN = -2
 #: Seconds the final scan of the repository may take (a huge data folder is cut short).
 SCAN_BUDGET = 1.0
+#: A file the run found and overwrites is kept as it was up to this size ...
+PRIOR_LIMIT = 64 * 1024 * 1024
+#: ... and up to this much in all per run (beyond: replay hides the file, as one the run created).
+PRIOR_BUDGET = 256 * 1024 * 1024
 
 
 class Outputs:
     """The record-time observer of a run's file writes (one per process; it follows the live run)."""
 
-    def __init__(self, position: Callable[[], int], root: str, ignore: tuple[str, ...]) -> None:
+    def __init__(
+        self, position: Callable[[], int], root: str, ignore: tuple[str, ...],
+        keep: Callable[[str, bytes], str] | None = None,
+    ) -> None:
         self.position = position
         self.root = os.path.realpath(root)
         self.ignore = tuple(os.path.realpath(p) + os.sep for p in ignore)
         self.events: dict[str, list[list[Any]]] = {}
         self.complete = True
         self.active = True
+        #: stores a file's bytes (its name as in the summary), returns their payload id
+        self.keep = keep
+        #: path → payload id of the file as the run found it, before its first write
+        self.prior: dict[str, str] = {}
+        self._prior_bytes = 0
 
     # -- observing -------------------------------------------------------------------------
 
@@ -96,6 +115,10 @@ class Outputs:
             if len(self.events) >= MAX_PATHS:
                 self.complete = False
                 return
+            if not os.path.lexists(full):
+                kind = "w"  # the first write creates it: the replay must see its own, whatever the mode
+            elif real_inside(full, self.root):
+                self._keep_prior(full)
             seq = self.events[full] = []
         pos = self.position()
         if seq and seq[-1][0] == pos and seq[-1][1] == kind:
@@ -107,6 +130,21 @@ class Outputs:
             self.complete = False
             return
         seq.append([pos, kind])
+
+    def _keep_prior(self, full: str) -> None:
+        """Keep a file of the repository the run is about to change for the first time, as it is."""
+        if self.keep is None:
+            return
+        try:
+            size = os.path.getsize(full)
+            if not os.path.isfile(full) or size > PRIOR_LIMIT or self._prior_bytes + size > PRIOR_BUDGET:
+                return
+            with open(full, "rb") as fh:  # (a read of an untouched path: not an event)
+                data = fh.read()
+            self.prior[full] = self.keep(self._name(full), data)
+            self._prior_bytes += len(data)
+        except OSError:
+            return
 
     # -- the summary -----------------------------------------------------------------------
 
@@ -147,15 +185,24 @@ class Outputs:
                         continue
 
     def summary(self) -> dict[str, Any]:
-        """``{"complete": bool, "files": {path: events}}``: repository paths relative, others absolute."""
-        files: dict[str, list[list[Any]]] = {}
-        for full, seq in self.events.items():
-            real = os.path.realpath(full)
-            if real.startswith(self.root + os.sep):
-                files[os.path.relpath(real, self.root).replace(os.sep, "/")] = seq
-            else:
-                files[full] = seq
-        return {"complete": self.complete, "files": files}
+        """``{"complete": bool, "files": {path: events}, "prior": {path: payload}}``: repository
+        paths relative, others absolute."""
+        files = {self._name(full): seq for full, seq in self.events.items()}
+        out: dict[str, Any] = {"complete": self.complete, "files": files}
+        if self.prior:
+            out["prior"] = {self._name(full): sha for full, sha in self.prior.items()}
+        return out
+
+    def _name(self, full: str) -> str:
+        real = os.path.realpath(full)
+        if real.startswith(self.root + os.sep):
+            return os.path.relpath(real, self.root).replace(os.sep, "/")
+        return full
+
+
+def real_inside(path: str, root: str) -> bool:
+    """``path``, links resolved, is in the directory ``root`` (itself resolved)."""
+    return os.path.realpath(path).startswith(root + os.sep)
 
 
 def absolute_dirs(args: dict[str, Any], root: str) -> list[str]:

@@ -45,8 +45,9 @@ def rng_paths(roots: dict[str, Any], skip: set[int]) -> Iterator[tuple[str, Any]
                 yield from walk(f"{path}.{key}", item, depth + 1)
 
     for name, value in roots.items():
-        if is_rng(value):
-            continue  # a variable of its own: saved as var:NAME
+        # An RNG that is a variable itself is saved here unless ``skip`` has it (a carried
+        # var:NAME): a module-level ``g = torch.Generator()`` a loop in ``fit()`` draws from
+        # is neither carried nor declared ``global``, yet decides the next epoch's batches.
         yield from walk(name, value, 0)
 
 

@@ -166,12 +166,26 @@ def payload(repo: Repository, saved: Saved) -> bytes:
 
 
 def load(name: str, run: str | None = None, iteration: IterSpec = None, into: Any = None) -> Any:
-    """See ``git_flor.load``."""
-    from ..storage.repo import open_repo
+    """See ``git_flor.load``.
 
-    repo = open_repo()
-    saved = find(repo, name, run, iteration)
-    data = payload(repo, saved)
+    A training run records what each call resolved to (which run, iteration and payload):
+    a replay of it (which opens no repository, and would find a newer "newest run" today)
+    loads exactly those bytes again (see ``api.recorded_load``).
+    """
+    from . import api
+
+    args = {"name": name, "run": run, "iter": _plain(iteration)}
+    replayed = api.recorded_load(args)
+    if replayed is not None:
+        saved, data = replayed
+    else:
+        from ..storage.repo import open_repo
+
+        repo = open_repo()
+        saved = find(repo, name, run, iteration)
+        data = payload(repo, saved)
+        api.note_load({**args, "resolved": {"run": saved.run, "loop": saved.loop, "iteration": saved.iteration,
+                                            "key": saved.name, **saved.pointer.__dict__}})
     try:
         state = serial.deserialise(saved.pointer.serializer, data)
     except AttributeError as exc:  # pickle: a class of the training script's __main__, absent here
@@ -191,6 +205,22 @@ def load(name: str, run: str | None = None, iteration: IterSpec = None, into: An
         )
     return into
 
+
+
+def _plain(iteration: IterSpec) -> Any:
+    """``iter=`` as JSON (a record of the call): an int, {loop: int}, or None."""
+    if isinstance(iteration, Mapping):
+        return {str(k): _plain(v) for k, v in iteration.items()}
+    try:
+        return None if iteration is None else operator.index(iteration)
+    except TypeError:
+        return repr(iteration)
+
+
+def saved_of(resolved: dict[str, Any]) -> Saved:
+    """The ``Saved`` a recorded load resolved to (see ``load``)."""
+    return Saved(str(resolved["run"]), str(resolved["loop"]), int(resolved["iteration"]), str(resolved["key"]),
+                 Pointer.from_json(resolved))
 
 
 def _unpickle_as(data: bytes, cls: type) -> Any:

@@ -8,7 +8,11 @@ the runtime:
   parent writes them to git (a replay can write nothing of the user's);
 - returns the recorded run's values from ``flor.arg`` and records only the
   requested names, at the requested iterations;
-- drives the outermost ``flor.loop`` by the spec's mode:
+- drives the outermost ``flor.loop`` by the spec's mode — every entry of it (a second
+  training phase enters it again), its iterations numbered flat across entries as the
+  original run's checkpoints and fingerprints are (``ReplaySpec.entries``); an entry before
+  the work is passed over by restoring its last iteration, so the code between entries
+  runs from the state it ran from originally:
   ``prefix``  stop when the loop begins (the statements are before it);
   ``suffix``  skip every iteration, restore the end of the last, go on after the loop;
   ``skip``    per requested iteration: restore the end of the previous one, run the
@@ -45,7 +49,7 @@ from types import FrameType
 from typing import Any
 
 from ..storage.checkpoints import PayloadStore, Pointer
-from ..storage.records import dumps
+from ..storage.records import dumps, entry_of, position_key
 from . import serial
 from .carried import LoopScope, write_vars
 from .checkpoint import BEGIN, NESTED_RNG, RNG, restore
@@ -54,8 +58,9 @@ from .state_scope import EMPTY, StateScope
 
 #: Exit status of a strict job whose replayed state or values differ from the original run's.
 DIVERGED = 86
-#: A recorded value's position: the loop frames as (loop name, index).
-Key = tuple[str, tuple[tuple[str, int], ...]]
+#: A recorded value's position: the loop frames as (loop name, index), the outer one with its
+#: entry when it is not the first (see ``storage.records.position_key``).
+Key = tuple[str, tuple[tuple[Any, ...], ...]]
 
 
 @dataclass
@@ -85,17 +90,27 @@ class ReplaySpec:
     expect_nested: dict[int, list[dict[str, str]]] = field(default_factory=dict)
     #: skip: variables no requested statement reads, changed after the skipped loop (not compared there)
     skip_ignore: list[str] = field(default_factory=list)
-    #: outer iterations the original run finished (a suffix passes over exactly these)
+    #: outer iterations the original run entered, over all entries of the outer loop
     iterations: int = 0
+    #: per entry of the outer loop, the iterations the original entered (flat numbers follow:
+    #: entry k's iteration i is sum(entries[:k]) + i); empty: one entry of ``iterations``
+    entries: list[int] = field(default_factory=list)
     #: the original run entered no more outer iterations than this (-1: its loop ran out of items);
     #: a run killed inside ``itertools.count()`` must not be replayed forever
     limit: int = -1
-    #: the outer loop was entered again later (a second phase logs at the same positions)
+    #: recorded before entries were keyed: a later entry logged at the first one's positions and
+    #: has no checkpoints (such runs are replayed ``full``; entries beyond the first run as they are)
     reentered: bool = False
     #: skip: lines of call statements replaced by a restore of the end of the iteration
     skip_calls: list[int] = field(default_factory=list)
     #: skip: names logged only inside those calls (not produced here, so not expected)
     skip_logged: list[str] = field(default_factory=list)
+    #: the encoding of the original's fingerprints (``storage.records.WITNESS_FORMAT``): compared in it
+    witness_format: int = 1
+    #: flat iterations the original left part-way (``break``, early stopping): only there may this one
+    broken: list[int] = field(default_factory=list)
+    #: the original's ``flor.load`` calls: their arguments and what they resolved to (``run.json`` ``loads``)
+    loads: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -143,14 +158,16 @@ class Replayer:
         self.state: StateScope = EMPTY
         self.done = 0
         self.outer_name: str | None = None
+        sizes = spec.entries or [spec.iterations]
+        #: flat number of each entry's first iteration, and one past the last entry's last
+        self.offsets = [sum(sizes[:k]) for k in range(len(sizes) + 1)]
+        self.sizes = sizes
         self.expected: dict[Key, list[str]] = {}
         self.by_iteration: dict[int, list[Key]] = {}
         for name, pos, value in spec.expect_records:
-            key: Key = (name, tuple((str(f[0]), int(f[1])) for f in pos))
+            key: Key = (name, tuple(tuple(f) for f in pos))
             self.expected.setdefault(key, []).append(value)
-        for key in self.expected:
-            if key[1]:
-                self.by_iteration.setdefault(key[1][0][1], []).append(key)
+        self._outer_keys: list[Key] = [k for k in self.expected if k[1]]  # grouped once the loop is named
         self.recorded_names = frozenset(spec.recorded_names)
         #: components that differed already where the loop began in a job from the start: the
         #: prefix does not reproduce them (an unseeded RNG nothing uses), so they witness nothing
@@ -162,6 +179,7 @@ class Replayer:
         self.unverified: str | None = None
         #: requested statements that raised here: name → the error (their own loss only)
         self.failed: dict[str, str] = {}
+        self._loads_seen: dict[str, int] = {}
 
     def tick(self) -> None:
         """One outer iteration done: tell the parent's progress bar (a tiny file it polls)."""
@@ -170,22 +188,34 @@ class Replayer:
             with open(self.spec.progress, "w") as fh:
                 fh.write(str(self.done))
 
+    def flat(self, entry: int, i: int) -> int:
+        """The flat number of iteration ``i`` of entry ``entry`` (as the original run keyed it)."""
+        return self.offsets[min(entry, len(self.sizes))] + i
+
+    def _key(self, name: str, ctx: tuple[Any, ...]) -> Key:
+        pos = position_key(ctx)
+        if self.spec.reentered and pos:  # recorded before entries: every entry logged at entry 0's keys
+            pos = (pos[0][:2], *pos[1:])
+        return (name, pos)
+
     def keep(self, name: str, value: Any, ctx: tuple[Any, ...]) -> bool:
         """Only requested names, at requested iterations; a recorded one is checked instead."""
         if name in self.recorded_names:  # also a requested one recomputed with --force: a witness too
             self._check_record(name, value, ctx)
         if name in self.names:
             # (a later top-level loop — a fine-tuning phase after the outer loop — runs in full)
-            return not ctx or ctx[0][1] in self.epochs or self.spec.mode == "full" or ctx[0][0] != self.outer_name
+            return not ctx or self.spec.mode == "full" or ctx[0][0] != self.outer_name \
+                or self.flat(entry_of(ctx[0]), ctx[0][1]) in self.epochs
         return False
 
     # -- verification ----------------------------------------------------------------------
 
     def _check_record(self, name: str, value: Any, ctx: tuple[Any, ...]) -> None:
-        key: Key = (name, tuple((f[0], f[1]) for f in ctx))
+        key = self._key(name, ctx)
         expected = self.expected.get(key)
         if expected is None:
-            if not ctx or (ctx[0][0] == self.outer_name and ctx[0][1] in self.covered):
+            if not ctx or (ctx[0][0] == self.outer_name
+                           and self.flat(entry_of(ctx[0]), ctx[0][1]) in self.covered):
                 self.diverge("run", f"`{name}` was logged at {_where(key)}, where the original run logged nothing")
             return
         k = self.produced.get(key, 0)
@@ -200,10 +230,16 @@ class Replayer:
 
     def loop_begin(self, objects: dict[str, Any]) -> None:
         """Where the outer loop begins: note what the prefix did not reproduce (see ``ignored``)."""
+        for key in self._outer_keys:  # the original's values of each outer iteration, by flat number
+            first = key[1][0]
+            if first[0] == self.outer_name:
+                g = self.flat(first[2] if len(first) > 2 else 0, first[1])
+                self.by_iteration.setdefault(g, []).append(key)
+        self._outer_keys = []
         expected = self.spec.expect_fps.get(BEGIN)
         if expected is None or self.spec.strict:
             return
-        begin = fingerprint(objects, self.frame, self.scope, self.state)
+        begin = fingerprint(objects, self.frame, self.scope, self.state, self.spec.witness_format)
         self.ignored = frozenset(differences(expected, begin))
 
     def _check_state(self, i: int, objects: dict[str, Any], where: str) -> None:
@@ -216,7 +252,8 @@ class Replayer:
             # changes it a second time; the next iteration starts from a restore, so that
             # state is discarded — and the planner proved no requested statement reads it.
             ignored |= self._skip_ignored(objects)
-        diffs = [d for d in differences(expected, fingerprint(objects, self.frame, self.scope, self.state))
+        diffs = [d for d in differences(expected, fingerprint(objects, self.frame, self.scope, self.state,
+                                                                  self.spec.witness_format))
                  if d not in ignored]
         if diffs:
             at = "after restoring the checkpoint of" if where == "restore" else "at the end of"
@@ -224,16 +261,30 @@ class Replayer:
         else:
             self.checked_fps += 1
 
+    def left_loop(self, i: int) -> None:
+        """The body left the outer loop part-way through iteration ``i`` (``break``, ``return``, an
+        exception): a divergence unless the original left it there too (control flow that
+        followed a different state — the rest of this job would not be the original's)."""
+        if i not in self.spec.broken and not self.spec.reentered:
+            self.diverge("run", f"the replay left the loop in {self.outer_name or 'iteration'} {i}, "
+                                "where the original run went on")
+
     def iteration_end(self, i: int, objects: dict[str, Any]) -> None:
         """Outer iteration ``i`` is done: every value it should have logged, and its fingerprint."""
         for key in self.by_iteration.get(i, []):
-            if key[1][0][0] != self.outer_name or (self.spec.mode == "skip" and (
-                    len(key[1]) > 1 or (key[0] in self.skip_logged and self.calls_skipped))):
+            if self.spec.mode == "skip" and (
+                    len(key[1]) > 1 or (key[0] in self.skip_logged and self.calls_skipped)):
                 continue  # a skipped nested loop's (or call's) values are not recomputed
             missing = len(self.expected[key]) - self.produced.get(key, 0)
             if missing > 0 and not self.spec.reentered:  # a later entry logs at these positions too
                 self.diverge("run", f"`{key[0]}` was not logged at {_where(key)} as in the original run")
-        self._check_state(i, objects, "run")
+        if self.spec.mode == "skip" and self.spec.skip_ignore and i == self.current and i in self.spec.checkpoints:
+            # The code after a skipped loop ran on the restored end-of-iteration state and changed
+            # what the planner proved no requested statement reads (``bad += 1`` of early stopping)
+            # a second time: the iteration ends where the original's did, its checkpoint (checked).
+            self.restore(i, objects)
+        else:
+            self._check_state(i, objects, "run")
 
     def diverge(self, where: str, why: str) -> None:
         """A witness disagrees: a strict job stops now; a job from the start goes on, unverified."""
@@ -259,56 +310,84 @@ class Replayer:
         restore(self.store, self.spec.checkpoints[i], objects, self.frame, self.scope)
         self._check_state(i, objects, "restore")
 
-    def outer(self, items: Iterator[Any], objects: dict[str, Any]) -> Iterator[tuple[int, Any]]:
-        """The (index, item) pairs the outer loop yields in this mode."""
-        for i, item in self._outer(items, objects):
-            self.covered.add(i)
-            yield i, item
+    def outer(self, items: Iterator[Any], objects: dict[str, Any], entry: int = 0) -> Iterator[tuple[int, int, Any]]:
+        """The (index, flat number, item) triples entry ``entry`` of the outer loop yields in this mode."""
+        for i, g, item in self._outer(items, objects, entry):
+            self.covered.add(g)
+            yield i, g, item
 
-    def _outer(self, items: Iterator[Any], objects: dict[str, Any]) -> Iterator[tuple[int, Any]]:
+    def _outer(self, items: Iterator[Any], objects: dict[str, Any], entry: int) -> Iterator[tuple[int, int, Any]]:
         spec = self.spec
-        if spec.mode == "full":
-            for i, item in enumerate(items):
-                if 0 <= spec.limit <= i:
-                    raise Stop()  # the original run never got here: nothing after this ran either
-                yield i, item
-            return
         if spec.mode == "prefix":
             raise Stop()
+        if entry >= len(self.sizes):
+            # An entry the original run's keys do not know (recorded before entries were keyed):
+            # it runs as it is, and only a full job keeps its values.
+            for i, item in enumerate(items):
+                yield i, self.flat(entry, i), item
+            return
+        off, size = self.offsets[entry], self.sizes[entry]
+        last = off + size - 1  # this entry's last iteration
+        if spec.mode == "full":
+            for i, item in enumerate(items):
+                if 0 <= spec.limit <= off + i:
+                    raise Stop()  # the original run never got here: nothing after this ran either
+                yield i, off + i, item
+            return
         if spec.mode == "suffix":
-            last, item = -1, None
-            for last, item in enumerate(itertools.islice(items, spec.iterations)):
-                pass
-            if last >= 0:
-                self.restore(last, objects)
-                if self.frame is not None and self.scope is not None and self.scope.target:
-                    write_vars(self.frame, {self.scope.target: item}, self.scope.module_level)
+            self._pass(items, objects, entry)
             return
         todo = sorted(spec.epochs)
         if spec.mode == "reexec":
+            start = spec.start_from
+            if start >= last:  # the segment starts in a later entry (or at this one's end)
+                self._pass(items, objects, entry)
+                return
             for i, item in enumerate(items):
-                if i <= spec.start_from:
-                    if i == spec.start_from:
-                        self.restore(i, objects)
+                g = off + i
+                if g <= start:
+                    if g == start:
+                        self.restore(g, objects)
                     continue
-                yield i, item
-                if i >= todo[-1]:
+                yield i, g, item
+                if g >= todo[-1]:
                     raise Stop()
             return
         # skip
-        for i, item in enumerate(items):
-            if i not in self.epochs:
+        ran, seen, item = -1, -1, None
+        for seen, item in enumerate(itertools.islice(items, size)):
+            g = off + seen
+            if g not in self.epochs:
                 continue
-            if i > 0:
-                self.restore(i - 1, objects)
-            self.skip_entry = spec.checkpoints.get(i)
+            if seen > 0:  # (an entry's first iteration starts from where the code before it left)
+                self.restore(g - 1, objects)
+            self.skip_entry = spec.checkpoints.get(g)
             self.nested_seen = 0
             self.calls_skipped = 0
-            self.current = i
-            yield i, item
+            self.current = g
+            yield seen, g, item
             self.skip_entry = None
-            if i >= todo[-1]:
+            if g >= todo[-1]:
                 raise Stop()
+            ran = seen
+        if seen > ran:  # the entry's last iterations were passed over, not run
+            self._ended(off + seen, item, objects)
+
+    def _pass(self, items: Iterator[Any], objects: dict[str, Any], entry: int) -> None:
+        """Pass over entry ``entry``: its items are taken as the original took them, not run."""
+        seen, item = -1, None
+        for seen, item in enumerate(itertools.islice(items, self.sizes[entry])):
+            pass
+        if seen >= 0:
+            self._ended(self.offsets[entry] + seen, item, objects)
+
+    def _ended(self, g: int, item: Any, objects: dict[str, Any]) -> None:
+        """The loop leaves an entry whose last iteration ``g`` was not run here: restore its end,
+        and the loop variable the body would leave, so the code after the loop — and the next
+        entry — starts from the original run's state."""
+        self.restore(g, objects)
+        if self.frame is not None and self.scope is not None and self.scope.target:
+            write_vars(self.frame, {self.scope.target: item}, self.scope.module_level)
 
     def skip_nested(self, objects: dict[str, Any]) -> bool:
         """In skip mode, a nested loop of the outer body does not run: restore what it would leave."""
@@ -371,7 +450,7 @@ class Replayer:
         if k >= len(fps):
             return
         ignored = self._skip_ignored(objects)
-        actual = fingerprint(objects, self.frame, self.scope, self.state)
+        actual = fingerprint(objects, self.frame, self.scope, self.state, self.spec.witness_format)
         diffs = [d for d in differences(fps[k], actual) if d not in ignored and d not in self.ignored]
         if diffs:
             self.diverge("run", f"state `{diffs[0]}` restored for skipped nested loop {k} of "
@@ -387,10 +466,29 @@ class Replayer:
             fh.write("".join(encode_record(r) + "\n" for r in records))
         self._write_status({})
 
+    def recorded_load(self, args: dict[str, Any]) -> tuple[Any, bytes]:
+        """The original run's ``flor.load`` with these arguments — the n-th such call here gets
+        the n-th such load there — as (what it resolved to, its bytes): never a newer run's
+        model, and no repository needed."""
+        from .registry import saved_of
+
+        key = dumps(args)
+        k = self._loads_seen.get(key, 0)
+        self._loads_seen[key] = k + 1
+        same = [e for e in self.spec.loads if dumps({a: e.get(a) for a in args}) == key]
+        if k >= len(same):
+            why = f"flor.load({args['name']!r}) was called more often than in the original run"
+            self.diverge("run", why)
+            raise RuntimeError(f"git-flor replay: {why}: nothing recorded to load")
+        resolved = same[k]["resolved"]
+        return saved_of(resolved), self.store.get(resolved["sha256"])
+
     def statement_failed(self, name: str, exc: BaseException) -> None:
         """A requested statement raised in this version: only its own values are lost."""
         self.failed.setdefault(name, f"{type(exc).__name__}: {exc}"[:300])
 
 
 def _where(key: Key) -> str:
-    return ", ".join(f"{loop} {i}" for loop, i in key[1]) or "the top level"
+    """``epoch 3, step 2``; ``epoch 1 (entry 2)`` in a later entry of the outer loop."""
+    return ", ".join(f"{f[0]} {f[1]}" + (f" (entry {f[2] + 1})" if len(f) > 2 else "") for f in key[1]) \
+        or "the top level"

@@ -77,6 +77,8 @@ class Run:
         self.keep: Any = None
         #: RNG states at the end of each nested loop of the current outer iteration
         self.nested_rng: list[Any] = []
+        #: the flat number of the outer iteration running (entry offset + index), None outside it
+        self.outer_g: int | None = None
         #: the ``--kwargs`` pairs given on the command line (checked against the declared args)
         self.kwargs: dict[str, str] = {}
         self._warned: set[str] = set()
@@ -122,9 +124,10 @@ class Run:
             launch=_launch_form(),
         )
         self._repo = repo
-        self.outputs = Outputs(self._position, str(root), (str(repo.path), str(repo_mod.common_dir(repo))))
-        self.outputs.install()
         store = store_for(repo_mod.common_dir(repo))
+        self.outputs = Outputs(self._position, str(root), (str(repo.path), str(repo_mod.common_dir(repo))),
+                               keep=lambda name, data: self._keep_prior(store, name, data))
+        self.outputs.install()
         self.checkpointer = Checkpointer(store, self.event)
         self._journal = Journal(flor / JOURNAL_DIR, self.id, self.meta)
         try:
@@ -147,6 +150,13 @@ class Run:
         self.meta.update(replay_of=spec.run, mode=spec.mode, epochs=spec.epochs)
         atexit.register(self.finish)
         _chain_excepthook(self)
+
+    def _keep_prior(self, store: Any, name: str, data: bytes) -> str:
+        """A file as the run found it, before overwriting it (see .outputs): stored, and journalled
+        so that a killed run keeps it and ``git flor gc`` sees it while the run lives."""
+        sha = store.put(data)[0]
+        self.event("prior", path=name, sha=sha)
+        return sha
 
     def event(self, kind: str, **fields: Any) -> None:
         """Append an event line to the journal (thread-safe: a deque)."""
@@ -189,19 +199,28 @@ class Run:
         self.event("meta", fields=fields)
 
     def _position(self) -> int:
-        """The outer-loop position of a file access: -1 before the loop, i in it, n after it."""
-        if self.ctx:
-            return int(self.ctx[0][1])
-        if self.loops and self.loops[0]["end"] is not None:
-            return len(self.loops[0]["iters"])
-        return -1
+        """The outer-loop position of a file access: -1 before the loop, its flat iteration
+        number in it, after it the number of iterations entered so far (between two entries of
+        the outer loop: the first iteration number of the next)."""
+        if self.outer_g is not None:
+            return self.outer_g
+        entered = [lp for lp in self.loops if "entry" in lp and lp["end"] is not None]
+        return _entered(entered[-1]) if entered else -1
 
     def loop_begin(self, name: str) -> int:
+        """A top-level ``flor.loop`` begins. An entry of the outer loop (the first top-level loop's
+        name; a second training phase enters it again) gets its entry number and the flat number
+        of its first iteration: checkpoints, fingerprints and positions are keyed by those."""
         if self.outputs is not None:
             watch_torch(self.outputs)  # torch imported after the run attached
         seq = len(self.loops)
-        self.loops.append({"name": name, "start": time.time(), "iters": [], "end": None})
-        self.event("loop", seq=seq, name=name, start=self.loops[seq]["start"])
+        loop: dict[str, Any] = {"name": name, "start": time.time(), "iters": [], "end": None}
+        if not self.loops or self.loops[0]["name"] == name:
+            before = [lp for lp in self.loops if "entry" in lp]
+            loop.update(entry=len(before), offset=_entered(before[-1]) if before else 0)
+        self.loops.append(loop)  # type: ignore[arg-type]
+        self.event("loop", seq=seq, name=name, start=loop["start"],
+                   **{k: loop[k] for k in ("entry", "offset") if k in loop})
         return seq
 
     def iteration_done(self, seq: int, dt: float) -> None:
@@ -297,7 +316,9 @@ class Run:
 
         checkpoints = self.checkpointer.finish() if self.checkpointer is not None else {}
         for seg in self.loops:
-            seg["ckpts"] = sorted(i for i, e in checkpoints.items() if e["loop"] == seg["name"])
+            if "entry" in seg:  # flat iteration numbers: this entry's are offset .. offset + entered - 1
+                seg["ckpts"] = sorted(i for i, e in checkpoints.items()
+                                      if e["loop"] == seg["name"] and seg["offset"] <= i < _entered(seg))
         with self._flush_lock:
             self._append_pending()
             ck = self.checkpointer
@@ -316,6 +337,12 @@ class Run:
             self._journal = None
         _link_if_committed(self._repo, data, shadow)
         return str(shadow)
+
+
+def _entered(loop: dict[str, Any]) -> int:
+    """The flat number after an outer-loop entry: its offset plus the iterations it entered
+    (finished ones, and one a ``break`` left part-way)."""
+    return int(loop.get("offset", 0)) + len(loop["iters"]) + ("broke" in loop)
 
 
 def _link_if_committed(repo: Any, data: RunData, shadow: Any) -> None:

@@ -90,6 +90,29 @@ def stored_run(conn: sqlite3.Connection, run: str) -> StoredRun:
     return StoredRun(run, row[0], json.loads(row[1]))
 
 
+def replays_of(conn: sqlite3.Connection, run: str) -> list[str]:
+    """The shadow commits of ``run``'s replays in the order the index took them (a later one's
+    values of a name replace an earlier one's)."""
+    return [r[0] for r in conn.execute(
+        "SELECT shadow FROM commits WHERE run = ? AND kind = 'replay' ORDER BY rid", (run,))]
+
+
+def replayed_payloads(conn: sqlite3.Connection) -> set[str]:
+    """Payloads a replay of a run needs beyond its checkpoints: files it found before overwriting
+    them (``outputs.prior`` of ``run.json``) and what its ``flor.load`` calls loaded (``loads``);
+    ``git flor gc`` keeps them like checkpoints."""
+    out: set[str] = set()
+    for (raw,) in conn.execute("SELECT meta FROM runs"):
+        meta = json.loads(raw)
+        prior = (meta.get("outputs") or {}).get("prior") or {}
+        out |= {sha for sha in prior.values() if isinstance(sha, str)} if isinstance(prior, dict) else set()
+        for load in meta.get("loads") or []:
+            sha = (load.get("resolved") or {}).get("sha256") if isinstance(load, dict) else None
+            if isinstance(sha, str):
+                out.add(sha)
+    return out
+
+
 def runs_by_start(conn: sqlite3.Connection) -> list[str]:
     """Every recorded run's id (replays excluded), oldest start first."""
     return [r[0] for r in conn.execute("SELECT run FROM runs ORDER BY tstamp, run")]

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoints import Pointer
-from .records import REC, RunData, dumps, is_record, warn
+from .records import REC, RunData, dumps, frames, is_record, warn
 
 if TYPE_CHECKING:
     import pygit2
@@ -86,12 +86,12 @@ def parse(path: Path) -> RunData | None:
         elif data is None:
             break
         elif kind == REC:
-            pos = tuple((f[0], f[1], f[2]) for f in obj["pos"])
-            data.records.append((obj["name"], obj["value"], pos))
+            data.records.append((obj["name"], obj["value"], frames(obj["pos"])))
         elif kind == "arg":
             data.meta.setdefault("args", {})[obj["name"]] = obj["value"]
         elif kind == "loop":
-            loops[obj["seq"]] = {"name": obj["name"], "start": obj["start"], "iters": [], "end": None}
+            loops[obj["seq"]] = {"name": obj["name"], "start": obj["start"], "iters": [], "end": None,
+                                 **{k: obj[k] for k in ("entry", "offset") if k in obj}}
         elif kind == "iter" and obj["seq"] in loops:
             loops[obj["seq"]]["iters"].append(obj["dt"])
         elif kind == "loopbreak" and obj["seq"] in loops:
@@ -100,6 +100,10 @@ def parse(path: Path) -> RunData | None:
             loops[obj["seq"]]["end"] = obj["end"]
         elif kind == "meta":
             data.meta.update(obj["fields"])
+        elif kind == "prior":  # a file as the run found it (its replay puts it back); hidden like its own
+            outputs = data.meta.setdefault("outputs", {"complete": False, "files": {}})
+            outputs.setdefault("prior", {})[obj["path"]] = obj["sha"]
+            outputs.setdefault("files", {}).setdefault(obj["path"], [[-2, "w"]])
         elif kind == "fp":
             data.fingerprints.setdefault(obj["i"], obj["fp"])
         elif kind == "nfp" and len(data.nested_fps.setdefault(obj["i"], [])) == obj["k"]:
@@ -236,4 +240,5 @@ def live_checkpoint_payloads(directory: Path) -> set[str]:
         if data is not None:
             for entry in data.checkpoints.values():
                 shas.update(p.sha256 for p in entry["objects"].values())
+            shas.update(((data.meta.get("outputs") or {}).get("prior") or {}).values())
     return shas

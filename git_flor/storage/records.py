@@ -19,12 +19,18 @@ LOGS_FILE = "logs.jsonl"
 LOOPS_FILE = "loops.json"
 #: State fingerprints at outer-loop iteration ends: the witnesses verified replay checks.
 WITNESS_FILE = "witness.json"
+#: How fingerprints are encoded (``runtime.fingerprint``): 1 sampled RNG states like any tensor
+#: and hashed dicts in key order; 2 hashes RNG states in full and dicts whatever their order.
+#: A replay fingerprints in the format of the run it checks against.
+WITNESS_FORMAT = 2
 #: A replay's values that a full re-execution could not reproduce witnesses for (not deterministic).
 UNVERIFIED_FILE = "unverified.jsonl"
 SRC_DIR = "src"
 
-#: One loop frame of a record's position: (loop name, 0-based index, iterated value or None).
-Frame = tuple[str, int, Any]
+#: One loop frame of a record's position: (loop name, 0-based index, iterated value or None),
+#: plus, for the outer loop entered again (a second training phase), which entry (1, 2, ...);
+#: the first entry's frames have no fourth element, so runs recorded before entries look the same.
+Frame = tuple[Any, ...]
 #: One ``flor.log`` call: (name, value, position).
 Record = tuple[str, Any, tuple[Frame, ...]]
 
@@ -43,6 +49,11 @@ class LoopTiming(TypedDict, total=False):
     """One ``flor.loop`` of a run, as ``loops.json`` holds it (replay's cost model reads these)."""
 
     name: str
+    #: an entry of the outer loop (its first top-level loop's name): which one, and the flat
+    #: number of its first iteration (checkpoints and fingerprints are keyed by flat numbers);
+    #: absent in runs recorded before entries were keyed, and in other top-level loops
+    entry: int
+    offset: int
     start: float  # wall clock when the loop began
     iters: list[float]  # seconds of each iteration, in order
     end: float | None  # wall clock when it ended (None while running)
@@ -163,7 +174,32 @@ _INT64 = 2**63  # loop positions are int64 in the query index
 
 
 def _record(obj: dict[str, Any]) -> Record:
-    return (obj["name"], obj["value"], tuple((f[0], f[1], f[2] if len(f) > 2 else None) for f in obj["pos"]))
+    return (obj["name"], obj["value"], frames(obj["pos"]))
+
+
+def frames(pos: list[Any]) -> tuple[Frame, ...]:
+    """A stored position as frames: (loop, index, value) and the entry of a re-entered outer loop."""
+    return tuple((f[0], f[1], f[2] if len(f) > 2 else None) + ((f[3],) if len(f) > 3 and f[3] else ())
+                 for f in pos)
+
+
+def entry_of(frame: Frame | list[Any]) -> int:
+    """Which entry of the outer loop a position's first frame belongs to (0: the first)."""
+    return int(frame[3]) if len(frame) > 3 and frame[3] else 0
+
+
+def position_key(pos: tuple[Frame, ...] | list[Any]) -> tuple[tuple[Any, ...], ...]:
+    """A position as a key: (loop, index) per frame, and the entry of a re-entered outer loop.
+
+    Two phases of one ``flor.loop("epoch", ...)`` both log at epoch 0; their values are
+    different positions, and a run of one entry keys exactly as before entries existed.
+    """
+    return tuple((f[0], f[1], int(f[3])) if len(f) > 3 and f[3] else (f[0], f[1]) for f in pos)
+
+
+def position_order(pos: tuple[Frame, ...] | list[Any]) -> tuple[int, ...]:
+    """Loop order of positions: the outer loop's entry, then each frame's index."""
+    return (entry_of(pos[0]), *(f[1] for f in pos)) if pos else ()
 
 
 def dumps(obj: Any) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import pygit2
 from pygit2.enums import FileMode
@@ -26,6 +26,7 @@ from .records import (
     SRC_DIR,
     UNVERIFIED_FILE,
     WITNESS_FILE,
+    WITNESS_FORMAT,
     LoopTiming,
     Record,
     RunData,
@@ -53,7 +54,7 @@ def commit_run(repo: pygit2.Repository, data: RunData) -> pygit2.Oid:
     if data.unverified:
         builder.insert(UNVERIFIED_FILE, repo.create_blob(encode_records(data.unverified)), FileMode.BLOB)
     if data.fingerprints:
-        witness = {"format": 1, "fingerprints": {str(i): fp for i, fp in sorted(data.fingerprints.items())},
+        witness = {"format": WITNESS_FORMAT, "fingerprints": {str(i): fp for i, fp in sorted(data.fingerprints.items())},
                    "nested": {str(i): fps for i, fps in sorted(data.nested_fps.items())}}
         builder.insert(WITNESS_FILE, repo.create_blob(dumps(witness).encode()), FileMode.BLOB)
     tree = builder.write()
@@ -136,32 +137,45 @@ def loop_timings(repo: pygit2.Repository, shadow: str) -> list[LoopTiming]:
     return json.loads(data) if data else []
 
 
-def read_records(repo: pygit2.Repository, shadow: str) -> list[Record]:
-    """The values the run at shadow commit ``shadow`` logged (a replay's witnesses)."""
-    data = read_blob(repo, repo[pygit2.Oid(hex=shadow)].peel(pygit2.Commit), LOGS_FILE)
-    return decode_records(data, origin=f"{shadow[:10]}:{LOGS_FILE}")
+def read_records(repo: pygit2.Repository, shadow: str, *, unverified: bool = False) -> list[Record]:
+    """The values the run at shadow commit ``shadow`` logged (a replay's witnesses); with
+    ``unverified``, a replay's values stored apart as not reproducible too."""
+    commit = repo[pygit2.Oid(hex=shadow)].peel(pygit2.Commit)
+    out = decode_records(read_blob(repo, commit, LOGS_FILE), origin=f"{shadow[:10]}:{LOGS_FILE}")
+    if unverified:
+        out += decode_records(read_blob(repo, commit, UNVERIFIED_FILE), origin=f"{shadow[:10]}:{UNVERIFIED_FILE}")
+    return out
 
 
-def read_witness(
-    repo: pygit2.Repository, commit: pygit2.Commit | str
-) -> tuple[dict[int, dict[str, str]], dict[int, list[dict[str, str]]]]:
+class Witness(NamedTuple):
+    """A run's state fingerprints (``witness.json``): by outer-loop iteration (flat numbers), where
+    its nested loops ended, and the encoding they were computed with (see ``WITNESS_FORMAT``)."""
+
+    fingerprints: dict[int, dict[str, str]]
+    nested: dict[int, list[dict[str, str]]]
+    format: int = WITNESS_FORMAT
+
+
+def read_witness(repo: pygit2.Repository, commit: pygit2.Commit | str) -> Witness:
     """The run's state fingerprints by outer-loop iteration, and where its nested loops ended.
 
     ``commit``: the run's shadow commit (or its id). Empty for runs recorded without
-    them; a damaged file costs verification, never the run.
+    them, or in an encoding this version does not know; a damaged file costs
+    verification, never the run.
     """
     if isinstance(commit, str):
         commit = repo[commit].peel(pygit2.Commit)
     try:
         raw = json.loads(read_blob(repo, commit, WITNESS_FILE) or b"{}")
-        if raw.get("format", 1) != 1:
-            return {}, {}
+        fmt = raw.get("format", 1)
+        if fmt not in (1, 2):
+            return Witness({}, {})
         fps = {int(i): {str(k): str(v) for k, v in fp.items()} for i, fp in raw.get("fingerprints", {}).items()}
         nested = {int(i): [{str(k): str(v) for k, v in fp.items()} for fp in lst]
                   for i, lst in raw.get("nested", {}).items()}
-        return fps, nested
+        return Witness(fps, nested, int(fmt))
     except (ValueError, TypeError, AttributeError):
-        return {}, {}
+        return Witness({}, {})
 
 
 def find_run(repo: pygit2.Repository, run_id: str) -> pygit2.Commit | None:
