@@ -478,7 +478,11 @@ def score(out: str | None, probes: list[Probe], cases: list[Probe]) -> tuple[int
         if p.kind == "after":
             right += i > 0 and dump(body[i - 1]) == p.anchor
         else:
-            right += (i == 0 and field_ == "body" and isinstance(owner, _COMPOUND)
+            # First, after the docstring a def's body may open with (it must stay first).
+            doc = isinstance(owner, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant) \
+                and isinstance(body[0].value.value, str)
+            right += (i == int(doc) and field_ == "body" and isinstance(owner, _COMPOUND)
                       and header(owner) == p.anchor)  # type: ignore[arg-type]
     return right, True
 
