@@ -103,17 +103,29 @@ class Follower:
             return True
         return self.scopes.bound(name, block)
 
+    def spelling(self, name: str, sc: TsNode) -> str:
+        """How the past spells today's variable `name` in its scope `sc`: the matching's vote
+        (`loss` was `l`), unless the scope still binds `name` itself -- a variable spelled
+        the same in the same scope is the same variable, and a vote that says otherwise
+        comes from a statement paired with an edited one (`criterion = ...` with
+        `num_gpus = ...`), so following it would log another quantity."""
+        choice = self.votes.get(name, name)
+        if choice == name or name in self._locals(sc)[0]:
+            return name
+        return choice
+
     def _names_at(self, reads: list[str], block: TsNode,
                   slot: int) -> tuple[dict[str, str] | None, str]:
         """Renames that make every read bound at the slot, or None and the first name that
         is not."""
         renames: dict[str, str] = {}
         wanted = set(reads) | {c for n in reads if (c := self.votes.get(n)) is not None}
+        sc = flow.scope_of(block) if block.type != "module" else block
         for name in reads:
             if self._bound(name, block, slot, wanted):
                 continue
-            choice = self.votes.get(name)
-            if choice is not None and choice != name and self._bound(choice, block, slot, wanted):
+            choice = self.spelling(name, sc)
+            if choice != name and self._bound(choice, block, slot, wanted):
                 renames[name] = choice
                 continue
             return None, name
@@ -178,10 +190,10 @@ class Follower:
         made = [n for n in flow.simple_binds(prev) if n in reads]
         if not made:
             return None
-        spelled = {n: self.votes.get(n, n) for n in made}
+        sc = flow.scope_of(anchor) if anchor.parent is not None else anchor
+        spelled = {n: self.spelling(n, sc) for n in made}
         if prev_image is not None and set(spelled.values()) <= set(flow.simple_binds(prev_image)):
             return None  # the past computes it right there: nothing to follow
-        sc = flow.scope_of(anchor) if anchor.parent is not None else anchor
         defs: list[TsNode] = []
         for name in made:
             found = self._assigned_in(sc, spelled[name]) or self._assigned_in(sc, name)

@@ -47,6 +47,7 @@ class Mapping:
         self.score: dict[int, float] = {}
         self.headers: dict[int, int] = {}
         self.leafsets: dict[int, frozenset[str]] = {}
+        self.heads: dict[int, frozenset[str]] = {}
 
     def add(self, a: Node, b: Node, score: float) -> None:
         self.fwd[a.pre] = b.pre
@@ -182,8 +183,40 @@ def _context_score(m: Mapping, a: Node, b: Node) -> tuple[float, float]:
                 score += 1.5
             elif m.fwd.get(sa.pre) == sb.pre:
                 score += 1.0
+    sa, sb = _statement(a), _statement(b)
+    if sa is not None and sb is not None and sa is not a and sb is not b:
+        # Which statement the copy sits in: `math.inf` of `max_epoch = cfg.max_epoch or
+        # math.inf` belongs in `max_epoch = args.max_epoch or math.inf`, not in the
+        # `max_update = ...` next to it, though the two contexts above tie.
+        ha, hb = _head_leaves(m, m.src, sa), _head_leaves(m, m.dst, sb)
+        union = len(ha | hb)
+        score += 2.0 * len(ha & hb) / union if union else 0.0
     closeness = -abs(a.pre / max(len(m.src.nodes), 1) - b.pre / max(len(m.dst.nodes), 1))
     return score, closeness
+
+
+def _statement(n: Node) -> Node | None:
+    """The statement `n` is part of (`n` itself when it is one)."""
+    while n is not None and not n.is_stmt:
+        n = n.parent  # type: ignore[assignment]
+    return n
+
+
+def _head_leaves(m: Mapping, tree: Tree, stmt: Node) -> frozenset[str]:
+    """The leaves of a statement outside its nested blocks (`for x in xs:` without the body)."""
+    key = id(stmt)
+    got = m.heads.get(key)
+    if got is None:
+        out: set[str] = set()
+        stack = [c for c in stmt.children if c.type not in _CONTAINERS]
+        while stack:
+            n = stack.pop()
+            if n.children:
+                stack.extend(c for c in n.children if c.type not in _CONTAINERS)
+            else:
+                out.add(f"{n.type}:{n.label}")
+        got = m.heads[key] = frozenset(out)
+    return got
 
 
 def _sibling(n: Node, delta: int) -> Node | None:

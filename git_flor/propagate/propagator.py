@@ -287,14 +287,32 @@ class _Run:
         return None
 
     def _same_key_in_past(self, node: cst.Node) -> cst.Node | None:
-        """The one past statement with `node`'s header (`if args.evaluate:`), when the
-        matcher left `node` unmatched because everything inside it changed."""
+        """The one past statement with `node`'s header (`if args.evaluate:`), or the one past
+        definition with its qualified name, when the matcher left `node` unmatched because
+        everything inside it changed."""
+        if node.type in ("function_definition", "class_definition"):
+            # A definition is who it is by its qualified name (`Trainer.build_evaluator`),
+            # however much of its body was rewritten.
+            key = self._qualified(node)
+            found = [n for n in self.ptree_c.nodes if n.type == node.type
+                     and self._qualified(n) == key]
+            return found[0] if len(found) == 1 else None
         if not node.is_stmt or node.type not in _COMPOUND:
             return None
         key = matcher_key(node, self.m.headers)
         found = [n for n in self.ptree_c.nodes if n.type == node.type and n.is_stmt
                  and matcher_key(n, self.m.headers) == key]
         return found[0] if len(found) == 1 else None
+
+    def _qualified(self, node: cst.Node) -> tuple[int, ...]:
+        """The keys of a definition and of the definitions around it, innermost first."""
+        out = []
+        n: cst.Node | None = node
+        while n is not None:
+            if n.type in ("function_definition", "class_definition"):
+                out.append(matcher_key(n, self.m.headers))
+            n = n.parent
+        return tuple(out)
 
     def _touches_past(self, owner: cst.Node) -> bool:
         """Does any statement inside `owner` (or `owner` itself) have a past image?"""
