@@ -1,4 +1,4 @@
-"""Replay speed (issue 18): warm workers, per-job thread caps, no self-defeating splits.
+"""Replay speed (issue 18): warm workers, the run's threads with threads × jobs ≤ cores, no self-defeating splits.
 
 Real torch training in real temporary repositories, the installed ``git flor``;
 hindsight values are compared with a hand-edited full re-run, exactly.
@@ -15,6 +15,7 @@ import pygit2
 import pytest
 
 import git_flor
+from git_flor.runtime.launch import cores, job_threads
 from tests.conftest import flor, git, run_script
 
 torch = pytest.importorskip("torch")
@@ -57,37 +58,47 @@ def _values(repo: Path, names: list[str], run: str | None = None) -> dict[str, l
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Three recorded torch runs (seeds 0-2), a checkpoint every epoch; today's code has the statements."""
-    repo = tmp_path_factory.mktemp("speed") / "project"
+    return _recorded(tmp_path_factory.mktemp("speed") / "project", TRAIN, 3,
+                     TRAIN.replace(ANCHOR, ANCHOR + WSUM + PROBES))
+
+
+def _recorded(repo: Path, script: str, seeds: int, today: str) -> Path:
+    """``script`` committed and run with seeds 0.. (a checkpoint every epoch); ``today`` in the tree."""
     repo.mkdir()
     git(repo, "init", "-q", "-b", "main")
-    (repo / "train.py").write_text(TRAIN)
+    (repo / "train.py").write_text(script)
     git(repo, "add", ".")
     git(repo, "commit", "-qm", "v1")
-    for seed in range(3):
+    for seed in range(seeds):
         run_script(repo, "train.py", "--kwargs", f"seed={seed}", env={"FLOR_CKPT_BOUND": "1"})
-    (repo / "train.py").write_text(TRAIN.replace(ANCHOR, ANCHOR + WSUM + PROBES))
+    (repo / "train.py").write_text(today)
     return repo
 
 
-def test_warm_worker_replay_equals_a_hand_rerun_with_threads_capped(runs: Path, tmp_path: Path) -> None:
+def _hand(tmp_path: Path, seed: int, script: str, names: list[str]) -> dict[str, list[object]]:
+    """The statement written into the run's version by hand, run as the user ran it."""
+    hand = tmp_path / f"hand{seed}"
+    hand.mkdir()
+    git(hand, "init", "-q")
+    (hand / "train.py").write_text(script)
+    run_script(hand, "train.py", "--kwargs", f"seed={seed}")
+    return _values(hand, names)
+
+
+def test_warm_worker_replay_uses_the_runs_threads_and_equals_a_hand_rerun(runs: Path, tmp_path: Path) -> None:
     out = flor(runs, "replay", "--apply", "wsum,threads,warm", "--workers", "2", "--yes", "--force")
     assert out.returncode == 0, out.stderr
-    cores = os.cpu_count() or 1
     for run in json.loads(flor(runs, "runs", "--format", "json").stdout):
         got = _values(runs, ["wsum", "threads", "warm"], run["run"])
         assert got["warm"] == [True] * 4, "each job is forked from a warm worker"
-        assert all(t * 2 <= max(cores, 2) for t in got["threads"]), got["threads"]  # threads × workers ≤ cores
-        hand = tmp_path / f"hand{run['args']['seed']}"
-        hand.mkdir()
-        git(hand, "init", "-q")
-        (hand / "train.py").write_text(TRAIN.replace(ANCHOR, ANCHOR + WSUM))
-        run_script(hand, "train.py", "--kwargs", f"seed={run['args']['seed']}")
-        assert got["wsum"] == _values(hand, ["wsum"])["wsum"]
+        hand = _hand(tmp_path, run["args"]["seed"], TRAIN.replace(ANCHOR, ANCHOR + WSUM + PROBES), ["wsum", "threads"])
+        assert got["threads"] == hand["threads"], "torch runs with the run's thread count, not a share"
+        assert got["wsum"] == hand["wsum"]
 
 
 def test_cold_start_gives_the_same_values(runs: Path) -> None:
-    """FLOR_WARM=0: a fresh interpreter per job, the same values (and still the thread cap)."""
-    before = {r["run"]: _values(runs, ["wsum"], r["run"]) for r in
+    """FLOR_WARM=0: a fresh interpreter per job, the same values and the same thread count."""
+    before = {r["run"]: _values(runs, ["wsum", "threads"], r["run"]) for r in
               json.loads(flor(runs, "runs", "--format", "json").stdout)}
     os.environ["FLOR_WARM"] = "0"
     try:
@@ -97,8 +108,55 @@ def test_cold_start_gives_the_same_values(runs: Path) -> None:
     assert out.returncode == 0, out.stderr
     for run, values in before.items():
         got = _values(runs, ["wsum", "threads", "warm"], run)
-        assert got["warm"] == [False] * 4 and got["wsum"] == values["wsum"]
-        assert all(t * 2 <= max(os.cpu_count() or 1, 2) for t in got["threads"])
+        assert got["warm"] == [False] * 4
+        assert (got["wsum"], got["threads"]) == (values["wsum"], values["threads"])
+
+
+BLAS = textwrap.dedent(
+    """    import time
+    import numpy as np
+    import git_flor as flor
+
+    rng = np.random.default_rng(flor.arg("seed", 0))
+    X = rng.normal(size=(2048, 256))
+    y = np.tanh(X @ rng.normal(size=(256, 1)))
+    W1 = rng.normal(size=(256, 512)) * 0.05
+    W2 = rng.normal(size=(512, 1)) * 0.05
+    with flor.checkpointing(W1=W1, W2=W2):
+        for epoch in flor.loop("epoch", range(3)):
+            for step in flor.loop("step", range(4)):
+                xb, yb = X[step * 512:(step + 1) * 512], y[step * 512:(step + 1) * 512]
+                h = np.tanh(xb @ W1)
+                err = h @ W2 - yb
+                gW2 = h.T @ err / len(xb)
+                gW1 = xb.T @ ((err @ W2.T) * (1 - h ** 2)) / len(xb)
+                W1 -= 0.05 * gW1
+                W2 -= 0.05 * gW2
+            flor.log("loss", float(np.mean(err ** 2)))
+    """
+)
+BLAS_ANCHOR = '        flor.log("loss", float(np.mean(err ** 2)))\n'
+NORM = '        flor.log("w_norm", float(np.linalg.norm(W1)))\n'
+SPAN = '        flor.log("span", [time.time()])\n'
+
+
+def test_blas_sums_replay_bit_for_bit_and_jobs_that_fill_the_cores_never_overlap(tmp_path: Path) -> None:
+    """A BLAS dot product splits its sum by thread: with fewer threads than the run had, its last
+    bit changes (here on any machine with 2+ cores). Two runs that used every core, replayed on
+    two workers: each job keeps the run's threads, so the jobs run one after the other."""
+    repo = _recorded(tmp_path / "blas", BLAS, 2, BLAS.replace(BLAS_ANCHOR, BLAS_ANCHOR + NORM + SPAN))
+    out = flor(repo, "replay", "--apply", "w_norm,span", "--workers", "2", "--yes", "--force")
+    assert out.returncode == 0, out.stderr
+    spans = []
+    for run in json.loads(flor(repo, "runs", "--format", "json").stdout):
+        got = _values(repo, ["w_norm", "span"], run["run"])
+        assert got["w_norm"] == _hand(tmp_path, run["args"]["seed"], BLAS.replace(BLAS_ANCHOR, BLAS_ANCHOR + NORM),
+                                      ["w_norm"])["w_norm"]
+        times = [t for v in got["span"] for t in v]
+        spans.append((min(times), max(times)))
+    if job_threads(dict(os.environ)) * 2 > cores():  # two jobs' threads do not fit: one at a time
+        (a0, a1), (b0, b1) = sorted(spans)
+        assert a1 <= b0, spans
 
 
 def test_one_job_per_run_when_runs_are_as_many_as_workers(runs: Path) -> None:

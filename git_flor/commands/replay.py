@@ -61,7 +61,7 @@ def replay(
         run_ids = _select(repo, conn, selectors, where)
         _check_names(repo, conn, run_ids, names)
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers,
-                        trust_checkpoints=trust_checkpoints)
+                        trust_checkpoints=trust_checkpoints, fit_threads=runner is None)
     finally:
         conn.close()
     isolation = _isolation(repo, the_plan) if the_plan.jobs else None

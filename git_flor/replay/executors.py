@@ -12,9 +12,11 @@ Two things make local jobs cheap (issue 18):
   forked from a fork server (``runtime/launch.py --serve``) that imported them
   once, instead of starting Python and ``import torch`` per job. One server per
   (imports, thread share); it dies with this process.
-- **threads × workers ≤ cores**: every job gets ``cores // jobs at once``
-  threads (OpenMP, MKL, OpenBLAS, torch), so two torch jobs never fight over
-  every core each — parallel replay is never slower than serial.
+- **threads × workers ≤ cores**: a job runs with its run's thread counts
+  (OpenMP, MKL, OpenBLAS, torch — fewer would change a sum's last bit, see
+  ``runtime.launch.thread_env``), and takes that many cores while it runs: jobs
+  start only while their threads fit the cores, so two torch jobs never fight
+  over every core each — parallel replay is never slower than serial.
 """
 
 from __future__ import annotations
@@ -28,15 +30,12 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Protocol
 
+from ..runtime.launch import THREAD_VARS, TORCH_THREADS, cores, job_threads
 from .isolation import LAUNCHER
-
-#: Thread-count variables of the numeric libraries, set per job to its share of the cores.
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
-               "NUMEXPR_NUM_THREADS")
 
 
 @dataclass(frozen=True)
@@ -77,19 +76,27 @@ class Executor(Protocol):
         ...
 
 
-def thread_share(workers: int, jobs: int, cores: int | None = None) -> int:
-    """Threads each of ``jobs`` tasks may use on ``workers`` slots so that threads × jobs at once ≤ cores."""
-    cores = cores or os.cpu_count() or 1
-    return max(1, cores // max(1, min(workers, jobs)))
+class Cores:
+    """Cores handed to running jobs: a job starts only when its threads fit in what is free.
 
+    A job asking for more than there are takes them all (it runs alone), so nothing waits forever.
+    """
 
-def capped_env(env: dict[str, str], threads: int) -> dict[str, str]:
-    """``env`` with every numeric library capped at ``threads`` (a smaller cap the user set stays)."""
-    out = dict(env)
-    for var in THREAD_VARS:
-        mine = out.get(var, "")
-        out[var] = mine if mine.isdigit() and 0 < int(mine) <= threads else str(threads)
-    return out
+    def __init__(self, total: int) -> None:
+        self.free = self.total = max(1, total)
+        self._cond = threading.Condition()
+
+    def take(self, n: int) -> int:
+        n = max(1, min(n, self.total))
+        with self._cond:
+            self._cond.wait_for(lambda: self.free >= n)
+            self.free -= n
+        return n
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self.free += n
+            self._cond.notify_all()
 
 
 class LocalExecutor:
@@ -100,14 +107,15 @@ class LocalExecutor:
         #: fork jobs from warm servers (``FLOR_WARM=0`` turns it off: a fresh interpreter per job)
         self.warm = warm and hasattr(os, "fork") and os.environ.get("FLOR_WARM", "1") != "0"
         self._procs: dict[int, subprocess.Popen[str] | int] = {}
-        self._servers: dict[tuple[tuple[str, ...], int], ForkServer] = {}
+        self._servers: dict[tuple[tuple[str, ...], tuple[str, ...]], ForkServer] = {}
+        self._cores = Cores(cores())
         self._lock = threading.Lock()
         self._cancelled = False
         #: seconds each server took to import its modules (the cost model's warm-up)
         self.warmups: list[float] = []
 
     def _server(self, task: Task) -> ForkServer | None:
-        key = (task.warm, int(task.env.get("OMP_NUM_THREADS", "0") or 0))
+        key = (task.warm, tuple(task.env.get(v, "") for v in (*THREAD_VARS, TORCH_THREADS)))
         with self._lock:
             server = self._servers.get(key)
             if server is None:
@@ -115,6 +123,13 @@ class LocalExecutor:
         return server if server.wait_ready() else None
 
     def _one(self, task: Task) -> Outcome:
+        taken = self._cores.take(job_threads(task.env))
+        try:
+            return self._started(task)
+        finally:
+            self._cores.give(taken)
+
+    def _started(self, task: Task) -> Outcome:
         t0 = time.perf_counter()
         server = self._server(task) if self.warm and task.warm and task.launch else None
         if server is not None:
@@ -150,8 +165,6 @@ class LocalExecutor:
         return Outcome(task.key, rc, time.perf_counter() - t0, err[-4000:])
 
     def run(self, tasks: list[Task]) -> Iterator[Outcome]:
-        threads = thread_share(self.workers, len(tasks))
-        tasks = [replace(t, env=capped_env(t.env, threads)) for t in tasks]
         pool = ThreadPoolExecutor(max_workers=self.workers)
         try:
             pending: set[Future[Outcome]] = {pool.submit(self._one, t) for t in tasks}
@@ -207,8 +220,8 @@ class LocalExecutor:
 class ForkServer:
     """One warm worker: ``launch.py --serve MODULES`` and the thread that reads its reports.
 
-    Started with the first task's environment (its thread caps): the libraries read
-    them when the server imports them, and every job of the server shares that cap.
+    Started with the first task's environment (its run's thread settings): the libraries
+    read them when the server imports them, so servers are keyed by those settings.
     """
 
     def __init__(self, modules: tuple[str, ...], env: dict[str, str]) -> None:

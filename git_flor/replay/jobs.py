@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
+from ..runtime.launch import thread_env
 from ..runtime.replay_mode import DIVERGED, ReplaySpec
 from ..storage.checkpoints import Manifest, read_manifest, store_for
 from ..storage.files import SourceTree, run_snapshot
@@ -225,7 +226,7 @@ def prepare(
         cwd.mkdir(parents=True, exist_ok=True)
         if target.run not in warm:
             warm[target.run] = warm_imports(target.source, [user_root, root])
-        task = Task(key, command(launch_path, launch["script"]), str(cwd), child_env(spec_path),
+        task = Task(key, command(launch_path, launch["script"]), str(cwd), thread_env(target.meta.get("threads"), child_env(spec_path)),
                     gpus=1 if target.meta.get("cuda") else 0,  # a cluster schedules it where a GPU is
                     warm=warm[target.run], launch=str(launch_path))
         prepared.append(Prepared(target, job, scratch, task))

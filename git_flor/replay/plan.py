@@ -10,12 +10,14 @@ starting from its own checkpoint — run in parallel.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..propagate import Carrier
+from ..runtime.launch import cores, job_threads, thread_env
 from ..storage.checkpoints import Manifest, read_manifest
 from ..storage.files import SourceTree, run_snapshot
 from ..storage.index import HINDSIGHT, RECORDED, UNVERIFIED, chunks, replays_of, stored_run
@@ -182,7 +184,13 @@ def plan(
     force: bool = False,
     workers: int = 1,
     trust_checkpoints: bool = False,
+    fit_threads: bool = True,
 ) -> Plan:
+    """Plan the replay of ``names`` in ``runs`` on ``workers`` slots.
+
+    ``fit_threads``: the jobs run here, each with its run's thread counts, and only as
+    many at once as fit in this machine's cores — so that is how many slots there are.
+    """
     targets: list[Target] = []
     skipped: list[tuple[str, str]] = []
     failed: list[tuple[str, str]] = []
@@ -190,7 +198,7 @@ def plan(
     store = store_url(repo)
     # With as many runs as workers (or more), each run is one job: splitting a run only
     # pays when a worker would otherwise be idle.
-    share = max(1, workers // max(1, len(runs)))
+    slots = workers
     today_cache: dict[str, str | None] = {}  # path → today's text
     for run_id in runs:
         run = stored_run(conn, run_id)
@@ -234,6 +242,11 @@ def plan(
         existing = _existing(conn, run_id, wanted)
         if len(target.entries.sizes) > 1 and not target.entries.legacy:
             existing = _existing_by_entry(repo, conn, target, wanted)
+        fit = workers
+        if fit_threads:  # a run that used every core's threads replays one job at a time
+            fit = min(workers, max(1, cores() // job_threads(thread_env(meta.get("threads"), dict(os.environ)))))
+        slots = min(slots, fit)
+        share = max(1, fit // max(1, len(runs)))
         _jobs(target, shape, manifest, loops, existing, iters, force, share)
         _own_outputs(target)
         _witness(target, trust_checkpoints)
@@ -244,7 +257,7 @@ def plan(
             skipped.append((run_id, target.idle))
         else:
             skipped.append((run_id, "already computed (use --force to recompute)"))
-    return Plan(targets, skipped, failed, max(1, workers))
+    return Plan(targets, skipped, failed, max(1, min(workers, slots)))
 
 
 @dataclass(frozen=True)

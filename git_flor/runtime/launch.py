@@ -26,8 +26,10 @@ child per job the parent asks for over stdin; each child goes on exactly as
 ``python launch.py LAUNCH.json`` would (isolation, argv, ``__main__``), only
 without paying interpreter start and those imports again. Only imports are
 warmed — no torch op runs before the fork, so no thread pool is forked half
-alive — and the server is started with the job's thread caps in its environment
-(OpenMP, MKL and OpenBLAS read them when they load).
+alive — and the server is started with the run's thread settings in its environment
+(OpenMP, MKL and OpenBLAS read them when they load; :func:`thread_env`): a different
+thread count changes a BLAS or torch sum in its last bit, so a replay never uses
+fewer threads than its run did — the parent runs fewer jobs at once instead.
 """
 
 import sys
@@ -231,18 +233,86 @@ def die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
-def cap_threads() -> None:
-    """Apply the job's thread share to a torch imported before the fork (the server warmed it).
+#: Thread-count variables of the numeric libraries (OpenMP, MKL, OpenBLAS, Accelerate, numexpr).
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS")
+#: The torch thread count a replay child sets before the script runs (the run's, see :func:`thread_env`).
+TORCH_THREADS = "FLOR_TORCH_THREADS"
 
-    A cold child's torch reads ``OMP_NUM_THREADS`` itself when it loads; a warm one
-    loaded in the server, so the share is set here, before the script's first op (a
-    script that sets its own thread count still does so later, as the run did). It may
-    start threads, so it runs after :func:`isolate` (``unshare`` refuses a threaded process).
+
+def cores() -> int:
+    """Cores this process may run on (its affinity, which a container or ``taskset`` narrows)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def recorded_threads() -> dict[str, Any]:
+    """What decides how many threads a run's numeric libraries use, for ``run.json``.
+
+    A BLAS dot product or a torch reduction splits its sum by thread, so the same
+    code on the same data gives a different last bit with a different thread count.
+    A replay must use the run's counts to give the run's values: the libraries read the
+    variables in ``env`` when they load and otherwise take every core (``cores``); torch's
+    count (``torch``) is added when the run ends.
     """
-    torch = sys.modules.get("torch")
-    share = os.environ.get("OMP_NUM_THREADS", "")
-    if torch is not None and share.isdigit() and int(share) > 0:
-        torch.set_num_threads(int(share))
+    return {"cores": cores(), "env": {v: os.environ[v] for v in THREAD_VARS if v in os.environ}}
+
+
+def thread_env(threads: dict[str, Any] | None, env: dict[str, str]) -> dict[str, str]:
+    """``env`` for a replay child of a run whose thread settings were ``threads``.
+
+    The run's variables, and no others; where it set none the libraries took every core,
+    so a machine with another number of cores gets that number spelled out. A run
+    recorded before thread settings were kept replays with ``env`` as it is (as a hand
+    re-run here would).
+    """
+    if not threads:
+        return dict(env)
+    out = {k: v for k, v in env.items() if k not in THREAD_VARS and k != TORCH_THREADS}
+    out.update({k: str(v) for k, v in (threads.get("env") or {}).items() if k in THREAD_VARS})
+    n = int(threads.get("cores") or 0)
+    if n and n != cores():
+        for var in THREAD_VARS:
+            out.setdefault(var, str(n))
+    if threads.get("torch"):
+        out[TORCH_THREADS] = str(int(threads["torch"]))
+    return out
+
+
+def job_threads(env: dict[str, str]) -> int:
+    """Cores a job started with ``env`` keeps busy: its busiest library's thread count.
+
+    OpenBLAS and MKL read their own variable, else ``OMP_NUM_THREADS``, else take every
+    core; torch takes the run's count. At most the cores there are.
+    """
+    def count(var: str, default: int) -> int:
+        value = env.get(var, "")
+        return int(value) if value.isdigit() and int(value) > 0 else default
+
+    omp = count("OMP_NUM_THREADS", cores())
+    busiest = max(count("OPENBLAS_NUM_THREADS", omp), count("MKL_NUM_THREADS", omp), count(TORCH_THREADS, 1))
+    return max(1, min(cores(), busiest))
+
+
+def apply_threads() -> None:
+    """Give torch the run's thread count before the script's first op.
+
+    A warm child's torch was loaded in the fork server, and a cold child's torch would
+    take its count from ``OMP_NUM_THREADS`` — not necessarily what the run had (torch's
+    default is its own). A script that sets its own count still does so later, as the
+    run did. It may start threads, so it runs after :func:`isolate` (``unshare`` refuses
+    a threaded process).
+    """
+    wanted = os.environ.get(TORCH_THREADS, "")
+    if not wanted.isdigit() or int(wanted) <= 0:
+        return
+    try:
+        import torch  # noqa: PLC0415 (the run imported it: that is why its count was kept)
+    except ImportError:
+        return
+    torch.set_num_threads(int(wanted))
 
 
 def _import_quietly(modules: list[str]) -> None:
@@ -337,7 +407,7 @@ def main(args: list[str]) -> None:
         launch = json.load(fh)
     isolate(launch)  # first: unshare(CLONE_NEWUSER) needs a single-threaded process
     die_with_parent(parent)
-    cap_threads()  # may start torch's thread pool: only after isolating
+    apply_threads()  # may start torch's thread pool: only after isolating
     run_script(launch)
 
 

@@ -28,6 +28,7 @@ from ..storage.journal import Journal, event_line, release
 from ..storage.records import Frame, Record, RunData, encode_lines, warn
 from .checkpoint import Checkpointer
 from .kwargs import unused_kwargs
+from .launch import recorded_threads
 from .outputs import Outputs, absolute_dirs, watch_torch
 from .packages import imported_versions
 from .replay_mode import Replayer
@@ -54,6 +55,7 @@ class Run:
             "platform": platform.platform(terse=True),
             "host": socket.gethostname(),
             "pid": self.pid,
+            "threads": recorded_threads(),  # a replay uses them: a sum's last bit depends on them
         }
         self.echo = os.environ.get("FLOR_QUIET", "") in ("", "0")
         self._events: deque[str] = deque()
@@ -295,6 +297,9 @@ class Run:
         unused = unused_kwargs(self.kwargs, self.meta["args"])
         if unused and self.replayer is None:
             self.warn_once("kwargs", unused)
+        torch = sys.modules.get("torch")
+        if torch is not None and hasattr(torch, "get_num_threads"):
+            self.meta["threads"]["torch"] = torch.get_num_threads()
         if _used_cuda():
             self.meta["cuda"] = True  # its replay needs a GPU (a Ray cluster schedules it on one)
         for seg in self.loops:
