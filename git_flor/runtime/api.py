@@ -285,14 +285,15 @@ def _hindsight_failed(name: str, exc: BaseException) -> None:
         run.replayer.statement_failed(name, exc)
 
 
-def _skip_call(line: int) -> bool:
+def _skip_call(line: int, after: int = 0) -> bool:
     """Asked by the replay's executed copy before a call statement it may skip (see replay.guard.skippable).
 
     True when this is a skip job and the call was replaced by a restore of the end of the
     iteration; False (run the call) in a recorded run and in every other replay mode.
+    ``after``: the line of the skippable statement right before this one, if any.
     """
     run = _current()
-    return run.replayer is not None and run.replayer.skip_call(line, run.objects)
+    return run.replayer is not None and run.replayer.skip_call(line, run.objects, after)
 
 
 def commit() -> str | None:

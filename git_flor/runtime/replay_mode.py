@@ -152,6 +152,7 @@ class Replayer:
         self.skip_calls = frozenset(spec.skip_calls)
         self.skip_logged = frozenset(spec.skip_logged)
         self.calls_skipped = 0  # skip: call statements replaced by a restore in this iteration
+        self._last_skip: tuple[int, int] = (-1, 0)  # (iteration, line) of the last skipped call
         self.current = -1  # skip: the outer iteration running
         self.frame: FrameType | None = None
         self.scope: LoopScope | None = None
@@ -411,7 +412,7 @@ class Replayer:
         self._check_skip(k, objects)
         return True
 
-    def skip_call(self, line: int, objects: dict[str, Any]) -> bool:
+    def skip_call(self, line: int, objects: dict[str, Any], after: int = 0) -> bool:
         """In skip mode, the call statement at ``line`` does not run: restore the end of the iteration.
 
         Everything the checkpoint holds — objects, loop-carried variables, globals, RNG
@@ -424,7 +425,10 @@ class Replayer:
         entry = self.skip_entry
         if entry is None or line not in self.skip_calls:
             return False
-        restore(self.store, entry, objects, self.frame, self.scope)
+        if not (after and self._last_skip == (self.current, after)):
+            # (right after another skipped call nothing ran: the state is that restore's)
+            restore(self.store, entry, objects, self.frame, self.scope)
+        self._last_skip = (self.current, line)
         self.calls_skipped += 1
         return True
 
