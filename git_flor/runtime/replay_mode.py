@@ -37,6 +37,7 @@ and its values are kept marked ``unverified``.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -111,6 +112,8 @@ class ReplaySpec:
     broken: list[int] = field(default_factory=list)
     #: the original's ``flor.load`` calls: their arguments and what they resolved to (``run.json`` ``loads``)
     loads: list[dict[str, Any]] = field(default_factory=list)
+    #: the run's global RNG states where its script imported git-flor, pickled, base64 ("": none kept)
+    rng_start: str = ""
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -496,3 +499,9 @@ def _where(key: Key) -> str:
     """``epoch 3, step 2``; ``epoch 1 (entry 2)`` in a later entry of the outer loop."""
     return ", ".join(f"{f[0]} {f[1]}" + (f" (entry {f[2] + 1})" if len(f) > 2 else "") for f in key[1]) \
         or "the top level"
+
+
+def start_rng(spec_path: str) -> dict[str, Any] | None:
+    """The RNG states a replay child sets where its script imports git-flor (see api._start_rng)."""
+    raw = json.loads(Path(spec_path).read_text()).get("rng_start") or ""
+    return pickle.loads(base64.b64decode(raw)) if raw else None
