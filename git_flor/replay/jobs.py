@@ -212,7 +212,7 @@ def prepare(
             expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
-            skip_calls=job.skip_calls, skip_logged=job.skip_logged, rng_start=_rng_start(store, target.meta),
+            skip_calls=job.skip_calls, skip_logged=job.skip_logged, skip_keep=job.skip_keep, rng_start=_rng_start(store, target.meta),
             iterations=target.iterations, entries=list(target.entries.sizes),
             limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
             witness_format=target.witness_format, broken=sorted(target.entries.broken), loads=loads,

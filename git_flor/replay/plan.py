@@ -62,6 +62,8 @@ class Job:
     skip_calls: list[int] = field(default_factory=list)
     #: skip: names logged only inside those calls: not produced, so not expected
     skip_logged: list[str] = field(default_factory=list)
+    #: skip: loop-carried variables a skip's restore leaves as computed (strategy.Position.keep)
+    skip_keep: list[str] = field(default_factory=list)
 
     @property
     def strict(self) -> bool:
@@ -552,6 +554,7 @@ def _jobs(
             # A call is skipped only where every requested statement allows it.
             job.skip_calls = sorted(frozenset.intersection(*(p.skip_calls for p in epoch_positions)))
             job.skip_logged = sorted(frozenset().union(*(p.skip_logged for p in epoch_positions)))
+            job.skip_keep = sorted(frozenset.intersection(*(p.keep for p in epoch_positions)))
     target.skip_calls = sorted({line for job in target.jobs for line in job.skip_calls})
 
 

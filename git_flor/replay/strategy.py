@@ -44,6 +44,10 @@ class Position:
     skip_calls: frozenset[int] = frozenset()
     #: names the functions those calls run log: a skip does not produce them (not expected)
     skip_logged: frozenset[str] = frozenset()
+    #: loop-carried variables the code after a skipped loop changes and no skipped loop or call
+    #: writes: a skip's restore leaves them as the replay computed them, so that code changes
+    #: them once, as the original did (``lr /= 2`` on a stalled validation loss, then logged)
+    keep: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -324,7 +328,36 @@ def _position(
     if steer:
         return Position(name, "epoch", reason=f"code after the skipped loop changes `{steer[0]}` and leaves the "
                                               "loop on it", line=line)
-    return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads), **speculative)
+    keep = changed - _skipped_writes(outer, nested, skipped, calls, parents, imported)
+    return Position(name, "epoch", skip_safe=True, line=line, ignore=frozenset(changed - reads),
+                    keep=frozenset(keep), **speculative)
+
+
+def _skipped_writes(
+    outer: ast.AST,
+    nested: list[ast.AST],
+    skipped: list[ast.stmt],
+    calls: _Calls,
+    parents: dict[ast.AST, ast.AST],
+    imported: frozenset[str],
+) -> set[str]:
+    """Every name a skip job's restores may stand in for: what any nested loop of the outer body
+    (a skip job skips them all, before the statement or after it), any helper running one, or
+    any skipped call writes. A name outside this set is, where such a restore happens, what the
+    replay itself computed — the original's value there, not its end-of-iteration value."""
+    out: set[str] = set()
+    for lp in nested:
+        if _inside(lp, outer, parents):
+            out |= _writes(lp) - imported
+    for unit in outer.body:  # type: ignore[attr-defined]
+        if calls.runs_flor_loop(unit):
+            out |= _writes(unit) - imported
+            out |= {g for fn in calls.reach(unit) for n in ast.walk(fn) if isinstance(n, ast.Global) for g in n.names}
+            out |= {a.id for c in ast.walk(unit) if isinstance(c, ast.Call)
+                    for a in [*c.args, *(k.value for k in c.keywords)] if isinstance(a, ast.Name)} - imported
+    for stmt in skipped:
+        out |= _writes(stmt) | _call_writes(stmt, calls, imported)
+    return out
 
 
 def _call_skips(

@@ -106,6 +106,9 @@ class ReplaySpec:
     skip_calls: list[int] = field(default_factory=list)
     #: skip: names logged only inside those calls (not produced here, so not expected)
     skip_logged: list[str] = field(default_factory=list)
+    #: skip: loop-carried variables no skipped loop or call writes and code after it changes:
+    #: a skip's restore leaves them as this job computed them, so that code changes them once
+    skip_keep: list[str] = field(default_factory=list)
     #: the encoding of the original's fingerprints (``storage.records.WITNESS_FORMAT``): compared in it
     witness_format: int = 1
     #: flat iterations the original left part-way (``break``, early stopping): only there may this one
@@ -400,7 +403,7 @@ class Replayer:
             return False
         k = self.nested_seen
         self.nested_seen += 1
-        pointers = entry["objects"]
+        pointers = self._kept(entry)["objects"]
         state = {n: p for n, p in pointers.items() if n not in (RNG, NESTED_RNG)}
         restore(self.store, {"objects": state}, objects, self.frame, self.scope)
         rngs = pickle.loads(self.store.get(pointers[NESTED_RNG].sha256)) if NESTED_RNG in pointers else []
@@ -430,14 +433,24 @@ class Replayer:
             return False
         if not (after and self._last_skip == (self.current, after)):
             # (right after another skipped call nothing ran: the state is that restore's)
-            restore(self.store, entry, objects, self.frame, self.scope)
+            restore(self.store, self._kept(entry), objects, self.frame, self.scope)
         self._last_skip = (self.current, line)
         self.calls_skipped += 1
         return True
 
+    def _kept(self, entry: dict[str, Any]) -> dict[str, Any]:
+        """The end-of-iteration checkpoint without the variables a skip leaves as computed
+        (``ReplaySpec.skip_keep``): the code after the skipped loop then changes them from the
+        value the original had there, not a second time; ``_check_skip`` and the witnesses
+        after it confirm that value."""
+        if not self.spec.skip_keep:
+            return entry
+        kept = {f"var:{n}" for n in self.spec.skip_keep} | {f"glob:{n}" for n in self.spec.skip_keep}
+        return {**entry, "objects": {n: p for n, p in entry["objects"].items() if n not in kept}}
+
     def _skip_ignored(self, objects: dict[str, Any]) -> set[str]:
         """Fingerprint components of the variables the planner proved no requested statement reads."""
-        names = set(self.spec.skip_ignore)
+        names = set(self.spec.skip_ignore) - set(self.spec.skip_keep)  # kept ones must agree
         ignored = {f"var:{n}" for n in names} | {f"mod:{n}" for n in names}
         if self.frame is not None and names:
             scope = self.frame.f_globals if self.scope is None or self.scope.module_level else self.frame.f_locals
