@@ -28,7 +28,8 @@ same run (never against a number from another day or machine):
    loop cannot skip anything: the requested epochs are re-executed from the
    previous checkpoint. On the ``FLOR_CKPT_BOUND=1`` run, all 20 epochs are
    replayed with ``--workers 1`` and ``--workers 2`` (interleaved);
-   efficiency = t1 / (2 x t2).
+   efficiency = t1 / (2 x t2). The same on a torch MLP (2b; ``--skip-torch`` leaves it
+   out), whose replayed values must equal a hand re-run's with the statement written in.
 
 3. **Many versions.** 10 commits of the script, each a small real change
    (learning rate, decay factor), 3 runs each (seeds 0-2), all with
@@ -108,6 +109,33 @@ PREFIX_ANCHOR = (
     "X_train, y_train, X_val, y_val = X[:n_train], y[:n_train], X[n_train:], y[n_train:]\n"
 )
 PREFIX_STMT = 'flor.log("n_val", len(X_val))\n'  # before the training loop: a no-op job
+
+
+#: Part 2 on torch: an MLP of the same shape (20 epochs, a nested step loop, batches of 128).
+TORCH_TRAIN = '''\
+"""A small torch MLP trained with SGD + momentum on synthetic data (fixed seed)."""
+
+import torch
+import git_flor as flor
+
+steps = flor.arg("steps", {steps})
+torch.manual_seed(flor.arg("seed", 0))
+X = torch.randn(steps * 128, 64)
+y = (X[:, :8].sum(1) > 0).long()
+model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+with flor.checkpointing(model=model, opt=opt):
+    for epoch in flor.loop("epoch", range(20)):
+        for step in flor.loop("step", range(steps)):
+            xb, yb = X[step * 128 : (step + 1) * 128], y[step * 128 : (step + 1) * 128]
+            loss = torch.nn.functional.cross_entropy(model(xb), yb)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            flor.log("loss", float(loss))
+'''
+TORCH_ANCHOR = '            flor.log("loss", float(loss))\n'
+TORCH_STMT = '            flor.log("grad_norm", float(model[0].weight.grad.norm()))\n'
 
 
 def script(
@@ -277,9 +305,13 @@ class World:
         text = done.out[done.out.index("{") :]
         return json.loads(text[: text.rindex("}") + 1])["jobs"], done.seconds
 
-    def values(self, repo: Path, name: str, run: str) -> list[float]:
-        rows = json.loads(self.flor(repo, "log", name, "--run", run, "--format", "json").out)
-        return [r[name] for r in sorted(rows, key=lambda r: r["epoch"]) if r.get(name) is not None]
+    def values(self, repo: Path, name: str, run: str | None) -> list[float]:
+        """``name``'s values of ``run`` (None: the repository's only run), in loop order."""
+        rows = json.loads(
+            self.flor(repo, "log", name, *(["--run", run] if run else []), "--format", "json").out
+        )
+        order = sorted(rows, key=lambda r: (r["epoch"], r.get("step") or 0))
+        return [r[name] for r in order if r.get(name) is not None]
 
 
 def job_seconds(out: str) -> list[float]:
@@ -347,6 +379,8 @@ def part1(w: World, reps: int, n_train: int, hidden: int) -> dict:
         "dry_b1": [],
         "jobs_b1": [],
         "jobs_def": [],
+        "fell_b1": [],
+        "fell_def": [],
         "f_rec": [],
         "f_rep": [],
         "agree": [],
@@ -407,6 +441,7 @@ def part1(w: World, reps: int, n_train: int, hidden: int) -> dict:
                 done = w.flor(repo, "replay", runs[who], "--apply", "w1_norm", "--yes", "--force")
                 res[f"rep_{who}"].append(done.seconds)
                 res[f"jobs_{who}"].append(job_seconds(done.out))
+                res[f"fell_{who}"].append(done.out.count("fell back"))
         # The same statement, the same old run: every replay must give the same values.
         ours = w.values(repo, "w1_norm", runs["b1"])
         agree = {
@@ -478,6 +513,9 @@ def report1(r: dict, reps: int, n_train: int, hidden: int, flordb: bool, flordb_
         print(
             f"git-flor replay vs flordb replay of the same statement: {med(r['f_rep']) / med(r['rep_b1']):.1f}x faster"
         )
+    fell = sum(r["fell_b1"]) + sum(r["fell_def"])
+    print(f"segments that fell back to re-execution (a witness disagreed): {fell}"
+          + ("" if not fell else " -- the plan's skips did not hold: replay paid re-execution"))
     jobs = [s for js in r["jobs_b1"] for s in js]
     dry = med(r["dry_b1"])
     print(
@@ -544,9 +582,36 @@ def part2(w: World, reps: int, repo: Path, run: str) -> dict:
     return res
 
 
-def report2(r: dict, reps: int, rec_b1: float) -> None:
-    print(f"\n## 2. Step-level statement, all 20 epochs re-executed (medians of {reps})\n")
-    print("statement, inside the step loop:  " + STEP_STMT.strip())
+def part2_torch(w: World, reps: int, steps: int) -> dict:
+    """Part 2 on a torch workload: record (a checkpoint every epoch), then a step-level statement
+    replayed with --workers 1 and 2 (interleaved); the values of both equal a hand re-run's."""
+    src = TORCH_TRAIN.format(steps=steps)
+    repo = w.repo("p2-torch", {"train.py": src})
+    run, rec = w.record(repo, bound="1")
+    today = src.replace(TORCH_ANCHOR, TORCH_ANCHOR + TORCH_STMT)
+    hand = w.repo("p2-torch-hand", {"train.py": today})
+    w.run([w.python, "train.py"], hand)
+    expected = w.values(hand, "grad_norm", run=None)
+    (repo / "train.py").write_text(today)
+    res: dict = {"1": [], "2": [], "plans": {}, "jobs": {"1": [], "2": []}, "rec": rec, "exact": True}
+    for n in ("1", "2"):
+        res["plans"][n], _ = w.plan(repo, run, "--apply", "grad_norm", "--workers", n)
+    for rnd in range(reps):
+        for n in rotated(["1", "2"], rnd):
+            done = w.flor(repo, "replay", run, "--apply", "grad_norm", "--workers", n, "--yes", "--force")
+            res[n].append(done.seconds)
+            res["jobs"][n].append(job_seconds(done.out))
+            res["exact"] = res["exact"] and w.values(repo, "grad_norm", run) == expected
+        progress(f"part 2 (torch) rep {rnd + 1}/{reps}")
+    res["epochs"] = recorded_epoch_seconds(repo)[run]
+    res["values"] = len(expected)
+    return res
+
+
+def report2(r: dict, reps: int, rec_b1: float, workload: str = "numpy") -> None:
+    print(f"\n## 2{'' if workload == 'numpy' else 'b'}. Step-level statement, {workload}, all 20 epochs "
+          f"re-executed (medians of {reps})\n")
+    print("statement, inside the step loop:  " + (STEP_STMT if workload == "numpy" else TORCH_STMT).strip())
     for n in ("1", "2"):
         jobs = r["plans"][n]
         print(
@@ -572,6 +637,9 @@ def report2(r: dict, reps: int, rec_b1: float) -> None:
         "wall s by rep: "
         + "; ".join(f"workers {n}: " + " ".join(f"{x:.2f}" for x in r[n]) for n in ("1", "2"))
     )
+    if "exact" in r:
+        print(f"replayed grad_norm ({r['values']} values) equal to a hand re-run's, both worker counts, every "
+              f"rep: {'yes' if r['exact'] else 'NO'}")
     n1, n2 = len(r["plans"]["1"]), len(r["plans"]["2"])
     note(f"""The plan has {n1} re-execution job(s) with --workers 1 and {n2} with --workers 2: one
           job per segment between checkpoints, whatever --workers is. Each job pays a process start,
@@ -703,6 +771,7 @@ def main() -> int:
         "--quick", action="store_true", help="smaller workloads, fewer versions: a smoke run"
     )
     parser.add_argument("--skip-flordb", action="store_true", help="leave FlorDB out of part 1")
+    parser.add_argument("--skip-torch", action="store_true", help="leave out part 2 on torch")
     parser.add_argument(
         "--flordb-python",
         default=sys.executable,
@@ -740,6 +809,10 @@ def main() -> int:
         r1 = part1(w, reps, n1, h1)
         print("[2/3] step-level statement, workers 1 vs 2", file=sys.stderr, flush=True)
         r2 = part2(w, reps, r1["repo"], r1["runs"]["b1"])
+        r2t = None
+        if not args.skip_torch:
+            print("[2b/3] step-level statement on torch, workers 1 vs 2", file=sys.stderr, flush=True)
+            r2t = part2_torch(w, reps, 45 if args.quick else 180)
         print(f"[3/3] {versions} versions x {runs_per} runs", file=sys.stderr, flush=True)
         r3 = part3(w, reps, versions, runs_per, n3, h3)
         load1 = os.getloadavg()
@@ -755,6 +828,8 @@ def main() -> int:
         print(f"flordb: {fversion} ({flordb_python})" if fversion else f"flordb: {why}")
         report1(r1, reps, n1, h1, flordb_python is not None, why)
         report2(r2, reps, med(r1["rec_b1"]))
+        if r2t is not None:
+            report2(r2t, reps, r2t["rec"], "torch")
         report3(r3, reps, versions, runs_per)
         if args.keep:
             print(f"\n(kept {root})")

@@ -69,14 +69,18 @@ def recorded(tmp: Path, versions: list[str], *, runs: int = 1, env: dict[str, st
 
 
 def scenario(tmp: Path, versions: list[str], stmt: str, name: str, *, runs: int = 1, expect_exit: int = 0,
-             extra_env: dict[str, str] | None = None, first_time: bool = True) -> tuple[Path, str]:
+             extra_env: dict[str, str] | None = None, first_time: bool = True,
+             planned: str | None = None) -> tuple[Path, str]:
     """Record every version, add ``stmt`` today, replay, and compare each run with its hand re-run.
 
     ``first_time``: the plan and the checkpoints are right without any fallback (speed);
-    exactness is asserted either way.
+    ``planned``: every job of the ``--dry-run`` plan has this mode; exactness is asserted either way.
     """
     repo = recorded(tmp, versions, runs=runs, env=extra_env)
     (repo / "train.py").write_text(with_statement(textwrap.dedent(versions[-1]), stmt))
+    if planned:
+        jobs = json.loads(flor(repo, "replay", "--apply", name, "--dry-run", "--format", "json").stdout)["jobs"]
+        assert jobs and {j["mode"] for j in jobs} == {planned}, jobs
     before = user_state(repo)
     out = flor(repo, "replay", "--apply", name, "--yes")
     assert out.returncode == expect_exit, out.stderr
@@ -300,7 +304,8 @@ def test_a_module_level_generator_drawn_from_in_a_function(tmp_path: Path) -> No
 
 
 def test_a_skip_that_would_leave_the_loop_early_falls_back(tmp_path: Path) -> None:
-    """The patience counter after the skipped loop runs again on the state a skip restored; the
+    """The patience counter after the skipped loop runs again on the state a skip restored (the
+    skipped loop may set it too, so the restore cannot leave it as computed); the
     decision to stop reads it inside a helper (invisible to the planner), so the skipped iteration
     takes the early-stopping ``break`` the original did not: the child reports that it left the loop
     where the original went on, and the segment is re-executed."""
@@ -317,6 +322,8 @@ def test_a_skip_that_would_leave_the_loop_early_falls_back(tmp_path: Path) -> No
             for b in flor.loop("batch", range(4)):
                 xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
                 w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+                if not np.isfinite(w).all():
+                    bad = 99  # a NaN ends the training at the patience check
             val = float(np.mean((X @ w - y) ** 2))
             # hindsight
             if val < best - 1e-2:
@@ -329,6 +336,33 @@ def test_a_skip_that_would_leave_the_loop_early_falls_back(tmp_path: Path) -> No
     _, err = scenario(tmp_path, [numpy_script(body, 0.05), numpy_script(body, 0.1)],
                       'flor.log("w2", float(w[2]))', "w2", first_time=False)
     assert "left the loop" in err, err
+
+
+def test_an_lr_annealed_after_the_skipped_loop_is_skipped_without_falling_back(tmp_path: Path) -> None:
+    """bench_replay.py's shape: ``lr`` divided when validation stalls, after the step loop, and
+    logged. The skip's restore must not hand that code the iteration's *end* ``lr`` (it would
+    divide it twice, the logged ``lr`` witness would disagree and every segment past the first
+    decay would fall back to re-execution — a silent 10× slow-down): planned as restore+skip,
+    run as one, exact."""
+    body = """\
+    best = float("inf")
+    with flor.checkpointing(w=w):
+        for epoch in flor.loop("epoch", range(12)):
+            for b in flor.loop("batch", range(4)):
+                xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+                w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+            # hindsight
+            val = float(np.mean((X @ w - y) ** 2))
+            if val > best:
+                lr /= 2.0
+            best = min(best, val)
+            flor.log("lr", lr)
+    """
+    repo, _ = scenario(tmp_path, [numpy_script(body, 0.9), numpy_script(body, 0.8)],
+                       'flor.log("w_norm", float(np.linalg.norm(w)))', "w_norm", planned="skip")
+    for run in json.loads(flor(repo, "runs", "--format", "json").stdout):
+        lrs = [r[-1] for r in rows(repo, "lr", run["run"])]
+        assert len(set(lrs)) > 1, f"each recorded run anneals lr: {lrs}"
 
 
 def test_witness_encodings() -> None:
