@@ -115,7 +115,9 @@ def main() -> None:
     reps = 1 if opts.quick else opts.reps
     scale = 0.5 if opts.quick else 1.0
     tmp = Path(tempfile.mkdtemp(prefix="bench-torch-replay-"))
-    env = {**os.environ, "HOME": str(tmp), "FLOR_QUIET": "1", "PYTHONDONTWRITEBYTECODE": "1",
+    # Bytecode cached in the temporary directory (as a user's __pycache__ would be), never in the checkout.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env = {**env, "HOME": str(tmp), "FLOR_QUIET": "1", "PYTHONPYCACHEPREFIX": str(tmp / "pycache"),
            "GIT_AUTHOR_NAME": "b", "GIT_AUTHOR_EMAIL": "b@x", "GIT_COMMITTER_NAME": "b", "GIT_COMMITTER_EMAIL": "b@x"}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env['PATH']}"
     print(f"load: {os.getloadavg()}  cores: {os.cpu_count()}", flush=True)
