@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import sys
 import threading
 import time
 from types import FrameType, FunctionType, ModuleType
@@ -125,9 +126,9 @@ class Checkpointer:
             due or last or not self.fingerprints or self.bound >= 1
             or self._spent + self._fp_cost <= self.bound * self._compute
         ):
-            t0 = time.perf_counter()
+            t0 = _clocks()
             fp = self._moved(fingerprint(self.objects, frame, scope, state))
-            self._fp_cost = time.perf_counter() - t0
+            self._fp_cost = _charged(t0)
             with self._lock:
                 self._spent += self._fp_cost
                 self.fingerprints[i] = fp
@@ -165,9 +166,9 @@ class Checkpointer:
             return
         if self.bound < 1 and self._spent + self._fp_cost > self.bound * self._compute and self.fingerprints:
             return
-        t0 = time.perf_counter()
+        t0 = _clocks()
         fp = self._moved(fingerprint(self.objects, *self._where))
-        cost = time.perf_counter() - t0
+        cost = _charged(t0)
         with self._lock:
             self._spent += cost
             self.nested.setdefault(i, []).append(fp)
@@ -188,7 +189,7 @@ class Checkpointer:
         self, loop: str, i: int, frame: FrameType | None, scope: LoopScope | None, state: StateScope,
         nested_rng: list[Any],
     ) -> None:
-        t0 = time.perf_counter()
+        t0 = _clocks()
         snaps: dict[str, tuple[str, str, Any]] = {}
         unsaved: list[str] = []
         registered_ids = {id(o) for o in self.objects.values()}
@@ -225,7 +226,7 @@ class Checkpointer:
                 self._capture(snaps, unsaved, f"rngobj:{path}", rng, "rngobj")
         snaps[RNG] = ("pickle", RNG, pickle.dumps(serial.capture_rng(), protocol=serial.PICKLE))
         snaps[NESTED_RNG] = ("pickle", RNG, pickle.dumps(nested_rng, protocol=serial.PICKLE))
-        capture_time = time.perf_counter() - t0
+        capture_time = _charged(t0)
         with self._lock:
             self._spent += capture_time  # the training thread's cost: what the bound accounts
             self._last_cost = capture_time
@@ -291,6 +292,27 @@ class Checkpointer:
 
 
 _NOT_STATE = (ModuleType, FunctionType, type)
+
+
+def _clocks() -> tuple[float, float]:
+    """(wall, this thread's CPU) now: what :func:`_charged` measures from."""
+    return time.perf_counter(), time.thread_time()
+
+
+def _charged(start: tuple[float, float]) -> float:
+    """Seconds the training thread spent since ``start``, as the overhead bound charges them.
+
+    Wall time, but no more than this thread's CPU time times the threads a copy may use
+    (torch copies a large tensor on its intra-op threads): on a shared machine a
+    millisecond's copy or fingerprint that the scheduler preempted would otherwise be
+    charged ten milliseconds, and the bound would skip the next few checkpoints for
+    time the training lost to other processes, not to git-flor.
+    """
+    wall = time.perf_counter() - start[0]
+    cpu = time.thread_time() - start[1]
+    torch = sys.modules.get("torch")
+    threads = torch.get_num_threads() if torch is not None and hasattr(torch, "get_num_threads") else 1
+    return min(wall, cpu * max(1, threads))
 
 
 
