@@ -287,6 +287,26 @@ def test_unsaveable_loop_carried_variable_marks_the_iteration_unsafe(repo: Path)
     assert all(e["unsaved"] == ["var:stream"] for e in manifest.values())
 
 
+def test_what_a_step_loop_leaves_is_saved_when_it_can_be_and_never_makes_an_iteration_unsafe(repo: Path) -> None:
+    (repo / "left.py").write_text(textwrap.dedent(
+        """\
+        import git_flor as flor
+        for epoch in flor.loop("epoch", range(3)):
+            for step in flor.loop("step", range(2)):
+                loss = float(epoch * 10 + step)
+                rows = (r for r in range(step))  # a generator: cannot be saved
+            flor.log("loss", loss)
+            print(type(rows).__name__)
+        """
+    ))
+    out = run_script(repo, "left.py", env=EVERY)
+    assert "cannot checkpoint" not in out.stderr, out.stderr
+    run = json.loads(flor(repo, "runs", "--format", "json").stdout)[-1]["run"]
+    manifest = read_manifest(pygit2.Repository(str(repo)), run)
+    assert len(manifest) == 3 and all(not e["unsaved"] and "var:loss" in e["objects"] for e in manifest.values())
+    assert all("var:rows" not in e["objects"] for e in manifest.values())
+
+
 def test_gc_keeps_referenced_and_drops_unreferenced(repo: Path) -> None:
     (repo / "np_train.py").write_text(NUMPY_SCRIPT)
     run_script(repo, "np_train.py", env=EVERY)
