@@ -168,3 +168,12 @@ def test_one_job_per_run_when_runs_are_as_many_as_workers(runs: Path) -> None:
     for job in plan["jobs"]:
         per_run[job["run"]] = per_run.get(job["run"], 0) + 1
     assert len(per_run) == 3 and set(per_run.values()) == {1}, plan["jobs"]
+
+
+def test_a_torch_worker_warms_what_building_an_optimizer_imports(tmp_path: Path) -> None:
+    """``torch.optim.SGD(...)`` imports ``torch._dynamo`` (and sympy) on first use: seconds that every
+    job would pay again after its fork unless the warm worker imported it with torch."""
+    from git_flor.replay.launcher import warm_imports
+
+    assert warm_imports(TRAIN, [tmp_path]) == ("os", "torch", "torch._dynamo")
+    assert warm_imports("import numpy as np\n", [tmp_path]) == ("numpy",)

@@ -51,6 +51,9 @@ def command(launch_path: Path, script: str) -> list[str]:
 
 #: Never warmed: git-flor reads the script's command line when it is imported.
 _NOT_WARMED = frozenset({"git_flor", "flor", "__future__", "__main__"})
+#: What a library imports lazily on its first common use, warmed with it: building any torch
+#: optimizer imports ``torch._dynamo`` (and sympy) — seconds per job, more than ``import torch``.
+_LAZY = {"torch": ("torch._dynamo",)}
 
 
 def warm_imports(source: str, roots: list[Path]) -> tuple[str, ...]:
@@ -83,6 +86,7 @@ def warm_imports(source: str, roots: list[Path]) -> tuple[str, ...]:
         if spec is None or where in ("", None) or any(os.path.realpath(where).startswith(h) for h in homes):
             continue
         out.append(name)
+        out.extend(_LAZY.get(name, ()))
     return tuple(out)
 
 
