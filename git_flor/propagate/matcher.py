@@ -14,6 +14,12 @@ training-script histories:
    recovery pass aligns their still-unmatched children by a longest common subsequence of
    types. Recovery is what pairs `loss` with `l` in `loss = crit(out, y)` / `l = crit(out, y)`,
    so identifiers can be renamed through the mapping.
+3. Neighbours: an unmatched statement next to a matched pair is paired with the unmatched
+   past statement at the same side of the image when both do the same thing (`_role`: bind
+   the same target with the same operator, or compute the same value, or call the same
+   function). That is how `check_requirements(ROOT / "requirements.txt")` finds its edited
+   `check_requirements()` inside an `if` whose condition was rewritten, where no container
+   above it is matched and recovery never runs.
 """
 
 from __future__ import annotations
@@ -79,6 +85,7 @@ def match(src: Tree, dst: Tree) -> Mapping:
     m = Mapping(src, dst)
     _top_down(m)
     _bottom_up(m)
+    _neighbours(m)
     return m
 
 
@@ -336,7 +343,58 @@ def _similarity(m: Mapping, x: Node, y: Node) -> float:
         return 3.0
     lx, ly = _leaves(m, m.src, x), _leaves(m, m.dst, y)
     union = len(lx | ly)
-    return 0.1 + (len(lx & ly) / union if union else 0.0)
+    same = 0.0
+    if x.is_stmt and y.is_stmt and _same_role(x, y):
+        # `test_loss /= len(loader.dataset)` is the edited `test_loss /= (n / batch)`, not
+        # the `test_loss = test_loss.data[0]` before it, though the latter shares as many
+        # identifiers: what a statement binds, and how, says more than its leaves.
+        same = 0.5
+    return 0.1 + same + (len(lx & ly) / union if union else 0.0)
+
+
+def _roles(n: Node) -> tuple[int, ...]:
+    """What a simple statement does, as hashes that survive an edit of the rest of it: an
+    assignment's operator with its target and with its value (`loss = f(x)` renamed to
+    `l = f(x)` keeps the second), a bare call's function (`check_requirements(...)` with
+    other arguments). Empty for anything else."""
+    if n.type != "expression_statement" or len(n.children) != 1:
+        return ()
+    e = n.children[0]
+    if e.type in ("assignment", "augmented_assignment") and len(e.children) >= 2:
+        lhs, rhs = e.children[0], e.children[-1]
+        return (hash(("=", e.type, e.label, lhs.hash)), hash(("v", e.type, e.label, rhs.hash)))
+    while e.type == "await" and e.children:
+        e = e.children[0]
+    if e.type == "call" and e.children:
+        return (hash(("call", e.children[0].hash)),)
+    return ()
+
+
+def _same_role(x: Node, y: Node) -> bool:
+    rx = _roles(x)
+    return bool(rx) and any(r in rx for r in _roles(y))
+
+
+# ---------------------------------------------------------------- neighbours
+
+def _neighbours(m: Mapping) -> None:
+    """Grow matched runs of statements sideways: for each matched statement pair, the next
+    (and the previous) unmatched statement on both sides are paired when they have the
+    same role (`_same_role`), and so on along the block. Only the adjacent slot is tried, so
+    a statement is never pulled from elsewhere in the block."""
+    src, dst = m.src.nodes, m.dst.nodes
+    pairs = sorted((i, j) for i, j in m.fwd.items() if src[i].is_stmt and dst[j].is_stmt)
+    for i, j in pairs:
+        a, b = src[i], dst[j]
+        for delta in (1, -1):
+            x, y = _sibling(a, delta), _sibling(b, delta)
+            base = m.score.get(i, 0.5)
+            while x is not None and y is not None and not m.matched_src(x) \
+                    and not m.matched_dst(y) and _same_role(x, y):
+                base *= 0.9
+                m.add(x, y, base)
+                _recover(m, x, y)
+                x, y = _sibling(x, delta), _sibling(y, delta)
 
 
 def _leaves(m: Mapping, tree: Tree, n: Node) -> frozenset[str]:
