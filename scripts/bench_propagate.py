@@ -5,7 +5,9 @@ For each (project, repository, file): take the newest version, add probe stateme
 `flor.log("probe_i", v)` right after chosen anchor statements, then carry them into every
 older version with git-flor, FlorDB 4.0.1 (`flordb.hlast.backprop`) and `git merge-file`.
 A probe is placed correctly when it lands directly after the statement equal (by `ast`) to its
-anchor, in versions where that anchor occurs exactly once. Nothing from the repositories is
+anchor, in versions where that anchor occurs exactly once. A version where the anchor sits
+inside more or fewer loops (in its function) than today is not a case: a statement is never
+moved into or out of a loop, so no place there is right; those are counted apart. Nothing from the repositories is
 copied into this project: versions are read with `git show` from local mirrors.
 
 Mirrors are bare clones under --mirror-root named `owner+name/repo` (what the fetch tool of
@@ -158,14 +160,45 @@ def header(node: ast.stmt) -> str:
             setattr(node, f, v)
 
 
-def statement_counts(tree: ast.AST) -> dict[str, int]:
-    """Occurrences of each statement (by `dump`) and of each compound header (by `header`)."""
+def statement_counts(tree: ast.AST, depths: dict[str, int] | None = None) -> dict[str, int]:
+    """Occurrences of each statement (by `dump`) and of each compound header (by `header`);
+    with `depths`, also fills it with each one's loop depth (see `_keyed`)."""
     counts: dict[str, int] = {}
-    for body in bodies(tree):
-        for st in body:
-            for d in (dump(st), header(st)) if isinstance(st, _COMPOUND) else (dump(st),):
-                counts[d] = counts.get(d, 0) + 1
+    for key, depth in _keyed(tree):
+        counts[key] = counts.get(key, 0) + 1
+        if depths is not None:
+            depths.setdefault(key, depth)
     return counts
+
+
+_LOOPS = (ast.For, ast.AsyncFor, ast.While)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
+def _keyed(tree: ast.AST):  # type: ignore[no-untyped-def]
+    """(key, loop depth) of every statement and compound header. The loop depth is the
+    number of loops around the statement inside its own function (or the module): how
+    often it runs per call, which placement must keep (a statement is never moved into or
+    out of a loop, so an anchor whose depth changed has no right place)."""
+    stack: list[tuple[list, int]] = [(getattr(tree, "body", []), 0)]  # type: ignore[type-arg]
+    while stack:
+        body, depth = stack.pop()
+        for st in body:
+            yield dump(st), depth
+            if isinstance(st, _COMPOUND):
+                yield header(st), depth
+            inner = 0 if isinstance(st, _SCOPES) else depth + isinstance(st, _LOOPS)
+            for f in _NESTED:
+                sub = getattr(st, f, None)
+                if not isinstance(sub, list):
+                    continue
+                # A loop's `else:` runs once, after the loop.
+                d = depth if f == "orelse" and isinstance(st, _LOOPS) else inner
+                for item in sub:
+                    if isinstance(item, ast.stmt):
+                        stack.append((sub, d))
+                        break
+                    stack.append((item.body, d))  # an except handler or a match case
 
 
 def probe_value(st: ast.stmt) -> str | None:
@@ -614,6 +647,8 @@ def main() -> int:
     totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge", "fuzzy",
                                    "fuzzy-merge")}
     read_before_def = 0
+    # Cases left out because the anchor's loop depth changed: [cases, git-flor there anyway].
+    other_depth = {"exact": [0, 0], "edited": [0, 0]}
     rows = []
     flordb_jobs = []
     flordb_jobs_src: dict[str, str] = {}
@@ -650,18 +685,34 @@ def main() -> int:
         tallies = per_project.setdefault(repo, {k: Tally() for k in totals})
         fl_versions = {c for c, _, _ in sample(parsed, args.flordb_sample)}
         today_assigns = Assigns(ast.parse(newest))
+        today_depths: dict[str, int] = {}
+        statement_counts(ast.parse(newest), today_depths)
         for commit, src, tree in parsed:
-            counts = statement_counts(tree)
+            depths: dict[str, int] = {}
+            counts = statement_counts(tree, depths)
             live = [p for p in probes if counts.get(p.anchor) == 1]
             past_assigns = Assigns(tree)
             if args.kind == "lineage":
                 fuzzy = [f for p in probes if (f := lineage_case(lines_of[commit], lineage[commit], p))]
             else:
                 fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
-            if not live and not fuzzy:
+            # An anchor that sits inside more or fewer loops there than today has no right
+            # place (a statement is never moved into or out of a loop): not a case.
+            today_of = {p.name: today_depths.get(p.anchor) for p in probes}
+            moved_live = [p for p in live if depths.get(p.anchor) != today_of[p.name]]
+            moved_fuzzy = [f for f in fuzzy if depths.get(f.anchor) != today_of[f.name]]
+            live = [p for p in live if p not in moved_live]
+            fuzzy = [f for f in fuzzy if f not in moved_fuzzy]
+            if not live and not fuzzy and not moved_live and not moved_fuzzy:
                 continue
             out, dt = run_gitflor(prop, src)
             read_before_def += reads_before_definition(out, probes)
+            for t, moved in ((other_depth["exact"], moved_live), (other_depth["edited"], moved_fuzzy)):
+                if moved:
+                    t[0] += len(moved)
+                    t[1] += score(out, probes, moved)[0]
+            if not live and not fuzzy:
+                continue
             right, ok = score(out, probes, live)
             if live:
                 _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
@@ -737,6 +788,10 @@ def main() -> int:
     print(f"\nedited anchors ({args.kind if args.kind in ('fuzzy', 'lineage') else 'fuzzy'}): git-flor {fz.acc()} of {fz.cases} cases in {fz.versions} "
           f"versions ({fz.unparsable} unparsable, kept {fz.kept_frac()}); merge-file {fm.acc()}")
     print(f"git-flor outputs reading a probed name before any definition of it: {read_before_def}")
+    (ne, pe), (nf, pf) = other_depth["exact"], other_depth["edited"]
+    print(f"left out (anchor inside more or fewer loops there than today, so no place is "
+          f"right): {ne} exact cases (git-flor placed {pe} there anyway), {nf} edited-anchor "
+          f"cases ({pf})")
     files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)
     print(f"\nfiles: {files}\noriginal versions that do not parse as Python 3 (skipped): {skipped}")
     print("cases = (version, probe) pairs whose anchor occurs exactly once in that version; "
