@@ -5,9 +5,10 @@ For each (project, repository, file): take the newest version, add probe stateme
 `flor.log("probe_i", v)` right after chosen anchor statements, then carry them into every
 older version with git-flor, FlorDB 4.0.1 (`flordb.hlast.backprop`) and `git merge-file`.
 A probe is placed correctly when it lands directly after the statement equal (by `ast`) to its
-anchor, in versions where that anchor occurs exactly once. A version where the anchor sits
-inside more or fewer loops (in its function) than today is not a case: a statement is never
-moved into or out of a loop, so no place there is right; those are counted apart. Nothing from the repositories is
+anchor, in versions where that anchor occurs exactly once. Cases whose anchor sits inside
+more or fewer loops (of its function) than today are also counted apart: git-flor never moves
+a statement into or out of a loop it relates to today's, so some of them have no right
+place under its contract. Nothing from the repositories is
 copied into this project: versions are read with `git show` from local mirrors.
 
 Mirrors are bare clones under --mirror-root named `owner+name/repo` (what the fetch tool of
@@ -647,7 +648,7 @@ def main() -> int:
     totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge", "fuzzy",
                                    "fuzzy-merge")}
     read_before_def = 0
-    # Cases left out because the anchor's loop depth changed: [cases, git-flor there anyway].
+    # Cases whose anchor's loop depth changed: [cases, git-flor right].
     other_depth = {"exact": [0, 0], "edited": [0, 0]}
     rows = []
     flordb_jobs = []
@@ -696,23 +697,21 @@ def main() -> int:
                 fuzzy = [f for p in probes if (f := lineage_case(lines_of[commit], lineage[commit], p))]
             else:
                 fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
-            # An anchor that sits inside more or fewer loops there than today has no right
-            # place (a statement is never moved into or out of a loop): not a case.
+            if not live and not fuzzy:
+                continue
+            # Anchors inside more or fewer loops (of their function) there than today: still
+            # cases, counted apart too, since git-flor refuses to move a statement into or
+            # out of a loop it relates to today's (and places it when the loop count changed
+            # only because code moved into a helper or under a new outer loop).
             today_of = {p.name: today_depths.get(p.anchor) for p in probes}
             moved_live = [p for p in live if depths.get(p.anchor) != today_of[p.name]]
             moved_fuzzy = [f for f in fuzzy if depths.get(f.anchor) != today_of[f.name]]
-            live = [p for p in live if p not in moved_live]
-            fuzzy = [f for f in fuzzy if f not in moved_fuzzy]
-            if not live and not fuzzy and not moved_live and not moved_fuzzy:
-                continue
             out, dt = run_gitflor(prop, src)
             read_before_def += reads_before_definition(out, probes)
             for t, moved in ((other_depth["exact"], moved_live), (other_depth["edited"], moved_fuzzy)):
                 if moved:
                     t[0] += len(moved)
                     t[1] += score(out, probes, moved)[0]
-            if not live and not fuzzy:
-                continue
             right, ok = score(out, probes, live)
             if live:
                 _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
@@ -789,9 +788,8 @@ def main() -> int:
           f"versions ({fz.unparsable} unparsable, kept {fz.kept_frac()}); merge-file {fm.acc()}")
     print(f"git-flor outputs reading a probed name before any definition of it: {read_before_def}")
     (ne, pe), (nf, pf) = other_depth["exact"], other_depth["edited"]
-    print(f"left out (anchor inside more or fewer loops there than today, so no place is "
-          f"right): {ne} exact cases (git-flor placed {pe} there anyway), {nf} edited-anchor "
-          f"cases ({pf})")
+    print(f"of these, anchors inside more or fewer loops there than today: {ne} exact cases "
+          f"(git-flor placed {pe} right), {nf} edited-anchor cases ({pf} right)")
     files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)
     print(f"\nfiles: {files}\noriginal versions that do not parse as Python 3 (skipped): {skipped}")
     print("cases = (version, probe) pairs whose anchor occurs exactly once in that version; "

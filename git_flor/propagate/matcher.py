@@ -15,11 +15,14 @@ training-script histories:
    types. Recovery is what pairs `loss` with `l` in `loss = crit(out, y)` / `l = crit(out, y)`,
    so identifiers can be renamed through the mapping.
 3. Neighbours: an unmatched statement next to a matched pair is paired with the unmatched
-   past statement at the same side of the image when both do the same thing (`_role`: bind
+   past statement at the same side of the image when both do the same thing (`_roles`: bind
    the same target with the same operator, or compute the same value, or call the same
    function). That is how `check_requirements(ROOT / "requirements.txt")` finds its edited
    `check_requirements()` inside an `if` whose condition was rewritten, where no container
    above it is matched and recovery never runs.
+4. Lone statements: a statement still unmatched, with no matched neighbour, is paired with
+   the one unmatched past statement of the same role in the image of its function that
+   shares most of its leaves, when no other comes close (`_lone`).
 """
 
 from __future__ import annotations
@@ -86,6 +89,8 @@ def match(src: Tree, dst: Tree) -> Mapping:
     _top_down(m)
     _bottom_up(m)
     _neighbours(m)
+    if _lone(m):
+        _neighbours(m)
     return m
 
 
@@ -299,6 +304,11 @@ def _bottom_up(m: Mapping) -> None:
                 # Same `def main` / same loop header: a rewritten body (large literals
                 # replaced, a docstring added) should not hide that it is the same statement.
                 dice += 0.3
+            elif _other_role(a, b):
+                # `date_str = datetime.now().strftime(...)` shares its whole value with
+                # `args.name = '-'.join([datetime.now().strftime(...), ...])`, yet binds
+                # another name from another value: a part in common is not the statement.
+                dice *= 0.5
             if dice > best_dice:
                 best, best_dice = b, dice
         if best is not None and best_dice >= MIN_DICE:
@@ -360,19 +370,87 @@ def _roles(n: Node) -> tuple[int, ...]:
     if n.type != "expression_statement" or len(n.children) != 1:
         return ()
     e = n.children[0]
+    out: tuple[int, ...] = ()
     if e.type in ("assignment", "augmented_assignment") and len(e.children) >= 2:
-        lhs, rhs = e.children[0], e.children[-1]
-        return (hash(("=", e.type, e.label, lhs.hash)), hash(("v", e.type, e.label, rhs.hash)))
+        op, lhs, e = (e.type, e.label), e.children[0], e.children[-1]
+        out = (hash(("=", op, lhs.hash)), hash(("v", op, e.hash)))
     while e.type == "await" and e.children:
         e = e.children[0]
     if e.type == "call" and e.children:
-        return (hash(("call", e.children[0].hash)),)
-    return ()
+        # `train(epoch)` and `loss = train(epoch)` call the same function.
+        out += (hash(("call", e.children[0].hash)),)
+    return out
 
 
 def _same_role(x: Node, y: Node) -> bool:
     rx = _roles(x)
     return bool(rx) and any(r in rx for r in _roles(y))
+
+
+def _other_role(x: Node, y: Node) -> bool:
+    """Both statements have a role (`_roles`) and share none of it."""
+    rx, ry = _roles(x), _roles(y)
+    return bool(rx) and bool(ry) and not any(r in rx for r in ry)
+
+
+# ---------------------------------------------------------------- lone statements
+
+LONE_MIN = 0.5
+LONE_MARGIN = 0.1
+
+
+def _lone(m: Mapping) -> bool:
+    """Pair each unmatched statement with its clearly most similar unmatched past statement
+    of the same role (`evaluate(model, data, start_epoch, args, tb_writer=writer)` with
+    `evaluate(model, data, start_epoch, args, writer, 0)` in a block whose every other
+    statement and owner changed). Candidates are those in the image of the statement's
+    function when it has any (else the whole file: the code may have moved between
+    functions); the best must share at least `LONE_MIN` of the leaves
+    (Jaccard) and beat the runner-up by `LONE_MARGIN`, so a call made in several places is
+    left alone. True when something was paired."""
+    src, dst = m.src.nodes, m.dst.nodes
+    by_role: dict[int, list[Node]] = defaultdict(list)
+    for b in dst:
+        if b.is_stmt and not m.matched_dst(b):
+            for r in _roles(b):
+                by_role[r].append(b)
+    if not by_role:
+        return False
+    added = False
+    for a in src:
+        if not a.is_stmt or m.matched_src(a):
+            continue
+        roles = _roles(a)
+        cands = {b.pre: b for r in roles for b in by_role.get(r, ()) if not m.matched_dst(b)}
+        if not cands:
+            continue
+        home = _function(a)
+        where = m.image(home) if home is not None else None
+        inside = [b for b in cands.values() if where is not None and where.contains(b)]
+        la = _leaves(m, m.src, a)
+        ranked = []
+        for b in inside or cands.values():
+            lb = _leaves(m, m.dst, b)
+            union = len(la | lb)
+            ranked.append((len(la & lb) / union if union else 0.0, b.pre))
+        if not ranked:
+            continue
+        ranked.sort(reverse=True)
+        best, j = ranked[0]
+        if best < LONE_MIN or (len(ranked) > 1 and ranked[1][0] > best - LONE_MARGIN):
+            continue
+        m.add(a, dst[j], 0.5 * best)
+        _recover(m, a, dst[j])
+        added = True
+    return added
+
+
+def _function(n: Node) -> Node | None:
+    """The function definition `n` is in, if any."""
+    p = n.parent
+    while p is not None and p.type != "function_definition":
+        p = p.parent
+    return p
 
 
 # ---------------------------------------------------------------- neighbours
