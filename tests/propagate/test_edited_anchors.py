@@ -1,7 +1,8 @@
 """Anchors edited since the past version (arguments changed, right-hand side rewritten, the
 block's owner rewritten around them): the statement follows the edited anchor, not its
 unchanged neighbour. Snippets are trimmed from real histories (ultralytics/yolov5 train.py,
-pytorch/examples mnist/main.py); each expected output is exact."""
+pytorch/examples mnist/main.py, mlfoundations/open_clip src/training/main.py); each expected
+output is exact."""
 
 from __future__ import annotations
 
@@ -118,3 +119,151 @@ def test_an_augmented_assignment_pairs_with_its_edit_not_the_assignment_before_i
         '# criterion averages over batch size\n    flor.log("test_loss", test_loss)\n')
     [p] = res.placements
     assert p.anchor.startswith("after line 16: test_loss /= (test_data.size(0)")
+
+
+def test_a_lone_edited_call_pairs_with_its_clearly_closest_past_call() -> None:
+    # Everything around today's `evaluate(...)` changed: the `if` above it, its neighbours,
+    # even the function (today's `main` is paired with the past `main`, the code was in
+    # `main_worker`). Of the three past `evaluate` calls, the one with `start_epoch` shares
+    # clearly most of it.
+    today = dedent(
+        """\
+        import logging
+        import git_flor as flor
+
+
+        def main(args):
+            args = parse_args(args)
+            random_seed(args.seed, 0)
+            log_base_path = os.path.join(args.logs, args.name)
+            os.makedirs(log_base_path, exist_ok=True)
+            model, data, writer, tokenizer = setup(args)
+            start_epoch = 0
+            if 'train' not in data:
+                # If using int8, convert to inference mode.
+                if args.use_bnb_linear is not None:
+                    model = convert_int8_model_to_inference_mode(model)
+                evaluate(model, data, start_epoch, args, tb_writer=writer, tokenizer=tokenizer)
+                flor.log("start_epoch", start_epoch)
+                return
+
+            for epoch in range(start_epoch, args.epochs):
+                logging.info(f'Start epoch {epoch}')
+                train_one_epoch(model, data, epoch, args, tb_writer=writer)
+                evaluate(model, data, epoch + 1, args, tb_writer=writer, tokenizer=tokenizer)
+        """
+    )
+    past = dedent(
+        """\
+        import logging
+
+
+        def main_worker(gpu, ngpus_per_node, args):
+            model, data, writer = setup(args)
+            start_epoch = 0
+            if args.train_data is None:
+                evaluate(model, data, start_epoch, args, writer, 0)
+                return
+            elif start_epoch == 0 and args.val_data is not None:
+                evaluate(model, data, 0, args, writer, 0)
+
+            for epoch in range(start_epoch, args.epochs):
+                if args.gpu == 0:
+                    logging.info(f'Start epoch {epoch}')
+                train(model, data, epoch, optimizer, scaler, scheduler, args, writer)
+                steps = data["train"].dataloader.num_batches * (epoch + 1)
+                if args.val_data is not None:
+                    evaluate(model, data, epoch + 1, args, writer, steps)
+
+
+        def main():
+            args = parse_args()
+            random_seed(args.seed, 0)
+            log_base_path = os.path.join(args.logs, args.name)
+            os.makedirs(log_base_path, exist_ok=True)
+            main_worker(0, 1, args)
+        """
+    )
+    res = propagate_source(today, past)
+    assert res.ok, res.failures
+    assert res.source == past.replace(
+        "import logging\n", "import logging\nimport git_flor as flor\n").replace(
+        "writer, 0)\n        return\n",
+        'writer, 0)\n        flor.log("start_epoch", start_epoch)\n        return\n')
+    [p] = res.placements
+    assert p.anchor == "after line 8: evaluate(model, data, start_epoch, args, writer, 0)"
+
+
+def test_a_statement_sharing_only_a_part_is_not_the_edited_anchor() -> None:
+    # Today's `date_str = datetime.now().strftime(...)` holds the very call the past wrote
+    # inside `args.name = '-'.join([...])`; it binds another name from another value, so it
+    # is not that statement: `args.name = ...` is, and the log follows it.
+    today = dedent(
+        """\
+        from datetime import datetime
+        import git_flor as flor
+
+
+        def main(args):
+            device = init_distributed_device(args)
+
+            # get the name of the experiments
+            if args.name is None:
+                # sanitize model name for filesystem / uri use, easier if we don't use / in name as a rule?
+                model_name_safe = args.model.replace('/', '-')
+                date_str = datetime.now().strftime("%Y_%m_%d-%H_%M_%S")
+                if args.distributed:
+                    # sync date_str from master to all ranks
+                    date_str = broadcast_object(args, date_str)
+                args.name = '-'.join([
+                    date_str,
+                    f"model_{model_name_safe}",
+                    f"lr_{args.lr}",
+                    f"b_{args.batch_size}",
+                    f"j_{args.workers}",
+                    f"p_{args.precision}",
+                ])
+                flor.log("run_name", args.name)
+
+            log_base_path = os.path.join(args.logs, args.name)
+        """
+    )
+    past = dedent(
+        """\
+        from datetime import datetime
+
+
+        def main_worker(gpu, ngpus_per_node, log_queue, args):
+            if torch.cuda.is_available():
+                device = 'cuda'
+                if args.distributed:
+                    device += ':%d' % local_rank
+                torch.cuda.set_device(device)
+            else:
+                device = 'cpu'
+            args.device = device
+
+            # get the name of the experiments
+            if args.name is None:
+                args.name = '-'.join([
+                    datetime.now().strftime("%Y_%m_%d-%H_%M_%S"),
+                    f"model_{args.model}",
+                    f"lr_{args.lr}",
+                    f"b_{args.batch_size}",
+                    f"j_{args.workers}",
+                    f"p_{args.precision}",
+                ])
+
+            # Log and save params.
+            args.log_path = os.path.join(args.logs, args.name, f"out-{local_rank}.log")
+        """
+    )
+    res = propagate_source(today, past)
+    assert res.ok, res.failures
+    assert res.source == past.replace(
+        "from datetime import datetime\n",
+        "from datetime import datetime\nimport git_flor as flor\n").replace(
+        'f"p_{args.precision}",\n        ])\n',
+        'f"p_{args.precision}",\n        ])\n        flor.log("run_name", args.name)\n')
+    [p] = res.placements
+    assert p.anchor == "after line 16: args.name = '-'.join(["
