@@ -288,7 +288,7 @@ def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str,
                 continue
         elif kind == "lineage":
             probe = Probe("probe", "after", key, at, indent, value, line)
-            cover = sum(1 for lines, m in lineages or [] if lineage_case(lines, m, probe))
+            cover = sum(1 for lines, m in lineages or [] if lineage_case(lines, m, probe, counts))
             if not cover:
                 continue
         else:
@@ -421,15 +421,23 @@ class Lines:
                        if isinstance(n, (ast.Import, ast.ImportFrom)) for al in n.names}
 
 
-def lineage_case(lines: Lines, lineage: dict[int, int], p: Probe) -> Probe | None:
+def lineage_case(lines: Lines, lineage: dict[int, int], p: Probe,
+                 today: dict[str, int]) -> Probe | None:
     """The probe as an edited-anchor case by line lineage, or None: its anchor's line
     survives (edited) into this version as the first line of a simple statement that differs
-    from today's anchor, occurs once, and the version binds the name the probe logs
-    somewhere (else no tool could place it). The probe belongs right after that statement."""
+    from today's anchor, occurs once, is not a statement today's file still has unchanged
+    (`today`: today's `statement_counts`), and the version binds the name the probe logs
+    somewhere (else no tool could place it). The probe belongs right after that statement.
+
+    The unchanged-today rule: a line diff aligns an *inserted* statement with the next one
+    of the same shape (`parser.add_argument("--new", ...)` added before an unchanged
+    `parser.add_argument("--old", ...)` lines up with the old one's lines), so the anchor
+    would seem edited into a statement that is still there today, unchanged, as itself. The
+    anchor is new in that version, not edited, and no place is right."""
     at = lineage.get(p.anchor_line)
     st = lines.at.get(at) if at is not None else None
     if st is None or dump(st) == p.anchor or lines.counts.get(dump(st)) != 1 \
-            or p.value not in lines.bound:
+            or p.value not in lines.bound or dump(st) in today:
         return None
     return Probe(p.name, "after", dump(st), p.line, p.indent, p.value, p.anchor_line)
 
@@ -634,7 +642,8 @@ def main() -> int:
                          "fuzzy: probe after assignments that were edited in most past "
                          "versions (the edited-anchor score, truth: the one assignment of the "
                          "logged name); lineage: probe after statements whose line was edited "
-                         "in most past versions (truth: the line followed through diffs)")
+                         "in most past versions (truth: the line followed through diffs, unless "
+                         "it lands on a statement today still has unchanged)")
     ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
     ap.add_argument("--flordb-sample", type=int, default=12,
                     help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
@@ -687,14 +696,15 @@ def main() -> int:
         fl_versions = {c for c, _, _ in sample(parsed, args.flordb_sample)}
         today_assigns = Assigns(ast.parse(newest))
         today_depths: dict[str, int] = {}
-        statement_counts(ast.parse(newest), today_depths)
+        today_counts = statement_counts(ast.parse(newest), today_depths)
         for commit, src, tree in parsed:
             depths: dict[str, int] = {}
             counts = statement_counts(tree, depths)
             live = [p for p in probes if counts.get(p.anchor) == 1]
             past_assigns = Assigns(tree)
             if args.kind == "lineage":
-                fuzzy = [f for p in probes if (f := lineage_case(lines_of[commit], lineage[commit], p))]
+                fuzzy = [f for p in probes
+                         if (f := lineage_case(lines_of[commit], lineage[commit], p, today_counts))]
             else:
                 fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
             if not live and not fuzzy:
