@@ -1,8 +1,8 @@
 """Anchors edited since the past version (arguments changed, right-hand side rewritten, the
 block's owner rewritten around them): the statement follows the edited anchor, not its
 unchanged neighbour. Snippets are trimmed from real histories (ultralytics/yolov5 train.py,
-pytorch/examples mnist/main.py, mlfoundations/open_clip src/training/main.py); each expected
-output is exact."""
+pytorch/examples mnist/main.py, mlfoundations/open_clip src/training/main.py,
+huggingface/accelerate examples/nlp_example.py); each expected output is exact."""
 
 from __future__ import annotations
 
@@ -267,3 +267,104 @@ def test_a_statement_sharing_only_a_part_is_not_the_edited_anchor() -> None:
         'f"p_{args.precision}",\n        ])\n        flor.log("run_name", args.name)\n')
     [p] = res.placements
     assert p.anchor == "after line 16: args.name = '-'.join(["
+
+
+def test_an_inline_epoch_body_today_was_a_helper_called_in_the_past_loop() -> None:
+    # The past ran the epoch body in `train_epoch(...)`, called once per epoch; today it is
+    # inline. The per-step statement goes into the helper's step loop (the same nesting: the
+    # helper is called in the image of `for epoch`), and the per-epoch statement opens the
+    # past `for epoch` body, not the helper (where `epoch` does not exist).
+    today = dedent(
+        """\
+        import git_flor as flor
+
+
+        def training_function(config, args):
+            model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+                model, optimizer, train_dataloader, eval_dataloader
+            )
+            for epoch in range(num_epochs):
+                flor.log("epoch", epoch)
+                model.train()
+                for step, batch in enumerate(train_dataloader):
+                    flor.log("step", step)
+                    batch.to(accelerator.device)
+                    outputs = model(**batch)
+                    loss = outputs.loss
+                    loss = loss / gradient_accumulation_steps
+                    accelerator.backward(loss)
+                    if step % gradient_accumulation_steps == 0:
+                        optimizer.step()
+                        lr_scheduler.step()
+                        optimizer.zero_grad()
+
+                model.eval()
+                for step, batch in enumerate(eval_dataloader):
+                    batch.to(accelerator.device)
+                    with torch.no_grad():
+                        outputs = model(**batch)
+                    predictions = outputs.logits.argmax(dim=-1)
+                    metric.add_batch(predictions=predictions, references=batch["labels"])
+
+                eval_metric = metric.compute()
+                accelerator.print(f"epoch {epoch}:", eval_metric)
+        """
+    )
+    past = dedent(
+        '''\
+        def train_epoch(
+            model, accelerator, optimizer, lr_scheduler, train_dataloader, eval_dataloader, metric, gradient_accumulation_steps
+        ):
+            """
+            This method train the model for one epoch and evaluate it at the end.
+            """
+            model.train()
+            for step, batch in enumerate(train_dataloader):
+                batch.to(accelerator.device)
+                outputs = model(**batch)
+                loss = outputs.loss
+                loss = loss / gradient_accumulation_steps
+                accelerator.backward(loss)
+                if step % gradient_accumulation_steps == 0:
+                    optimizer.step()
+                    lr_scheduler.step()
+                    optimizer.zero_grad()
+
+            model.eval()
+            for step, batch in enumerate(eval_dataloader):
+                batch.to(accelerator.device)
+                outputs = model(**batch)
+                predictions = outputs.logits.argmax(dim=-1)
+                metric.add_batch(predictions=gather(predictions), references=gather(batch["labels"]))
+
+            return metric.compute()
+
+
+        def training_function(config):
+            model, optimizer, train_dataloader, eval_dataloader = accelerator.prepare(
+                model, optimizer, train_dataloader, eval_dataloader
+            )
+            for epoch in range(num_epochs):
+                eval_metric = train_epoch(
+                    model,
+                    accelerator,
+                    optimizer,
+                    lr_scheduler,
+                    train_dataloader,
+                    eval_dataloader,
+                    metric,
+                    gradient_accumulation_steps,
+                )
+                # Use accelerator.print to print only on the main process.
+                accelerator.print(f"epoch {epoch}:", eval_metric)
+        '''
+    )
+    res = propagate_source(today, past)
+    assert res.ok, res.failures
+    assert res.source == "import git_flor as flor\n" + past.replace(
+        "    for step, batch in enumerate(train_dataloader):\n",
+        '    for step, batch in enumerate(train_dataloader):\n        flor.log("step", step)\n').replace(
+        "    for epoch in range(num_epochs):\n",
+        '    for epoch in range(num_epochs):\n        flor.log("epoch", epoch)\n')
+    assert [p.anchor for p in res.placements] == [
+        "before line 34: eval_metric = train_epoch(", "before line 9: batch.to(accelerator.device)"]
