@@ -830,3 +830,61 @@ def test_a_statement_before_the_train_call_skips_the_call_after_it(tmp_path: Pat
     versions = [numpy_script(body, 0.1), numpy_script(body, 0.3)]
     repo, _ = scenario(tmp_path, versions, 'flor.log("lr_seen", lr + float(w.sum()))', "lr_seen")
     assert all(j["skip_calls"] for j in plan_of(repo, "lr_seen")["jobs"])  # `lr *= 0.9` runs twice: ignored
+
+
+LBFGS = """\
+model = nn.Sequential(nn.Linear(6, 8), nn.Tanh(), nn.Linear(8, 1))
+opt = torch.optim.LBFGS(model.parameters(), lr=lr, max_iter=4, history_size=3)
+with flor.checkpointing(model=model, opt=opt):
+    for epoch in flor.loop("epoch", range(4)):
+        def closure():
+            opt.zero_grad()
+            loss = ((model(X).squeeze(1) - y) ** 2).mean()
+            loss.backward()
+            return loss
+        opt.step(closure)
+        with torch.no_grad():
+            val = float(((model(X).squeeze(1) - y) ** 2).mean())
+        flor.log("val", val)
+        # hindsight
+"""
+
+
+def test_an_optimizer_step_handed_a_closure_is_skipped_and_exact(tmp_path: Path) -> None:
+    """LBFGS: the iteration's work is ``opt.step(closure)``, a method of a checkpointed object
+    handed the script's function; a skip restores what it leaves instead of running it."""
+    versions = [torch_script(LBFGS, 0.5), torch_script(LBFGS.replace("max_iter=4", "max_iter=3"), 0.8)]
+    repo, _ = scenario(tmp_path, versions, 'flor.log("w_norm", float(model[0].weight.norm()))', "w_norm")
+    assert all(j["mode"] == "skip" and j["skip_calls"] for j in plan_of(repo, "w_norm")["jobs"])
+
+
+def test_an_iteration_with_nothing_to_skip_is_re_executed_not_restored_step_by_step(tmp_path: Path) -> None:
+    body = """\
+    with flor.checkpointing(w=w):
+        for epoch in flor.loop("epoch", range(5)):
+            w -= lr * X.T @ (X @ w - y) / len(X)
+            flor.log("loss", float(np.mean((X @ w - y) ** 2)))
+            # hindsight
+    """
+    repo, _ = scenario(tmp_path, [numpy_script(body, 0.1), numpy_script(body, 0.2)],
+                       'flor.log("w_abs", float(np.abs(w).sum()))', "w_abs")
+    plan = plan_of(repo, "w_abs")
+    assert {j["mode"] for j in plan["jobs"]} == {"reexec"}, plan["jobs"]
+
+
+def test_a_value_the_step_loop_leaves_and_the_epoch_logs_is_checkpointed_so_epochs_skip(tmp_path: Path) -> None:
+    """``flor.log("loss", loss)`` after the step loop reads the last step's ``loss``: the
+    checkpoint holds it, so an epoch-level statement restores and skips instead of re-running."""
+    body = """\
+    with flor.checkpointing(w=w):
+        for epoch in flor.loop("epoch", range(4)):
+            for b in flor.loop("step", range(4)):
+                xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+                w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+                loss = float(np.mean((xb @ w - yb) ** 2))
+            flor.log("loss", loss)
+            # hindsight
+    """
+    repo, _ = scenario(tmp_path, [numpy_script(body, 0.1), numpy_script(body, 0.05)],
+                       'flor.log("w_abs", float(np.abs(w).sum()))', "w_abs")
+    assert {j["mode"] for j in plan_of(repo, "w_abs")["jobs"]} == {"skip"}

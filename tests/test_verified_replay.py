@@ -13,7 +13,9 @@ must fall back.
 from __future__ import annotations
 
 import json
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import pygit2
@@ -581,6 +583,40 @@ def test_a_nondeterministic_script_is_stored_unverified_and_says_so(tmp_path: Pa
     # Epoch 0 re-ran from the start and did not reproduce; a segment resumed from a
     # checkpoint (which holds the generator's state) is reproducible, hence verified.
     assert {r["w0@"] for r in table if r["w0"] is not None and r["epoch"] == 0} == {"hindsight (unverified)"}
+
+
+def test_an_unseeded_script_replays_the_numbers_its_run_drew(tmp_path: Path) -> None:
+    """torch and numpy's global generators seed themselves from the OS in every process: the
+    run's states where the script imported git-flor are kept, and every replay starts from them."""
+    pytest.importorskip("torch")
+    src = """\
+    import numpy as np
+    import torch
+    import git_flor as flor
+
+    W_target = torch.randn(4, 1) * 5  # no seed anywhere
+    noise = float(np.random.normal())
+    w = torch.zeros(4, 1)
+    with flor.checkpointing(w=w):
+        for epoch in flor.loop("epoch", range(3)):
+            for b in flor.loop("step", range(2)):
+                x = torch.randn(8, 4)
+                w -= 0.05 * x.T @ (x @ w - x @ W_target) / 8
+            flor.log("truth", float(W_target.sum()) + noise + float(w.sum()))
+            # hindsight
+    """
+    repo = recorded(tmp_path, [src], runs=2)
+    (repo / "train.py").write_text(with_statement(
+        textwrap.dedent(src), 'flor.log("again", float(W_target.sum()) + noise + float(w.sum()))'))
+    objects = repo / ".git" / "flor" / "objects"
+    for path in objects.rglob("*"):  # old enough for gc to delete what nothing references
+        os.utime(path, (time.time() - 7200,) * 2)
+    assert flor(repo, "gc").returncode == 0
+    out = flor(repo, "replay", "--apply", "again", "--yes")
+    assert out.returncode == 0 and "fell back" not in out.stderr, out.stderr
+    table = json.loads(flor(repo, "log", "truth", "again", "--format", "json").stdout)
+    assert len(table) == 6 and all(r["again"] == r["truth"] for r in table), table
+    assert len({r["truth"] for r in table if r["epoch"] == 0}) == 2  # the two runs drew differently
 
 
 def test_one_statements_failure_is_its_own(tmp_path: Path) -> None:

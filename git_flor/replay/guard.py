@@ -68,7 +68,8 @@ def skippable(source: str, lines: list[int]) -> str:
     """``source`` with each call statement starting at one of ``lines`` made skippable by replay.
 
     ``train(model, opt)`` becomes ``if not __import__('git_flor')._skip_call(16): train(model, opt)``
-    on the same line (so every line keeps its number and the guard above still applies):
+    (``_skip_call(17, 16)`` when the statement before it is rewritten too: nothing runs
+    between them, so the runtime restores once for both) on the same line (so every line keeps its number and the guard above still applies):
     in a skip job the runtime restores the end of the iteration instead and answers True;
     anywhere else (re-execution, a fallback) it answers False and the call runs. Only a
     statement that begins its line and is alone on it is rewritten; another is left to run.
@@ -80,14 +81,29 @@ def skippable(source: str, lines: list[int]) -> str:
     except SyntaxError:
         return source
     wanted = set(lines)
-    spots = [n for n in ast.walk(tree) if isinstance(n, (ast.Expr, ast.Assign)) and n.lineno in wanted]
     text = source.splitlines(keepends=True)
-    for node in spots:
+
+    def alone(node: ast.stmt) -> bool:
         head = text[node.lineno - 1].encode()
         end = text[(node.end_lineno or node.lineno) - 1].encode()[node.end_col_offset or 0:].strip()
-        if head[:node.col_offset].strip() or (end and not end.startswith(b"#")):
-            continue
-        col = node.col_offset
-        text[node.lineno - 1] = (head[:col] + f"if not __import__('git_flor')._skip_call({node.lineno}): ".encode()
-                                 + head[col:]).decode()
+        return not head[:node.col_offset].strip() and (not end or end.startswith(b"#"))
+
+    for body in (b for n in ast.walk(tree) for b in _bodies(n)):
+        before = 0  # the rewritten statement right before, whose restore a next one can reuse
+        for node in body:
+            if not (isinstance(node, (ast.Expr, ast.Assign)) and node.lineno in wanted and alone(node)):
+                before = 0
+                continue
+            head = text[node.lineno - 1].encode()
+            col = node.col_offset
+            after = f", {before}" if before else ""
+            text[node.lineno - 1] = (head[:col] + f"if not __import__('git_flor')._skip_call({node.lineno}{after}): "
+                                     .encode() + head[col:]).decode()
+            before = node.lineno
     return "".join(text)
+
+
+def _bodies(node: ast.AST) -> list[list[ast.stmt]]:
+    """The statement lists directly under ``node`` (a loop's body and else, an if's branches…)."""
+    return [v for f in ("body", "orelse", "finalbody") if isinstance(v := getattr(node, f, None), list)
+            and v and isinstance(v[0], ast.stmt)] + [h.body for h in getattr(node, "handlers", [])]

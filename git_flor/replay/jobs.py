@@ -15,6 +15,7 @@ values are never collected.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import tempfile
@@ -193,7 +194,7 @@ def prepare(
         if local_payloads:
             # With a shared payload store (git config flor.store), bring them here first.
             ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()]
-                            + [e["resolved"]["sha256"] for e in loads])
+                            + [e["resolved"]["sha256"] for e in loads] + _rng_start_sha(target.meta))
         key = len(prepared)
         scratch = base / target.run / str(key)
         created = created_files(target.meta)
@@ -211,7 +212,7 @@ def prepare(
             expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
-            skip_calls=job.skip_calls, skip_logged=job.skip_logged,
+            skip_calls=job.skip_calls, skip_logged=job.skip_logged, rng_start=_rng_start(store, target.meta),
             iterations=target.iterations, entries=list(target.entries.sizes),
             limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
             witness_format=target.witness_format, broken=sorted(target.entries.broken), loads=loads,
@@ -253,6 +254,25 @@ def _priors(repo: Repository, meta: dict[str, Any], store: Any, fetch: bool) -> 
         if found is not None:
             out[path] = found
     return out
+
+
+def _rng_start_sha(meta: dict[str, Any]) -> list[str]:
+    sha = meta.get("rng_start")
+    return [sha] if isinstance(sha, str) and sha else []
+
+
+def _rng_start(store: Any, meta: dict[str, Any]) -> str:
+    """The run's RNG states at its ``import git_flor``, for the spec (base64 of the pickled payload).
+
+    Missing (a run recorded before they were kept, a payload gc or a teammate's store lost):
+    the replay draws its own, and verification says whether anything before the loop used them.
+    """
+    for sha in _rng_start_sha(meta):
+        try:
+            return base64.b64encode(store.get(sha)).decode()
+        except (OSError, KeyError):
+            return ""
+    return ""
 
 
 def child_env(spec_path: Path) -> dict[str, str]:

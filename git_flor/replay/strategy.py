@@ -140,7 +140,8 @@ class _Calls:
         self._reach: dict[int, frozenset[ast.AST]] = {}
 
     def callees(self, node: ast.AST) -> list[ast.AST]:
-        """The script's functions ``node`` calls directly (not counting nested definitions)."""
+        """The script's functions ``node`` calls directly (not counting nested definitions), and
+        those it hands to a call — ``optimizer.step(closure)`` runs ``closure``."""
         out: list[ast.AST] = []
         for n in ast.walk(node):
             if not isinstance(n, ast.Call):
@@ -150,7 +151,14 @@ class _Calls:
                 out.extend(self.functions.get(f.id, []))
             elif isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ("self", "cls"):
                 out.extend(self.methods.get(f.attr, []))
+            for a in self.handed(n):
+                out.extend(self.functions[a])
         return out
+
+    def handed(self, call: ast.Call) -> list[str]:
+        """The script's functions passed to ``call`` as arguments (by name)."""
+        return [a.id for a in [*call.args, *(k.value for k in call.keywords)]
+                if isinstance(a, ast.Name) and a.id in self.functions]
 
     def reach(self, node: ast.AST) -> frozenset[ast.AST]:
         """Every function of the script ``node`` runs, directly or through other calls."""
@@ -266,6 +274,11 @@ def _position(
                    "skip_logged": frozenset(_logged_in(skipped, calls))}
     before_calls = [s for s in skipped if s.lineno < line]
     before = lexical + units + before_calls
+    if not skipped and not any(_inside(lp, outer, parents) for lp in nested) \
+            and not any(calls.runs_flor_loop(s) for s in outer.body):  # type: ignore[attr-defined]
+        # A skip would restore the iteration before and run this one whole: a re-execution
+        # paying a restore per iteration. Re-executing from a checkpoint is that work, once.
+        return Position(name, "epoch", reason="the iteration has no nested loop or call to skip", line=line)
     if not before:
         # Calls after the statement may still be skipped: code after them that changes restored
         # state changes it twice, which the statement, already run, cannot see.
@@ -331,7 +344,7 @@ def _call_skips(
     iteration-end fingerprint, and a mismatch re-executes the segment (docs/design.md §7).
     """
     body = [s for s in outer.body if s is not stmt and s not in skipped_loops]  # type: ignore[attr-defined]
-    candidates = [s for s in body if _script_call(s, calls) and not calls.runs_flor_loop(s)]
+    candidates = [s for s in body if _script_call(s, calls, checkpointed) and not calls.runs_flor_loop(s)]
     if not candidates:
         return []
     others = [s for s in outer.body if s is not stmt]  # type: ignore[attr-defined]
@@ -351,8 +364,11 @@ def _call_skips(
     return candidates
 
 
-def _script_call(stmt: ast.stmt, calls: _Calls) -> bool:
-    """``f(...)`` / ``x = f(...)`` / ``self.f(...)`` as a whole statement, ``f`` a function of the script."""
+def _script_call(stmt: ast.stmt, calls: _Calls, checkpointed: frozenset[str] = frozenset()) -> bool:
+    """A whole statement that runs the script's own code: ``f(...)`` / ``x = f(...)`` /
+    ``self.f(...)``, ``f`` a function of the script; or a method of a checkpointed object
+    handed one (``optimizer.step(closure)``: the checkpoint restores the receiver, the
+    closure is the iteration's work)."""
     if isinstance(stmt, ast.Expr):
         value = stmt.value
     elif isinstance(stmt, ast.Assign) and all(isinstance(t, (ast.Name, ast.Tuple)) for t in stmt.targets):
@@ -364,8 +380,11 @@ def _script_call(stmt: ast.stmt, calls: _Calls) -> bool:
     f = value.func
     if isinstance(f, ast.Name):
         return f.id in calls.functions
-    return isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name) and f.value.id in ("self", "cls") \
-        and f.attr in calls.methods
+    if not isinstance(f, ast.Attribute):
+        return False
+    if isinstance(f.value, ast.Name) and f.value.id in ("self", "cls"):
+        return f.attr in calls.methods
+    return _root(f.value) in checkpointed and bool(calls.handed(value))
 
 
 def _assigned(stmt: ast.stmt) -> set[str]:
@@ -376,6 +395,9 @@ def _call_writes(stmt: ast.stmt, calls: _Calls, imported: frozenset[str]) -> set
     """What a skipped call statement may change: what it assigns, what it hands the call, and the
     module-level names the functions it runs declare ``global`` or mutate (``counter["n"] += 1``)."""
     out = _assigned(stmt) | _handed_and_changed(stmt, calls)
+    func = stmt.value.func  # type: ignore[attr-defined]
+    if isinstance(func, ast.Attribute):
+        out.add(_root(func.value) or "")  # the receiver of ``optimizer.step(closure)``
     for fn in calls.reach(stmt):
         local = _locals(fn)
         out |= {g for n in ast.walk(fn) if isinstance(n, (ast.Global, ast.Nonlocal)) for g in n.names}

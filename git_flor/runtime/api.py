@@ -30,6 +30,27 @@ T = TypeVar("T")
 
 _IMPORT_TIME = time.time()
 _ARGV = list(sys.argv)
+
+
+def _start_rng() -> dict[str, Any] | None:
+    """The global RNGs where the script imports git-flor: kept with the run, put back in its replays.
+
+    An unseeded script (torch seeds itself from the OS in every process, so does numpy's
+    legacy generator) draws different numbers in every process: its replay could not
+    reproduce what the code before the loop drew (``W_target = torch.randn(4, 1)``), and
+    every value would be unverifiable. A replay child sets the states the run had at this
+    very point of the script instead (``ReplaySpec.rng_start``) and returns None.
+    """
+    spec = os.environ.get("FLOR_REPLAY")
+    if not spec:
+        return serial.capture_rng()
+    from .replay_mode import start_rng  # noqa: PLC0415 (a replay child only)
+
+    serial.restore_rng_if(start_rng(spec))
+    return None
+
+
+_IMPORT_RNG = _start_rng()
 sys.argv[:], _KWARGS, _KWARGS_ERROR = split_argv(sys.argv)
 _run: Run | None = None
 _started = False
@@ -41,6 +62,7 @@ def _current() -> Run:
         # The first run of a process started when the script did; one after
         # flor.commit() starts now.
         _run = Run(start=time.time() if _started else _IMPORT_TIME, argv=_ARGV)
+        _run.start_rng = None if _started else _IMPORT_RNG  # (a run after flor.commit() starts mid-script)
         _run.kwargs = _KWARGS
         _started = True
         _run.attach()
@@ -285,14 +307,15 @@ def _hindsight_failed(name: str, exc: BaseException) -> None:
         run.replayer.statement_failed(name, exc)
 
 
-def _skip_call(line: int) -> bool:
+def _skip_call(line: int, after: int = 0) -> bool:
     """Asked by the replay's executed copy before a call statement it may skip (see replay.guard.skippable).
 
     True when this is a skip job and the call was replaced by a restore of the end of the
     iteration; False (run the call) in a recorded run and in every other replay mode.
+    ``after``: the line of the skippable statement right before this one, if any.
     """
     run = _current()
-    return run.replayer is not None and run.replayer.skip_call(line, run.objects)
+    return run.replayer is not None and run.replayer.skip_call(line, run.objects, after)
 
 
 def commit() -> str | None:

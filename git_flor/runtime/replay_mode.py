@@ -37,6 +37,7 @@ and its values are kept marked ``unverified``.
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import os
@@ -111,6 +112,8 @@ class ReplaySpec:
     broken: list[int] = field(default_factory=list)
     #: the original's ``flor.load`` calls: their arguments and what they resolved to (``run.json`` ``loads``)
     loads: list[dict[str, Any]] = field(default_factory=list)
+    #: the run's global RNG states where its script imported git-flor, pickled, base64 ("": none kept)
+    rng_start: str = ""
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -152,6 +155,7 @@ class Replayer:
         self.skip_calls = frozenset(spec.skip_calls)
         self.skip_logged = frozenset(spec.skip_logged)
         self.calls_skipped = 0  # skip: call statements replaced by a restore in this iteration
+        self._last_skip: tuple[int, int] = (-1, 0)  # (iteration, line) of the last skipped call
         self.current = -1  # skip: the outer iteration running
         self.frame: FrameType | None = None
         self.scope: LoopScope | None = None
@@ -411,7 +415,7 @@ class Replayer:
         self._check_skip(k, objects)
         return True
 
-    def skip_call(self, line: int, objects: dict[str, Any]) -> bool:
+    def skip_call(self, line: int, objects: dict[str, Any], after: int = 0) -> bool:
         """In skip mode, the call statement at ``line`` does not run: restore the end of the iteration.
 
         Everything the checkpoint holds — objects, loop-carried variables, globals, RNG
@@ -424,7 +428,10 @@ class Replayer:
         entry = self.skip_entry
         if entry is None or line not in self.skip_calls:
             return False
-        restore(self.store, entry, objects, self.frame, self.scope)
+        if not (after and self._last_skip == (self.current, after)):
+            # (right after another skipped call nothing ran: the state is that restore's)
+            restore(self.store, entry, objects, self.frame, self.scope)
+        self._last_skip = (self.current, line)
         self.calls_skipped += 1
         return True
 
@@ -492,3 +499,9 @@ def _where(key: Key) -> str:
     """``epoch 3, step 2``; ``epoch 1 (entry 2)`` in a later entry of the outer loop."""
     return ", ".join(f"{f[0]} {f[1]}" + (f" (entry {f[2] + 1})" if len(f) > 2 else "") for f in key[1]) \
         or "the top level"
+
+
+def start_rng(spec_path: str) -> dict[str, Any] | None:
+    """The RNG states a replay child sets where its script imports git-flor (see api._start_rng)."""
+    raw = json.loads(Path(spec_path).read_text()).get("rng_start") or ""
+    return pickle.loads(base64.b64decode(raw)) if raw else None

@@ -270,6 +270,12 @@ def capture_rng() -> dict[str, Any]:
     return state
 
 
+def restore_rng_if(state: dict[str, Any] | None) -> None:
+    """:func:`restore_rng`, when there is a state."""
+    if state is not None:
+        restore_rng(state)
+
+
 def restore_rng(state: dict[str, Any]) -> None:
     random.setstate(state["random"])
     if "numpy" in state:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import pickle
 import platform
 import socket
 import sys
@@ -33,6 +34,7 @@ from .outputs import Outputs, absolute_dirs, watch_torch
 from .packages import imported_versions
 from .replay_mode import Replayer
 from .sandbox import installed_sandbox
+from .serial import PICKLE
 
 
 class Run:
@@ -41,6 +43,8 @@ class Run:
     def __init__(self, start: float, argv: list[str]) -> None:
         self.id = uuid.uuid4().hex[:12]
         self.pid = os.getpid()
+        #: the global RNGs where the script imported git-flor (set by the API for a process's first run)
+        self.start_rng: dict[str, Any] | None = None
         self.records: list[Record] = []
         self.ctx: tuple[Frame, ...] = ()
         self.loops: list[dict[str, Any]] = []
@@ -127,6 +131,8 @@ class Run:
         )
         self._repo = repo
         store = store_for(repo_mod.common_dir(repo))
+        if self.start_rng is not None:  # (see api._start_rng; kept by gc like a checkpoint)
+            self.meta["rng_start"] = store.put(pickle.dumps(self.start_rng, protocol=PICKLE))[0]
         self.outputs = Outputs(self._position, str(root), (str(repo.path), str(repo_mod.common_dir(repo))),
                                keep=lambda name, data: self._keep_prior(store, name, data))
         self.outputs.install()

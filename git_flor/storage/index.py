@@ -99,13 +99,16 @@ def replays_of(conn: sqlite3.Connection, run: str) -> list[str]:
 
 def replayed_payloads(conn: sqlite3.Connection) -> set[str]:
     """Payloads a replay of a run needs beyond its checkpoints: files it found before overwriting
-    them (``outputs.prior`` of ``run.json``) and what its ``flor.load`` calls loaded (``loads``);
+    them (``outputs.prior`` of ``run.json``), what its ``flor.load`` calls loaded (``loads``) and
+    its global RNGs where it imported git-flor (``rng_start``);
     ``git flor gc`` keeps them like checkpoints."""
     out: set[str] = set()
     for (raw,) in conn.execute("SELECT meta FROM runs"):
         meta = json.loads(raw)
         prior = (meta.get("outputs") or {}).get("prior") or {}
         out |= {sha for sha in prior.values() if isinstance(sha, str)} if isinstance(prior, dict) else set()
+        if isinstance(meta.get("rng_start"), str):  # the global RNGs at its `import git_flor`
+            out.add(meta["rng_start"])
         for load in meta.get("loads") or []:
             sha = (load.get("resolved") or {}).get("sha256") if isinstance(load, dict) else None
             if isinstance(sha, str):
