@@ -462,15 +462,12 @@ class _Run:
 
     def _block_image(self, block: cst.Node) -> cst.Node | None:
         img = self.m.image(block)
-        owner = block.parent
-        oimg = self.m.image(owner) if owner is not None else None
-        # A block is its owner's: when `for epoch`'s body was paired with the body of the
-        # helper the past called in that loop (its statements all live there), opening the
-        # block means opening the image of `for epoch`, not the helper.
-        if img is not None and img.type in cst.BLOCKS and (oimg is None or img.parent is oimg):
+        if img is not None and img.type in cst.BLOCKS:
             return img
+        owner = block.parent
         if owner is None:
             return None
+        oimg = self.m.image(owner)
         if oimg is None:
             oimg = self._same_key_in_past(owner)
         if oimg is None:
