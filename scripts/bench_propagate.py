@@ -408,6 +408,7 @@ class Lines:
     """Per past version: its simple statements by first line, statement counts, bound names."""
 
     def __init__(self, tree: ast.AST) -> None:
+        self.tree = tree
         self.counts = statement_counts(tree)
         self.at: dict[int, ast.stmt] = {}
         for body in bodies(tree):
@@ -433,13 +434,65 @@ def lineage_case(lines: Lines, lineage: dict[int, int], p: Probe,
     of the same shape (`parser.add_argument("--new", ...)` added before an unchanged
     `parser.add_argument("--old", ...)` lines up with the old one's lines), so the anchor
     would seem edited into a statement that is still there today, unchanged, as itself. The
-    anchor is new in that version, not edited, and no place is right."""
+    anchor is new in that version, not edited, and no place is right.
+
+    The bound-later rule: when that version binds the logged name only after the statement
+    (in its function), a probe right after it would read the name before its definition
+    (`reads_before_definition`); the right place is after the definition, not there."""
     at = lineage.get(p.anchor_line)
     st = lines.at.get(at) if at is not None else None
     if st is None or dump(st) == p.anchor or lines.counts.get(dump(st)) != 1 \
-            or p.value not in lines.bound or dump(st) in today:
+            or p.value not in lines.bound or dump(st) in today \
+            or bound_only_later(lines.tree, st, p.value):
         return None
     return Probe(p.name, "after", dump(st), p.line, p.indent, p.value, p.anchor_line)
+
+
+def scope_bindings(sc: ast.AST) -> tuple[list[ast.AST], dict[str, list[int]], set[str], set[str]]:
+    """(nodes of the function or module `sc` outside scopes nested in it, lines binding each
+    name there, its parameters, names it declares global/nonlocal)."""
+    own: list[ast.AST] = []
+    stack = list(ast.iter_child_nodes(sc))
+    while stack:  # nodes of this scope, not of scopes nested in it
+        n = stack.pop()
+        own.append(n)
+        if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(n))
+    bound: dict[str, list[int]] = {}
+    params: set[str] = set()
+    if not isinstance(sc, ast.Module):
+        a = sc.args  # type: ignore[attr-defined]
+        params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+        params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+    declared: set[str] = set()
+    for n in own:
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            bound.setdefault(n.id, []).append(n.lineno)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.setdefault(n.name, []).append(n.lineno)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            for al in n.names:
+                bound.setdefault((al.asname or al.name).split(".")[0], []).append(n.lineno)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            declared.update(n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bound.setdefault(n.name, []).append(n.lineno)
+    return own, bound, params, declared
+
+
+def bound_only_later(tree: ast.AST, st: ast.stmt, name: str) -> bool:
+    """Is `name` a variable of the function (or module) holding `st` that nothing in it binds
+    before `st` ends (by text order, as `reads_before_definition` judges)?"""
+    sc: ast.AST = tree
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and n.lineno <= st.lineno and st.end_lineno <= n.end_lineno \
+                and n.lineno > getattr(sc, "lineno", 0):  # type: ignore[operator]
+            sc = n
+    _, bound, params, declared = scope_bindings(sc)
+    if name in params or name in declared or name not in bound:
+        return False
+    return min(bound[name]) > st.end_lineno  # type: ignore[operator]
 
 
 def reads_before_definition(out: str | None, probes: list[Probe]) -> int:
@@ -457,32 +510,7 @@ def reads_before_definition(out: str | None, probes: list[Probe]) -> int:
     scopes: list[ast.AST] = [tree] + [n for n in ast.walk(tree)
                                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     for sc in scopes:
-        own: list[ast.AST] = []
-        stack = list(ast.iter_child_nodes(sc))
-        while stack:  # nodes of this scope, not of scopes nested in it
-            n = stack.pop()
-            own.append(n)
-            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                stack.extend(ast.iter_child_nodes(n))
-        bound: dict[str, list[int]] = {}
-        params = set()
-        if not isinstance(sc, ast.Module):
-            a = sc.args  # type: ignore[attr-defined]
-            params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-            params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
-        declared = set()
-        for n in own:
-            if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
-                bound.setdefault(n.id, []).append(n.lineno)
-            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                bound.setdefault(n.name, []).append(n.lineno)
-            elif isinstance(n, (ast.Import, ast.ImportFrom)):
-                for al in n.names:
-                    bound.setdefault((al.asname or al.name).split(".")[0], []).append(n.lineno)
-            elif isinstance(n, (ast.Global, ast.Nonlocal)):
-                declared.update(n.names)
-            elif isinstance(n, ast.ExceptHandler) and n.name:
-                bound.setdefault(n.name, []).append(n.lineno)
+        own, bound, params, declared = scope_bindings(sc)
         for n in own:
             if isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant) \
                     and n.args[0].value in names and isinstance(n.func, ast.Attribute) \
@@ -643,7 +671,8 @@ def main() -> int:
                          "versions (the edited-anchor score, truth: the one assignment of the "
                          "logged name); lineage: probe after statements whose line was edited "
                          "in most past versions (truth: the line followed through diffs, unless "
-                         "it lands on a statement today still has unchanged)")
+                         "it lands on a statement today still has unchanged or before the logged name is "
+                         "bound there)")
     ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
     ap.add_argument("--flordb-sample", type=int, default=12,
                     help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
