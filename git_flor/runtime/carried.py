@@ -11,8 +11,9 @@ training path stays free of tree-sitter), once per code version:
   read after the loop, or that the body assigns only conditionally;
 - a name defined outside the body that the body mutates in place (a method
   call on it, an item or attribute store, ``del x[k]``);
-- a name a nested ``flor.loop`` assigns that the body reads after it (the last
-  step's ``loss`` logged per epoch): a replay skipping the nested loop restores it.
+- (``left``, saved when it can be) a name a nested ``flor.loop`` assigns that the
+  body reads after it (the last step's ``loss`` logged per epoch): a replay skipping
+  the nested loop restores it.
 
 Nested ``for`` loops are assumed to run at least once (their targets are then
 ordinary assignments); ``if``/``while``/``except`` branches are conditional.
@@ -44,6 +45,9 @@ class LoopScope:
     #: every name the loop's header binds (``k, epoch`` of ``enumerate(flor.loop(...))``):
     #: set by the loop itself each iteration, so never state to compare or restore
     targets: tuple[str, ...] = ()
+    #: names a nested ``flor.loop`` leaves that the body reads after it (see :func:`_left_by_nested`):
+    #: saved when they can be — only a skip of that loop needs them, resuming does not
+    left: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,12 +67,12 @@ def analyse(source: str, lineno: int) -> LoopScope | None:
     after = _reads_after(scope, loop)
     carried = {n for n in written if n in exposed.exposed or n in after or n in exposed.conditional}
     carried |= {n for n in exposed.mutated_outside}
-    carried |= _left_by_nested(loop.body)
     carried -= _Writes.targets(loop.target)
     passed = exposed.passed_outside - carried
+    left = _left_by_nested(loop.body) - carried - _Writes.targets(loop.target)
     target = loop.target.id if isinstance(loop.target, ast.Name) else None
     return LoopScope(tuple(sorted(carried)), isinstance(scope, ast.Module), tuple(sorted(passed)), target,
-                     tuple(sorted(_Writes.targets(loop.target))))
+                     tuple(sorted(_Writes.targets(loop.target))), tuple(sorted(left)))
 
 
 def _left_by_nested(body: list[ast.stmt]) -> set[str]:
