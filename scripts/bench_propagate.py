@@ -5,7 +5,10 @@ For each (project, repository, file): take the newest version, add probe stateme
 `flor.log("probe_i", v)` right after chosen anchor statements, then carry them into every
 older version with git-flor, FlorDB 4.0.1 (`flordb.hlast.backprop`) and `git merge-file`.
 A probe is placed correctly when it lands directly after the statement equal (by `ast`) to its
-anchor, in versions where that anchor occurs exactly once. Nothing from the repositories is
+anchor, in versions where that anchor occurs exactly once. Cases whose anchor sits inside
+more or fewer loops (of its function) than today are also counted apart: git-flor never moves
+a statement into or out of a loop it relates to today's, so some of them have no right
+place under its contract. Nothing from the repositories is
 copied into this project: versions are read with `git show` from local mirrors.
 
 Mirrors are bare clones under --mirror-root named `owner+name/repo` (what the fetch tool of
@@ -158,14 +161,45 @@ def header(node: ast.stmt) -> str:
             setattr(node, f, v)
 
 
-def statement_counts(tree: ast.AST) -> dict[str, int]:
-    """Occurrences of each statement (by `dump`) and of each compound header (by `header`)."""
+def statement_counts(tree: ast.AST, depths: dict[str, int] | None = None) -> dict[str, int]:
+    """Occurrences of each statement (by `dump`) and of each compound header (by `header`);
+    with `depths`, also fills it with each one's loop depth (see `_keyed`)."""
     counts: dict[str, int] = {}
-    for body in bodies(tree):
-        for st in body:
-            for d in (dump(st), header(st)) if isinstance(st, _COMPOUND) else (dump(st),):
-                counts[d] = counts.get(d, 0) + 1
+    for key, depth in _keyed(tree):
+        counts[key] = counts.get(key, 0) + 1
+        if depths is not None:
+            depths.setdefault(key, depth)
     return counts
+
+
+_LOOPS = (ast.For, ast.AsyncFor, ast.While)
+_SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)
+
+
+def _keyed(tree: ast.AST):  # type: ignore[no-untyped-def]
+    """(key, loop depth) of every statement and compound header. The loop depth is the
+    number of loops around the statement inside its own function (or the module): how
+    often it runs per call, which placement must keep (a statement is never moved into or
+    out of a loop, so an anchor whose depth changed has no right place)."""
+    stack: list[tuple[list, int]] = [(getattr(tree, "body", []), 0)]  # type: ignore[type-arg]
+    while stack:
+        body, depth = stack.pop()
+        for st in body:
+            yield dump(st), depth
+            if isinstance(st, _COMPOUND):
+                yield header(st), depth
+            inner = 0 if isinstance(st, _SCOPES) else depth + isinstance(st, _LOOPS)
+            for f in _NESTED:
+                sub = getattr(st, f, None)
+                if not isinstance(sub, list):
+                    continue
+                # A loop's `else:` runs once, after the loop.
+                d = depth if f == "orelse" and isinstance(st, _LOOPS) else inner
+                for item in sub:
+                    if isinstance(item, ast.stmt):
+                        stack.append((sub, d))
+                        break
+                    stack.append((item.body, d))  # an except handler or a match case
 
 
 def probe_value(st: ast.stmt) -> str | None:
@@ -254,7 +288,7 @@ def choose_probes(src: str, pasts: list[ast.AST], k: int, kind: str,
                 continue
         elif kind == "lineage":
             probe = Probe("probe", "after", key, at, indent, value, line)
-            cover = sum(1 for lines, m in lineages or [] if lineage_case(lines, m, probe))
+            cover = sum(1 for lines, m in lineages or [] if lineage_case(lines, m, probe, counts))
             if not cover:
                 continue
         else:
@@ -374,6 +408,7 @@ class Lines:
     """Per past version: its simple statements by first line, statement counts, bound names."""
 
     def __init__(self, tree: ast.AST) -> None:
+        self.tree = tree
         self.counts = statement_counts(tree)
         self.at: dict[int, ast.stmt] = {}
         for body in bodies(tree):
@@ -387,17 +422,77 @@ class Lines:
                        if isinstance(n, (ast.Import, ast.ImportFrom)) for al in n.names}
 
 
-def lineage_case(lines: Lines, lineage: dict[int, int], p: Probe) -> Probe | None:
+def lineage_case(lines: Lines, lineage: dict[int, int], p: Probe,
+                 today: dict[str, int]) -> Probe | None:
     """The probe as an edited-anchor case by line lineage, or None: its anchor's line
     survives (edited) into this version as the first line of a simple statement that differs
-    from today's anchor, occurs once, and the version binds the name the probe logs
-    somewhere (else no tool could place it). The probe belongs right after that statement."""
+    from today's anchor, occurs once, is not a statement today's file still has unchanged
+    (`today`: today's `statement_counts`), and the version binds the name the probe logs
+    somewhere (else no tool could place it). The probe belongs right after that statement.
+
+    The unchanged-today rule: a line diff aligns an *inserted* statement with the next one
+    of the same shape (`parser.add_argument("--new", ...)` added before an unchanged
+    `parser.add_argument("--old", ...)` lines up with the old one's lines), so the anchor
+    would seem edited into a statement that is still there today, unchanged, as itself. The
+    anchor is new in that version, not edited, and no place is right.
+
+    The bound-later rule: when that version binds the logged name only after the statement
+    (in its function), a probe right after it would read the name before its definition
+    (`reads_before_definition`); the right place is after the definition, not there."""
     at = lineage.get(p.anchor_line)
     st = lines.at.get(at) if at is not None else None
     if st is None or dump(st) == p.anchor or lines.counts.get(dump(st)) != 1 \
-            or p.value not in lines.bound:
+            or p.value not in lines.bound or dump(st) in today \
+            or bound_only_later(lines.tree, st, p.value):
         return None
     return Probe(p.name, "after", dump(st), p.line, p.indent, p.value, p.anchor_line)
+
+
+def scope_bindings(sc: ast.AST) -> tuple[list[ast.AST], dict[str, list[int]], set[str], set[str]]:
+    """(nodes of the function or module `sc` outside scopes nested in it, lines binding each
+    name there, its parameters, names it declares global/nonlocal)."""
+    own: list[ast.AST] = []
+    stack = list(ast.iter_child_nodes(sc))
+    while stack:  # nodes of this scope, not of scopes nested in it
+        n = stack.pop()
+        own.append(n)
+        if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            stack.extend(ast.iter_child_nodes(n))
+    bound: dict[str, list[int]] = {}
+    params: set[str] = set()
+    if not isinstance(sc, ast.Module):
+        a = sc.args  # type: ignore[attr-defined]
+        params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
+        params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
+    declared: set[str] = set()
+    for n in own:
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
+            bound.setdefault(n.id, []).append(n.lineno)
+        elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            bound.setdefault(n.name, []).append(n.lineno)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            for al in n.names:
+                bound.setdefault((al.asname or al.name).split(".")[0], []).append(n.lineno)
+        elif isinstance(n, (ast.Global, ast.Nonlocal)):
+            declared.update(n.names)
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            bound.setdefault(n.name, []).append(n.lineno)
+    return own, bound, params, declared
+
+
+def bound_only_later(tree: ast.AST, st: ast.stmt, name: str) -> bool:
+    """Is `name` a variable of the function (or module) holding `st` that nothing in it binds
+    before `st` ends (by text order, as `reads_before_definition` judges)?"""
+    sc: ast.AST = tree
+    for n in ast.walk(tree):
+        if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) \
+                and n.lineno <= st.lineno and st.end_lineno <= n.end_lineno \
+                and n.lineno > getattr(sc, "lineno", 0):  # type: ignore[operator]
+            sc = n
+    _, bound, params, declared = scope_bindings(sc)
+    if name in params or name in declared or name not in bound:
+        return False
+    return min(bound[name]) > st.end_lineno  # type: ignore[operator]
 
 
 def reads_before_definition(out: str | None, probes: list[Probe]) -> int:
@@ -415,32 +510,7 @@ def reads_before_definition(out: str | None, probes: list[Probe]) -> int:
     scopes: list[ast.AST] = [tree] + [n for n in ast.walk(tree)
                                       if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
     for sc in scopes:
-        own: list[ast.AST] = []
-        stack = list(ast.iter_child_nodes(sc))
-        while stack:  # nodes of this scope, not of scopes nested in it
-            n = stack.pop()
-            own.append(n)
-            if not isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
-                stack.extend(ast.iter_child_nodes(n))
-        bound: dict[str, list[int]] = {}
-        params = set()
-        if not isinstance(sc, ast.Module):
-            a = sc.args  # type: ignore[attr-defined]
-            params = {x.arg for x in a.posonlyargs + a.args + a.kwonlyargs}
-            params |= {x.arg for x in (a.vararg, a.kwarg) if x is not None}
-        declared = set()
-        for n in own:
-            if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)):
-                bound.setdefault(n.id, []).append(n.lineno)
-            elif isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-                bound.setdefault(n.name, []).append(n.lineno)
-            elif isinstance(n, (ast.Import, ast.ImportFrom)):
-                for al in n.names:
-                    bound.setdefault((al.asname or al.name).split(".")[0], []).append(n.lineno)
-            elif isinstance(n, (ast.Global, ast.Nonlocal)):
-                declared.update(n.names)
-            elif isinstance(n, ast.ExceptHandler) and n.name:
-                bound.setdefault(n.name, []).append(n.lineno)
+        own, bound, params, declared = scope_bindings(sc)
         for n in own:
             if isinstance(n, ast.Call) and n.args and isinstance(n.args[0], ast.Constant) \
                     and n.args[0].value in names and isinstance(n.func, ast.Attribute) \
@@ -600,7 +670,9 @@ def main() -> int:
                          "fuzzy: probe after assignments that were edited in most past "
                          "versions (the edited-anchor score, truth: the one assignment of the "
                          "logged name); lineage: probe after statements whose line was edited "
-                         "in most past versions (truth: the line followed through diffs)")
+                         "in most past versions (truth: the line followed through diffs, unless "
+                         "it lands on a statement today still has unchanged or before the logged name is "
+                         "bound there)")
     ap.add_argument("--max-versions", type=int, default=0, help="per file, evenly spaced (0: all)")
     ap.add_argument("--flordb-sample", type=int, default=12,
                     help="versions per file given to FlorDB (slow: ~15 s per probe on 1,500 lines)")
@@ -614,6 +686,8 @@ def main() -> int:
     totals = {k: Tally() for k in ("gitflor", "gitflor@flordb", "flordb", "merge", "fuzzy",
                                    "fuzzy-merge")}
     read_before_def = 0
+    # Cases whose anchor's loop depth changed: [cases, git-flor right].
+    other_depth = {"exact": [0, 0], "edited": [0, 0]}
     rows = []
     flordb_jobs = []
     flordb_jobs_src: dict[str, str] = {}
@@ -650,18 +724,33 @@ def main() -> int:
         tallies = per_project.setdefault(repo, {k: Tally() for k in totals})
         fl_versions = {c for c, _, _ in sample(parsed, args.flordb_sample)}
         today_assigns = Assigns(ast.parse(newest))
+        today_depths: dict[str, int] = {}
+        today_counts = statement_counts(ast.parse(newest), today_depths)
         for commit, src, tree in parsed:
-            counts = statement_counts(tree)
+            depths: dict[str, int] = {}
+            counts = statement_counts(tree, depths)
             live = [p for p in probes if counts.get(p.anchor) == 1]
             past_assigns = Assigns(tree)
             if args.kind == "lineage":
-                fuzzy = [f for p in probes if (f := lineage_case(lines_of[commit], lineage[commit], p))]
+                fuzzy = [f for p in probes
+                         if (f := lineage_case(lines_of[commit], lineage[commit], p, today_counts))]
             else:
                 fuzzy = [f for p in probes if (f := fuzzy_case(today_assigns, past_assigns, p))]
             if not live and not fuzzy:
                 continue
+            # Anchors inside more or fewer loops (of their function) there than today: still
+            # cases, counted apart too, since git-flor refuses to move a statement into or
+            # out of a loop it relates to today's (and places it when the loop count changed
+            # only because code moved into a helper or under a new outer loop).
+            today_of = {p.name: today_depths.get(p.anchor) for p in probes}
+            moved_live = [p for p in live if depths.get(p.anchor) != today_of[p.name]]
+            moved_fuzzy = [f for f in fuzzy if depths.get(f.anchor) != today_of[f.name]]
             out, dt = run_gitflor(prop, src)
             read_before_def += reads_before_definition(out, probes)
+            for t, moved in ((other_depth["exact"], moved_live), (other_depth["edited"], moved_fuzzy)):
+                if moved:
+                    t[0] += len(moved)
+                    t[1] += score(out, probes, moved)[0]
             right, ok = score(out, probes, live)
             if live:
                 _tally(tallies["gitflor"], len(live), right, ok, dt, layout_kept(out, src))
@@ -737,6 +826,9 @@ def main() -> int:
     print(f"\nedited anchors ({args.kind if args.kind in ('fuzzy', 'lineage') else 'fuzzy'}): git-flor {fz.acc()} of {fz.cases} cases in {fz.versions} "
           f"versions ({fz.unparsable} unparsable, kept {fz.kept_frac()}); merge-file {fm.acc()}")
     print(f"git-flor outputs reading a probed name before any definition of it: {read_before_def}")
+    (ne, pe), (nf, pf) = other_depth["exact"], other_depth["edited"]
+    print(f"of these, anchors inside more or fewer loops there than today: {ne} exact cases "
+          f"(git-flor placed {pe} right), {nf} edited-anchor cases ({pf} right)")
     files = ", ".join(f"{r}:{p} ({n} versions)" for r, p, n in rows)
     print(f"\nfiles: {files}\noriginal versions that do not parse as Python 3 (skipped): {skipped}")
     print("cases = (version, probe) pairs whose anchor occurs exactly once in that version; "

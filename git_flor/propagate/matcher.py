@@ -14,6 +14,15 @@ training-script histories:
    recovery pass aligns their still-unmatched children by a longest common subsequence of
    types. Recovery is what pairs `loss` with `l` in `loss = crit(out, y)` / `l = crit(out, y)`,
    so identifiers can be renamed through the mapping.
+3. Neighbours: an unmatched statement next to a matched pair is paired with the unmatched
+   past statement at the same side of the image when both do the same thing (`_roles`: bind
+   the same target with the same operator, or compute the same value, or call the same
+   function). That is how `check_requirements(ROOT / "requirements.txt")` finds its edited
+   `check_requirements()` inside an `if` whose condition was rewritten, where no container
+   above it is matched and recovery never runs.
+4. Lone statements: a statement still unmatched, with no matched neighbour, is paired with
+   the one unmatched past statement of the same role in the image of its function that
+   shares most of its leaves, when no other comes close (`_lone`).
 """
 
 from __future__ import annotations
@@ -79,6 +88,9 @@ def match(src: Tree, dst: Tree) -> Mapping:
     m = Mapping(src, dst)
     _top_down(m)
     _bottom_up(m)
+    _neighbours(m)
+    if _lone(m):
+        _neighbours(m)
     return m
 
 
@@ -292,6 +304,11 @@ def _bottom_up(m: Mapping) -> None:
                 # Same `def main` / same loop header: a rewritten body (large literals
                 # replaced, a docstring added) should not hide that it is the same statement.
                 dice += 0.3
+            elif _other_role(a, b):
+                # `date_str = datetime.now().strftime(...)` shares its whole value with
+                # `args.name = '-'.join([datetime.now().strftime(...), ...])`, yet binds
+                # another name from another value: a part in common is not the statement.
+                dice *= 0.5
             if dice > best_dice:
                 best, best_dice = b, dice
         if best is not None and best_dice >= MIN_DICE:
@@ -336,7 +353,126 @@ def _similarity(m: Mapping, x: Node, y: Node) -> float:
         return 3.0
     lx, ly = _leaves(m, m.src, x), _leaves(m, m.dst, y)
     union = len(lx | ly)
-    return 0.1 + (len(lx & ly) / union if union else 0.0)
+    same = 0.0
+    if x.is_stmt and y.is_stmt and _same_role(x, y):
+        # `test_loss /= len(loader.dataset)` is the edited `test_loss /= (n / batch)`, not
+        # the `test_loss = test_loss.data[0]` before it, though the latter shares as many
+        # identifiers: what a statement binds, and how, says more than its leaves.
+        same = 0.5
+    return 0.1 + same + (len(lx & ly) / union if union else 0.0)
+
+
+def _roles(n: Node) -> tuple[int, ...]:
+    """What a simple statement does, as hashes that survive an edit of the rest of it: an
+    assignment's operator with its target and with its value (`loss = f(x)` renamed to
+    `l = f(x)` keeps the second), a bare call's function (`check_requirements(...)` with
+    other arguments). Empty for anything else."""
+    if n.type != "expression_statement" or len(n.children) != 1:
+        return ()
+    e = n.children[0]
+    out: tuple[int, ...] = ()
+    if e.type in ("assignment", "augmented_assignment") and len(e.children) >= 2:
+        op, lhs, e = (e.type, e.label), e.children[0], e.children[-1]
+        out = (hash(("=", op, lhs.hash)), hash(("v", op, e.hash)))
+    while e.type == "await" and e.children:
+        e = e.children[0]
+    if e.type == "call" and e.children:
+        # `train(epoch)` and `loss = train(epoch)` call the same function.
+        out += (hash(("call", e.children[0].hash)),)
+    return out
+
+
+def _same_role(x: Node, y: Node) -> bool:
+    rx = _roles(x)
+    return bool(rx) and any(r in rx for r in _roles(y))
+
+
+def _other_role(x: Node, y: Node) -> bool:
+    """Both statements have a role (`_roles`) and share none of it."""
+    rx, ry = _roles(x), _roles(y)
+    return bool(rx) and bool(ry) and not any(r in rx for r in ry)
+
+
+# ---------------------------------------------------------------- lone statements
+
+LONE_MIN = 0.5
+LONE_MARGIN = 0.1
+
+
+def _lone(m: Mapping) -> bool:
+    """Pair each unmatched statement with its clearly most similar unmatched past statement
+    of the same role (`evaluate(model, data, start_epoch, args, tb_writer=writer)` with
+    `evaluate(model, data, start_epoch, args, writer, 0)` in a block whose every other
+    statement and owner changed). Candidates are those in the image of the statement's
+    function when it has any (else the whole file: the code may have moved between
+    functions); the best must share at least `LONE_MIN` of the leaves
+    (Jaccard) and beat the runner-up by `LONE_MARGIN`, so a call made in several places is
+    left alone. True when something was paired."""
+    src, dst = m.src.nodes, m.dst.nodes
+    by_role: dict[int, list[Node]] = defaultdict(list)
+    for b in dst:
+        if b.is_stmt and not m.matched_dst(b):
+            for r in _roles(b):
+                by_role[r].append(b)
+    if not by_role:
+        return False
+    added = False
+    for a in src:
+        if not a.is_stmt or m.matched_src(a):
+            continue
+        roles = _roles(a)
+        cands = {b.pre: b for r in roles for b in by_role.get(r, ()) if not m.matched_dst(b)}
+        if not cands:
+            continue
+        home = _function(a)
+        where = m.image(home) if home is not None else None
+        inside = [b for b in cands.values() if where is not None and where.contains(b)]
+        la = _leaves(m, m.src, a)
+        ranked = []
+        for b in inside or cands.values():
+            lb = _leaves(m, m.dst, b)
+            union = len(la | lb)
+            ranked.append((len(la & lb) / union if union else 0.0, b.pre))
+        if not ranked:
+            continue
+        ranked.sort(reverse=True)
+        best, j = ranked[0]
+        if best < LONE_MIN or (len(ranked) > 1 and ranked[1][0] > best - LONE_MARGIN):
+            continue
+        m.add(a, dst[j], 0.5 * best)
+        _recover(m, a, dst[j])
+        added = True
+    return added
+
+
+def _function(n: Node) -> Node | None:
+    """The function definition `n` is in, if any."""
+    p = n.parent
+    while p is not None and p.type != "function_definition":
+        p = p.parent
+    return p
+
+
+# ---------------------------------------------------------------- neighbours
+
+def _neighbours(m: Mapping) -> None:
+    """Grow matched runs of statements sideways: for each matched statement pair, the next
+    (and the previous) unmatched statement on both sides are paired when they have the
+    same role (`_same_role`), and so on along the block. Only the adjacent slot is tried, so
+    a statement is never pulled from elsewhere in the block."""
+    src, dst = m.src.nodes, m.dst.nodes
+    pairs = sorted((i, j) for i, j in m.fwd.items() if src[i].is_stmt and dst[j].is_stmt)
+    for i, j in pairs:
+        a, b = src[i], dst[j]
+        for delta in (1, -1):
+            x, y = _sibling(a, delta), _sibling(b, delta)
+            base = m.score.get(i, 0.5)
+            while x is not None and y is not None and not m.matched_src(x) \
+                    and not m.matched_dst(y) and _same_role(x, y):
+                base *= 0.9
+                m.add(x, y, base)
+                _recover(m, x, y)
+                x, y = _sibling(x, delta), _sibling(y, delta)
 
 
 def _leaves(m: Mapping, tree: Tree, n: Node) -> frozenset[str]:

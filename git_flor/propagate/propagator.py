@@ -423,7 +423,9 @@ class _Run:
         `at` has a twin today that does not hold `stmt`), and the number of loops around
         differs the same way. On the way in, only twins in `stmt`'s own function count: a
         loop body extracted since into a helper (`train_step()` called in `for batch`) is
-        the same nesting, and so is code wrapped in a new outer loop since."""
+        the same nesting, and so is code wrapped in a new outer loop since. On the way out,
+        the same holds the other way: today's inline epoch body was a helper the past calls
+        in that loop (`eval_metric = train_epoch(...)` in `for epoch`)."""
         mine = follow.loops(stmt)
         theirs = follow.loops(at)
         if len(mine) > len(theirs):
@@ -431,7 +433,8 @@ class _Run:
             for loop in mine:
                 node = self.index.get(loop.id)
                 img = self.m.image(node) if node is not None else None
-                if img is not None and img.ts.type == loop.type and img.ts.id not in theirs_ids:
+                if img is not None and img.ts.type == loop.type and img.ts.id not in theirs_ids \
+                        and not _calls_home(img.ts, at):
                     return f"out of the loop `{_first_line(loop)}`"
         elif len(mine) < len(theirs):
             mine_ids = {n.id for n in mine}
@@ -611,6 +614,28 @@ def _rename_votes(m: Mapping) -> dict[str, str]:
         if a.type == "identifier":
             counts[a.label][dst[j].label] += 1
     return {k: c.most_common(1)[0][0] for k, c in counts.items()}
+
+
+def _calls_home(loop: cst.TsNode, at: cst.TsNode) -> bool:
+    """Does `loop` call the function `at` is in (`train_epoch(...)`, `self.train_epoch(...)`)?"""
+    home = follow.scope_of_stmt(at)
+    if home.type != "function_definition":
+        return False
+    name = home.child_by_field_name("name")
+    if name is None:
+        return False
+    want = name.text
+    stack = [loop]
+    while stack:
+        n = stack.pop()
+        if n.type == "call":
+            fn = n.child_by_field_name("function")
+            if fn is not None and fn.type == "attribute":
+                fn = fn.child_by_field_name("attribute")
+            if fn is not None and fn.type == "identifier" and fn.text == want:
+                return True
+        stack.extend(n.named_children)
+    return False
 
 
 def _first_line(node: cst.TsNode) -> str:
