@@ -164,6 +164,7 @@ class Plan:
             "failed": [{"run": r, "why": w} for r, w in self.failed],
             "estimate_seconds": round(sum(j.estimate for j in self.jobs), 3),
             "wall_seconds": round(self.wall(), 3),
+            "overhead_seconds": round(self.overhead, 3),
             "workers": self.workers,
         }
 
