@@ -870,3 +870,21 @@ def test_an_iteration_with_nothing_to_skip_is_re_executed_not_restored_step_by_s
                        'flor.log("w_abs", float(np.abs(w).sum()))', "w_abs")
     plan = plan_of(repo, "w_abs")
     assert {j["mode"] for j in plan["jobs"]} == {"reexec"}, plan["jobs"]
+
+
+def test_a_value_the_step_loop_leaves_and_the_epoch_logs_is_checkpointed_so_epochs_skip(tmp_path: Path) -> None:
+    """``flor.log("loss", loss)`` after the step loop reads the last step's ``loss``: the
+    checkpoint holds it, so an epoch-level statement restores and skips instead of re-running."""
+    body = """\
+    with flor.checkpointing(w=w):
+        for epoch in flor.loop("epoch", range(4)):
+            for b in flor.loop("step", range(4)):
+                xb, yb = X[b * 16:(b + 1) * 16], y[b * 16:(b + 1) * 16]
+                w -= lr * xb.T @ (xb @ w - yb) / len(xb)
+                loss = float(np.mean((xb @ w - yb) ** 2))
+            flor.log("loss", loss)
+            # hindsight
+    """
+    repo, _ = scenario(tmp_path, [numpy_script(body, 0.1), numpy_script(body, 0.05)],
+                       'flor.log("w_abs", float(np.abs(w).sum()))', "w_abs")
+    assert {j["mode"] for j in plan_of(repo, "w_abs")["jobs"]} == {"skip"}

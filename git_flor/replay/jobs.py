@@ -194,7 +194,7 @@ def prepare(
         if local_payloads:
             # With a shared payload store (git config flor.store), bring them here first.
             ensure_payloads(repo, [p.sha256 for e in needed.values() for p in e["objects"].values()]
-                            + [e["resolved"]["sha256"] for e in loads] + _rng_start_sha(target.meta))
+                            + [e["resolved"]["sha256"] for e in loads])
         key = len(prepared)
         scratch = base / target.run / str(key)
         created = created_files(target.meta)
@@ -212,7 +212,7 @@ def prepare(
             expect_records=w.records, expect_fps=w.fingerprints, strict=job.strict,
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
-            skip_calls=job.skip_calls, skip_logged=job.skip_logged, rng_start=_rng_start(store, target.meta),
+            skip_calls=job.skip_calls, skip_logged=job.skip_logged, rng_start=_rng_start(repo, store, target.meta, local_payloads),
             iterations=target.iterations, entries=list(target.entries.sizes),
             limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
             witness_format=target.witness_format, broken=sorted(target.entries.broken), loads=loads,
@@ -256,23 +256,21 @@ def _priors(repo: Repository, meta: dict[str, Any], store: Any, fetch: bool) -> 
     return out
 
 
-def _rng_start_sha(meta: dict[str, Any]) -> list[str]:
-    sha = meta.get("rng_start")
-    return [sha] if isinstance(sha, str) and sha else []
-
-
-def _rng_start(store: Any, meta: dict[str, Any]) -> str:
+def _rng_start(repo: Repository, store: Any, meta: dict[str, Any], local_payloads: bool) -> str:
     """The run's RNG states at its ``import git_flor``, for the spec (base64 of the pickled payload).
 
-    Missing (a run recorded before they were kept, a payload gc or a teammate's store lost):
-    the replay draws its own, and verification says whether anything before the loop used them.
+    Missing (a run recorded before they were kept, payloads deleted, a teammate's store not
+    configured): the replay draws its own, and verification says whether anything used them.
     """
-    for sha in _rng_start_sha(meta):
-        try:
-            return base64.b64encode(store.get(sha)).decode()
-        except (OSError, KeyError):
-            return ""
-    return ""
+    sha = meta.get("rng_start")
+    if not isinstance(sha, str) or not sha:
+        return ""
+    try:
+        if local_payloads:
+            ensure_payloads(repo, [sha])
+        return base64.b64encode(store.get(sha)).decode()
+    except (OSError, PayloadMissing):
+        return ""
 
 
 def child_env(spec_path: Path) -> dict[str, str]:

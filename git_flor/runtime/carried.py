@@ -10,7 +10,10 @@ training path stays free of tree-sitter), once per code version:
   (upward-exposed: its value flows from the previous iteration), or that is
   read after the loop, or that the body assigns only conditionally;
 - a name defined outside the body that the body mutates in place (a method
-  call on it, an item or attribute store, ``del x[k]``).
+  call on it, an item or attribute store, ``del x[k]``);
+- (``left``, saved when it can be) a name a nested ``flor.loop`` assigns that the
+  body reads after it (the last step's ``loss`` logged per epoch): a replay skipping
+  the nested loop restores it.
 
 Nested ``for`` loops are assumed to run at least once (their targets are then
 ordinary assignments); ``if``/``while``/``except`` branches are conditional.
@@ -42,6 +45,9 @@ class LoopScope:
     #: every name the loop's header binds (``k, epoch`` of ``enumerate(flor.loop(...))``):
     #: set by the loop itself each iteration, so never state to compare or restore
     targets: tuple[str, ...] = ()
+    #: names a nested ``flor.loop`` leaves that the body reads after it (see :func:`_left_by_nested`):
+    #: saved when they can be — only a skip of that loop needs them, resuming does not
+    left: tuple[str, ...] = ()
 
 
 @functools.lru_cache(maxsize=64)
@@ -63,9 +69,34 @@ def analyse(source: str, lineno: int) -> LoopScope | None:
     carried |= {n for n in exposed.mutated_outside}
     carried -= _Writes.targets(loop.target)
     passed = exposed.passed_outside - carried
+    left = _left_by_nested(loop.body) - carried - _Writes.targets(loop.target)
     target = loop.target.id if isinstance(loop.target, ast.Name) else None
     return LoopScope(tuple(sorted(carried)), isinstance(scope, ast.Module), tuple(sorted(passed)), target,
-                     tuple(sorted(_Writes.targets(loop.target))))
+                     tuple(sorted(_Writes.targets(loop.target))), tuple(sorted(left)))
+
+
+def _left_by_nested(body: list[ast.stmt]) -> set[str]:
+    """Names a nested ``flor.loop`` of the body assigns that the body reads after it.
+
+    ``flor.log("loss", float(loss))`` after the step loop reads the last step's ``loss``. A
+    replay that skips the step loop restores what it leaves from the iteration's
+    checkpoint, so such a name must be in it — or every epoch-level replay re-executes.
+    """
+    out: set[str] = set()
+    for k, stmt in enumerate(body):
+        if not isinstance(stmt, (ast.For, ast.AsyncFor, ast.While)) or not _runs_flor_loop(stmt):
+            continue
+        later = {n.id for s in body[k + 1:] for n in ast.walk(s) if isinstance(n, ast.Name)
+                 and isinstance(n.ctx, ast.Load)}
+        out |= _Writes.of(stmt.body) & later
+    return out
+
+
+def _runs_flor_loop(loop: ast.For | ast.AsyncFor | ast.While) -> bool:
+    """The loop iterates a ``flor.loop(...)`` (``for step in flor.loop("step", loader)``, wrapped or not)."""
+    head = loop.iter if isinstance(loop, (ast.For, ast.AsyncFor)) else loop.test
+    return any(isinstance(c, ast.Call) and isinstance(c.func, ast.Attribute) and c.func.attr == "loop"
+               for c in ast.walk(head))
 
 
 def _find_loop(tree: ast.Module, lineno: int) -> tuple[ast.For | ast.AsyncFor, ast.AST] | None:

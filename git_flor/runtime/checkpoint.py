@@ -209,6 +209,10 @@ class Checkpointer:
                     continue
                 saved_ids.add(id(value))
                 self._capture(snaps, unsaved, f"var:{name}", value, "var", own, registered_ids)
+            optional: list[str] = []  # (what cannot be saved only keeps a skip from using it)
+            for name, value in read_vars(frame, scope.left).items():
+                if id(value) not in registered_ids and not isinstance(value, _NOT_STATE) and not closed_file(value):
+                    self._capture(snaps, optional, f"var:{name}", value, "var", own, registered_ids, quiet=True)
             for name, value in read_vars(frame, scope.passed).items():
                 if id(value) not in registered_ids and _advances(value):
                     saved_ids.add(id(value))
@@ -236,7 +240,7 @@ class Checkpointer:
 
     def _capture(
         self, snaps: dict, unsaved: list[str], name: str, obj: Any, kind: str,
-        own: frozenset[str] = frozenset(), registered_ids: set[int] | None = None,
+        own: frozenset[str] = frozenset(), registered_ids: set[int] | None = None, quiet: bool = False,
     ) -> None:
         with self._lock:
             reuse = self._reuse.pop(name, None)
@@ -250,7 +254,7 @@ class Checkpointer:
                 serializer, snap = serial.capture(obj, reuse)
         except serial.Unsaveable as exc:
             unsaved.append(name)
-            if name not in self._warned:
+            if name not in self._warned and not quiet:
                 self._warned.add(name)
                 warn(f"cannot checkpoint {name} ({exc}); replay will not resume past it")
             return
@@ -325,7 +329,7 @@ def restore(
         if flags is not None:
             reachable.set_train_flags(obj, pickle.loads(store.get(flags.sha256)))
     if frame is not None and scope is not None:
-        current = read_vars(frame, scope.names + scope.passed)
+        current = read_vars(frame, scope.names + scope.passed + scope.left)
         rebound: dict[str, Any] = {}
         for key, ptr in pointers.items():
             if ptr.kind != "var":
