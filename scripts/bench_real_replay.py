@@ -146,6 +146,7 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--words", type=int, default=50_000, help="training corpus size (tokens)")
     ap.add_argument("--workers", type=int, default=0, help="passed to git flor replay (0: its default)")
+    ap.add_argument("--keep", action="store_true", help="keep the recorded project (its path is printed)")
     opts = ap.parse_args()
     files = read_examples(opts.examples) if opts.examples else None
     if files is None:
@@ -181,7 +182,9 @@ def main() -> int:
         (repo / "main.py").write_text(with_statement(edit))
         runs = [r["run"] for r in json.loads(flor(repo, "runs", "--format", "json").stdout)]
         assert len(runs) == 4, runs
-        plan = json.loads(flor(repo, "replay", "--apply", "emb_norm", "--dry-run", "--format", "json").stdout)
+        workers = ["--workers", str(opts.workers)] if opts.workers else []
+        plan = json.loads(flor(repo, "replay", "--apply", "emb_norm", "--dry-run", "--format", "json",
+                               *workers).stdout)
         modes = sorted({j["plan"] + (" (train() restored)" if j.get("skip_calls") else "") for j in plan["jobs"]})
 
         hand = []
@@ -197,6 +200,7 @@ def main() -> int:
 
         rerun_t: list[float] = []
         replay_t: list[float] = []
+        summary: list[str] = []  # the last replay's summary: what it verified, every fallback
         for rep in range(opts.reps):
             order = ["rerun", "replay"] if rep % 2 == 0 else ["replay", "rerun"]
             for what in order:
@@ -204,9 +208,12 @@ def main() -> int:
                 if what == "rerun":
                     rerun_t.append(sum(timed(d, sys.executable, "main.py", *argv) for d in hand))
                 else:
-                    workers = ["--workers", str(opts.workers)] if opts.workers else []
-                    replay_t.append(timed(repo, sys.executable, "-m", "git_flor", "replay", "--apply", "emb_norm",
-                                          "--yes", "--force", *workers))
+                    t0 = time.perf_counter()
+                    proc = sh(repo, sys.executable, "-m", "git_flor", "replay", "--apply", "emb_norm",
+                              "--yes", "--force", *workers)
+                    replay_t.append(time.perf_counter() - t0)
+                    summary = [ln for ln in proc.stderr.splitlines()
+                               if ln.startswith(("replayed", "  run ")) or "fell back" in ln]
 
         # Exact: each run's replayed values against the hand re-run of its version.
         meta = {r["run"]: r for r in json.loads(flor(repo, "runs", "--format", "json").stdout)}
@@ -224,10 +231,17 @@ def main() -> int:
         print(f"  git flor replay (4 runs):       {rp:7.2f} s   {[round(t, 2) for t in replay_t]}")
         print(f"  replay is {rr / rp:.1f}x faster than re-running (goal >= 5x)")
         print(f"  plan: {'; '.join(modes)}")
+        wall = float(plan["wall_seconds"])
+        print(f"  --dry-run estimate: {wall:.2f} s vs actual {rp:.2f} s ({(wall - rp) / rp:+.0%}, goal within 30%)")
+        for line in summary:
+            print(f"  {line.strip()}")
+        if opts.keep:
+            print(f"  kept: {repo}")
         print(f"  values exact: {'yes' if exact else 'NO'}")
         return 0 if exact else 1
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not opts.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 if __name__ == "__main__":

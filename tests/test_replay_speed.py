@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -15,6 +17,7 @@ import pygit2
 import pytest
 
 import git_flor
+from git_flor.replay.plan import FINISH, HEAVY_IMPORTS, INTERPRETER
 from git_flor.runtime.launch import cores, job_threads
 from tests.conftest import flor, git, run_script
 
@@ -177,3 +180,24 @@ def test_a_torch_worker_warms_what_building_an_optimizer_imports(tmp_path: Path)
 
     assert warm_imports(TRAIN, [tmp_path]) == ("os", "torch", "torch._dynamo")
     assert warm_imports("import numpy as np\n", [tmp_path]) == ("numpy",)
+
+
+def test_the_estimate_counts_the_commands_own_start_and_the_jobs_on_the_workers(runs: Path) -> None:
+    """``wall_seconds`` is the replay end to end: the command's start and planning (measured in the
+    process that planned, which a replay pays again), the warm workers' start, the jobs on the
+    slots, the last write-back — not the jobs alone."""
+    plan = json.loads(flor(runs, "replay", "--apply", "wsum", "--workers", "1", "--force", "--dry-run",
+                           "--format", "json").stdout)
+    assert len(plan["jobs"]) == 3 and plan["workers"] == 1, plan
+    overhead = plan["overhead_seconds"]
+    assert overhead > 0.05, "starting Python and git-flor and planning takes time"
+    jobs = sum(j["estimate_seconds"] for j in plan["jobs"])
+    warm = plan["wall_seconds"] - (overhead + jobs + FINISH)  # the warm worker: Python, torch (numpy)
+    assert INTERPRETER + HEAVY_IMPORTS["torch"] - 0.01 <= warm <= INTERPRETER + sum(HEAVY_IMPORTS.values())
+
+
+def test_elapsed_is_the_process_lifetime() -> None:
+    """The command's overhead is counted from its process's start, not the machine's."""
+    code = "import time; from git_flor.commands.replay import _elapsed; time.sleep(0.3); print(_elapsed())"
+    lived = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
+    assert 0.3 <= lived < 30

@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +23,9 @@ from ..runtime.replay_mode import DIVERGED
 from ..storage.index import connect
 from ..storage.repo import config_value
 from .common import open_session, parse_iters
+
+#: when this module was imported (the fallback origin of :func:`_elapsed`)
+_IMPORTED = time.monotonic()
 
 if TYPE_CHECKING:
     from ..replay.ray_executor import RayExecutor
@@ -65,6 +69,7 @@ def replay(
     finally:
         conn.close()
     isolation = _isolation(repo, the_plan) if the_plan.jobs else None
+    the_plan.overhead = _elapsed()  # what the replay pays before its first job (the estimate's start)
     _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
         _close(runner)
@@ -191,6 +196,19 @@ def _select(repo: object, conn: object, selectors: Sequence[str], where: str | N
         table = build(repo, conn, [], where=where, runs=ids or None)  # type: ignore[arg-type]
         ids = [r for r in ids if r in set(table["run"])]
     return ids
+
+
+def _elapsed() -> float:
+    """Seconds since this process started (Linux: its start time in /proc; elsewhere since the
+    CLI was imported, which leaves out only the interpreter's own start)."""
+    try:
+        with open("/proc/self/stat") as fh:
+            ticks = int(fh.read().rsplit(")", 1)[1].split()[19])  # field 22, starttime
+        with open("/proc/uptime") as fh:
+            uptime = float(fh.read().split()[0])
+        return max(0.0, uptime - ticks / os.sysconf("SC_CLK_TCK"))
+    except (OSError, ValueError, IndexError):
+        return time.monotonic() - _IMPORTED
 
 
 def _isolation(repo: Any, the_plan: Plan) -> Isolation:

@@ -40,6 +40,8 @@ STARTUP = 0.3
 #: Seconds to start a warm worker: Python itself, then each library it imports (priors,
 #: measured with ``python -X importtime`` on 2 cores; unknown libraries count as light).
 INTERPRETER = 0.1
+#: Seconds after the last job's child exits: its run's write-back commit and the summary.
+FINISH = 0.3
 HEAVY_IMPORTS = {"torch": 1.6, "tensorflow": 3.0, "jax": 1.2, "sklearn": 0.6, "pandas": 0.4, "scipy": 0.3,
                  "matplotlib": 0.3, "transformers": 2.0, "torchvision": 0.5, "numpy": 0.1}
 
@@ -131,21 +133,26 @@ class Plan:
     skipped: list[tuple[str, str]]  # (run, why nothing to do)
     failed: list[tuple[str, str]]  # (run, why it cannot be replayed)
     workers: int = 1
+    #: seconds the command spent before its first job can start — its own start, finding the
+    #: runs, carrying the statements, the isolation probe — measured where it planned: a
+    #: ``--dry-run`` and the replay pay the same (0 when not measured)
+    overhead: float = 0.0
 
     @property
     def jobs(self) -> list[Job]:
         return [j for t in self.targets for j in t.jobs]
 
     def wall(self) -> float:
-        """Seconds the replay should take on ``workers`` slots: the warm-up, then the jobs in order,
-        each on the first slot free (what the local executor does)."""
+        """Seconds the replay should take on ``workers`` slots, end to end: the command's own
+        start and planning, the warm-up, the jobs in order, each on the first slot free (what
+        the local executor does), then the last write-back."""
         if not self.jobs:
-            return 0.0
+            return self.overhead
         slots = [0.0] * max(1, min(self.workers, len(self.jobs)))
         for job in self.jobs:
             i = slots.index(min(slots))
             slots[i] += job.estimate
-        return warmup([t.meta for t in self.targets]) + max(slots)
+        return self.overhead + warmup([t.meta for t in self.targets]) + max(slots) + FINISH
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -159,6 +166,7 @@ class Plan:
             "failed": [{"run": r, "why": w} for r, w in self.failed],
             "estimate_seconds": round(sum(j.estimate for j in self.jobs), 3),
             "wall_seconds": round(self.wall(), 3),
+            "overhead_seconds": round(self.overhead, 3),
             "workers": self.workers,
         }
 

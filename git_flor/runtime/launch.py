@@ -408,7 +408,32 @@ def main(args: list[str]) -> None:
     isolate(launch)  # first: unshare(CLONE_NEWUSER) needs a single-threaded process
     die_with_parent(parent)
     apply_threads()  # may start torch's thread pool: only after isolating
-    run_script(launch)
+    try:
+        run_script(launch)
+    except SystemExit as exc:
+        if type(exc).__name__ == "Stop" and type(exc).__module__ == "git_flor.runtime.replay_mode":
+            ended_early()
+        raise
+
+
+def ended_early() -> None:
+    """The replay ended the script after its last needed iteration (``replay_mode.Stop``): exit now.
+
+    Everything that makes the job's result — the records and status files, written by the
+    session's exit handler — comes from the exit handlers, which run here as at any exit;
+    only the interpreter's teardown is left out (freeing every module and object torch made
+    costs ~1 s per job, and nothing of it reaches the replay). Any other exit — the script's
+    own ``sys.exit``, an exception — is the ordinary one, with its own status.
+    """
+    import atexit  # noqa: PLC0415
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(0)
 
 
 if __name__ == "__main__":
