@@ -186,9 +186,11 @@ def prepare(
     prepared: list[Prepared] = []
     manifests: dict[str, Manifest] = {}
     warm: dict[str, tuple[str, ...]] = {}  # run → the libraries its warm worker imports
+    rngs: dict[str, str] = {}  # run → its start RNG states for the spec (read once, not per job)
     for target, job in jobs:
         if target.run not in manifests:
             manifests[target.run] = read_manifest(repo, target.run)
+            rngs[target.run] = _rng_start(repo, store, target.meta, local_payloads)
         needed = _needed(manifests[target.run], job, target.entries.lasts())
         loads = [e for e in target.meta.get("loads") or [] if isinstance(e, dict) and isinstance(e.get("resolved"), dict)]
         if local_payloads:
@@ -213,7 +215,7 @@ def prepare(
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
             skip_calls=job.skip_calls, skip_logged=job.skip_logged, skip_keep=job.skip_keep,
-            rng_start=_rng_start(repo, store, target.meta, local_payloads),
+            rng_start=rngs[target.run],
             iterations=target.iterations, entries=list(target.entries.sizes),
             limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
             witness_format=target.witness_format, broken=sorted(target.entries.broken), loads=loads,
