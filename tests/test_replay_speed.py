@@ -201,3 +201,41 @@ def test_elapsed_is_the_process_lifetime() -> None:
     code = "import time; from git_flor.commands.replay import _elapsed; time.sleep(0.3); print(_elapsed())"
     lived = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout)
     assert 0.3 <= lived < 30
+
+
+def _drop_checkpoints(repo: Path, run: str, iterations: set[int]) -> None:
+    """Delete the model payloads of these iterations' checkpoints: replay plans as if the bound had
+    skipped them (a clone without a payload has no checkpoint there)."""
+    from git_flor.storage.checkpoints import read_manifest
+
+    manifest = read_manifest(pygit2.Repository(str(repo)), run)
+    for i in iterations:
+        sha = manifest[i]["objects"]["model"].sha256
+        (repo / ".git" / "flor" / "objects" / sha[:2] / sha[2:]).unlink()
+
+
+def test_one_job_per_run_skips_the_checkpointed_epochs_and_re_executes_the_rest(tmp_path: Path) -> None:
+    """Epochs 1, 2 and 4 of 6 have no checkpoint: one job skips 0, 3, 5 and re-executes 1, 2, 4
+    in between, each from the state the epoch before left — no second job re-running epochs
+    the first one skips — and the values equal a hand re-run's. A single requested epoch whose
+    previous one has no checkpoint re-executes that one first, from the checkpoint before it."""
+    six = TRAIN.replace('flor.loop("epoch", range(4))', 'flor.loop("epoch", range(6))')
+    repo = _recorded(tmp_path / "gaps", six, 1, six.replace(ANCHOR, ANCHOR + WSUM))
+    run = json.loads(flor(repo, "runs", "--format", "json").stdout)[0]["run"]
+    _drop_checkpoints(repo, run, {1, 2, 4})
+    plan = json.loads(flor(repo, "replay", "--apply", "wsum", "--workers", "1", "--dry-run", "--format",
+                           "json").stdout)
+    assert [(j["mode"], j["epochs"], j["run_full"]) for j in plan["jobs"]] == [
+        ("skip", [0, 1, 2, 3, 4, 5], [1, 2, 4])], plan["jobs"]
+    out = flor(repo, "replay", "--apply", "wsum", "--workers", "1", "--yes")
+    assert out.returncode == 0, out.stderr
+    assert "restore+skip 0,3,5, re-execute 1,2,4" in out.stderr + out.stdout
+    hand = _hand(tmp_path, 0, six.replace(ANCHOR, ANCHOR + WSUM), ["wsum"])["wsum"]
+    assert _values(repo, ["wsum"], run)["wsum"] == hand
+
+    plan = json.loads(flor(repo, "replay", "--apply", "wsum", "--iter", "epoch=5", "--force", "--dry-run",
+                           "--format", "json").stdout)
+    assert [(j["mode"], j["epochs"], j["run_full"]) for j in plan["jobs"]] == [("skip", [5], [4])], plan["jobs"]
+    out = flor(repo, "replay", "--apply", "wsum", "--iter", "epoch=5", "--force", "--yes")
+    assert out.returncode == 0, out.stderr
+    assert _values(repo, ["wsum"], run)["wsum"] == hand[5:]  # (the latest replay of a name shows)

@@ -215,7 +215,7 @@ def prepare(
             status=str(scratch / STATUS_FILE), recorded_names=sorted({r[0] for r in target.recorded}),
             expect_nested=w.nested, skip_ignore=job.skip_ignore,
             skip_calls=job.skip_calls, skip_logged=job.skip_logged, skip_keep=job.skip_keep,
-            rng_start=rngs[target.run],
+            rng_start=rngs[target.run], run_full=job.run_full,
             iterations=target.iterations, entries=list(target.entries.sizes),
             limit=target.iterations if target.ending != "done" else -1, reentered=target.entries.legacy,
             witness_format=target.witness_format, broken=sorted(target.entries.broken), loads=loads,
@@ -287,7 +287,9 @@ def _length(job: Job) -> int:
     """Outer iterations the job's child will run (its progress bar's total)."""
     if job.mode == "reexec":
         return max(job.epochs) - job.start_from
-    return len(job.epochs) if job.mode in ("skip", "full") else 0
+    if job.mode == "skip":
+        return len(set(job.epochs) | set(job.run_full))
+    return len(job.epochs) if job.mode == "full" else 0
 
 
 def _needed(manifest: Manifest, job: Job, lasts: list[int]) -> Manifest:
@@ -296,7 +298,11 @@ def _needed(manifest: Manifest, job: Job, lasts: list[int]) -> Manifest:
     if job.mode == "reexec":
         keys = {job.start_from} | {g for g in lasts if g < job.start_from}
     elif job.mode == "skip":
-        keys = {i - 1 for i in job.epochs} | set(job.epochs) | {g for g in lasts if g < max(job.epochs)}
+        full = set(job.run_full)
+        ran = set(job.epochs) | full
+        # (an iteration after one run in full starts from the state that one left)
+        keys = {i - 1 for i in ran if i - 1 not in full} | (set(job.epochs) - full) \
+            | {g for g in lasts if g < max(ran)}
     elif job.mode == "suffix":
         keys = set(lasts) or ({max(manifest)} if manifest else set())
     else:

@@ -66,6 +66,8 @@ class Job:
     skip_logged: list[str] = field(default_factory=list)
     #: skip: loop-carried variables a skip's restore leaves as computed (strategy.Position.keep)
     skip_keep: list[str] = field(default_factory=list)
+    #: skip: iterations run in full instead (no checkpoint to skip to; see :func:`_mixed`)
+    run_full: list[int] = field(default_factory=list)
 
     @property
     def strict(self) -> bool:
@@ -78,6 +80,9 @@ class Job:
         if self.mode == "reexec":
             origin = "start" if self.start_from < 0 else f"checkpoint {self.start_from}"
             return f"re-execute {span} from {origin}"
+        if self.run_full:
+            skipped = [i for i in self.epochs if i not in set(self.run_full)]
+            return f"restore+skip {_span(skipped)}, re-execute {_span(self.run_full)}"
         return f"restore+skip {span}"
 
 
@@ -124,7 +129,7 @@ class Target:
 
     def witnesses(self, job: Job) -> verify.Witnesses:
         return verify.witnesses(job.mode, job.epochs, job.start_from, self.entries, self.outer_name,
-                                self.recorded, self.fingerprints, self.nested_fps)
+                                self.recorded, self.fingerprints, self.nested_fps, job.run_full)
 
 
 @dataclass
@@ -158,7 +163,7 @@ class Plan:
         return {
             "jobs": [
                 {"run": j.run, "mode": j.mode, "names": j.names, "epochs": j.epochs,
-                 "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe(),
+                 "run_full": j.run_full, "start_from": j.start_from, "estimate_seconds": round(j.estimate, 3), "plan": j.describe(),
                  "verified_by": j.witnesses, "strict": j.strict, "skip_calls": j.skip_calls}
                 for j in self.jobs
             ],
@@ -497,7 +502,7 @@ class CostModel:
             restore_cost={i: float(e.get("seconds", 0.0)) for i, e in manifest.items()},
         )
 
-    def estimate(self, mode: str, epochs: list[int], start: int = -1) -> float:
+    def estimate(self, mode: str, epochs: list[int], start: int = -1, run_full: list[int] | None = None) -> float:
         times, n = self.times, len(self.times)
         base = STARTUP + self.pre
         if mode == "prefix":
@@ -508,7 +513,12 @@ class CostModel:
             return base + self.restore_cost.get(n - 1, 0.0)
         if mode == "reexec":
             return base + self.restore_cost.get(start, 0.0) + sum(times[start + 1 : max(epochs) + 1])
-        return base + sum(2 * self.restore_cost.get(i, 0.0) + 0.05 * times[i] for i in epochs if i < n)
+        full = set(run_full or [])
+        skipped = [i for i in epochs if i < n and i not in full]
+        # a skipped iteration restores the previous one's end and its own; one run in full costs
+        # what it cost originally (and a restore where it does not follow one run in full)
+        return base + sum(2 * self.restore_cost.get(i, 0.0) + 0.05 * times[i] for i in skipped) + sum(
+            times[i] + (0.0 if i - 1 in full else self.restore_cost.get(i - 1, 0.0)) for i in full if i < n)
 
 
 def _jobs(
@@ -632,16 +642,17 @@ def _cut(
     if loop_names:
         epochs = sorted(set().union(*(todo[k] for k in loop_names)))
         skip_ok = all(kinds[k] == "skip" for k in loop_names)
-        skip_epochs = [
-            i for i in epochs
-            if skip_ok and (i == 0 or i - 1 in safe) and i in manifest and not manifest[i].get("unsaved")
-        ] if skip_ok else []
-        rest = [i for i in epochs if i not in set(skip_epochs)]
+        skippable = {i for i in epochs if i in manifest and not manifest[i].get("unsaved")} if skip_ok else set()
         names = loop_names + prefix_names
-        for chunk in _split(skip_epochs, workers):
-            jobs.append(Job(run, "skip", names, chunk, -1, est("skip", chunk)))
-        for start, seg in _segments(rest, safe, cost.times, cost.restore_cost, workers):
-            jobs.append(Job(run, "reexec", names, seg, start, est("reexec", seg, start)))
+        if skippable:
+            # One job per chunk skips what it can and re-executes the rest, each iteration from
+            # the state the one before left (no second job re-running up to the same epochs).
+            for chunk in _split(epochs, workers):
+                full = _mixed(chunk, skippable, safe)
+                jobs.append(Job(run, "skip", names, chunk, -1, est("skip", chunk, -1, full), run_full=full))
+        else:
+            for start, seg in _segments(epochs, safe, cost.times, cost.restore_cost, workers):
+                jobs.append(Job(run, "reexec", names, seg, start, est("reexec", seg, start)))
     elif prefix_names:
         jobs.append(Job(run, "prefix", prefix_names, [], -1, est("prefix", [])))
     suffix_names = [k for k, v in kinds.items() if v == "suffix"]
@@ -681,7 +692,10 @@ def _own_outputs(target: Target) -> None:
             ran = set(range(job.start_from + 1, last + 1)) | {-1} | {b for b in between if b <= last}
             bad = [w for r, w in pairs if r in ran and w not in ran]
         elif job.mode == "skip":  # a write in this iteration may be inside a skipped loop
-            bad = [w for r, w in pairs if r in set(job.epochs) and w != -1]
+            full = set(job.run_full)
+            bad = [w for r, w in pairs if r in set(job.epochs) - full and w != -1]
+            # an iteration run in full reads what the job wrote, if it ran the write itself
+            bad += [w for r, w in pairs if r in full and w != -1 and w not in full]
         elif job.mode == "suffix":
             ran = {-1, n} | between
             bad = [w for r, w in pairs if r in ran and w not in ran]
@@ -693,7 +707,8 @@ def _own_outputs(target: Target) -> None:
             jobs.append(Job(job.run, "full", job.names, [], -1, job.estimate))
             target.reasons.update({k: "reads a file the run wrote in its loop" for k in job.names})
         else:
-            start = max((c for c in safe if c < min(bad)), default=-1)
+            # (before the write, and before every iteration the job was to cover)
+            start = max((c for c in safe if c < min([*bad, *job.epochs, *job.run_full])), default=-1)
             start = min(start, job.start_from) if job.mode == "reexec" else start
             jobs.append(Job(job.run, "reexec", job.names, job.epochs, start, job.estimate))
             target.reasons.update({k: "reads a file the run wrote earlier" for k in job.names})
@@ -717,6 +732,24 @@ def _reads_of_own_writes(meta: dict[str, Any]) -> list[tuple[int, int]]:
             if kind == "w":
                 last_w = int(pos)
     return sorted(pairs)
+
+
+def _mixed(epochs: list[int], skippable: set[int], safe: list[int]) -> list[int]:
+    """The iterations a skip job over ``epochs`` (sorted) runs in full: every requested one without
+    a checkpoint of its own to skip to, and those that lead to a requested one whose previous
+    iteration the job neither ran nor can restore — from the latest safe checkpoint before it
+    (or the last iteration the job ran, if later; or the loop's beginning)."""
+    ok = set(safe)
+    full: list[int] = []
+    have = -1  # the job's state is the end of this iteration (-1: where the loop begins)
+    for i in epochs:
+        if i != have + 1 and i - 1 not in ok:
+            start = max((s for s in safe if have < s < i - 1), default=have)
+            full.extend(range(start + 1, i))
+        if i not in skippable:
+            full.append(i)
+        have = i
+    return full
 
 
 def _segments(

@@ -42,12 +42,12 @@ def strict(mode: str, start_from: int) -> bool:
     return mode in ("skip", "suffix") or (mode == "reexec" and start_from >= 0)
 
 
-def covered(mode: str, epochs: list[int], start_from: int, n: int) -> list[int]:
+def covered(mode: str, epochs: list[int], start_from: int, n: int, run_full: list[int] | None = None) -> list[int]:
     """Outer iterations (flat numbers) a job's child executes (in full or with nested loops skipped)."""
     if mode == "full":
         return list(range(n))
     if mode == "skip":
-        return list(epochs)
+        return sorted(set(epochs) | set(run_full or []))
     if mode == "reexec" and epochs:
         return list(range(start_from + 1, max(epochs) + 1))
     return []
@@ -62,6 +62,7 @@ def witnesses(
     records: list[Record],
     fingerprints: dict[int, dict[str, str]],
     nested: dict[int, list[dict[str, str]]] | None = None,
+    run_full: list[int] | None = None,
 ) -> Witnesses:
     """What a job is verified by: the records it passes and the fingerprints it reaches.
 
@@ -72,11 +73,12 @@ def witnesses(
     child runs after passing over an entry by restoring its last iteration's checkpoint.
     """
     n = entries.total
-    its = set(covered(mode, epochs, start_from, n))
+    its = set(covered(mode, epochs, start_from, n, run_full))
+    full = set(run_full or []) if mode == "skip" else set()
     out = Witnesses()
     for name, value, pos in records:
-        if mode == "skip" and len(pos) > 1:
-            continue  # inside a nested loop the skip does not run
+        if mode == "skip" and len(pos) > 1 and (pos[0][0] != outer or entries.flat_of(pos) not in full):
+            continue  # inside a nested loop the skip does not run (it runs where run_full says)
         # another loop entered at the top level runs in a full job, and after the outer loop in a suffix
         if not pos or (pos[0][0] == outer and entries.flat_of(pos) in its) \
                 or (mode in ("full", "suffix") and pos[0][0] != outer):
@@ -85,18 +87,19 @@ def witnesses(
     last = max(epochs) if epochs else n - 1
     passed = {g for g in entries.lasts() if g < last}  # entries a child passes over before its work
     if mode == "skip":
-        reach |= {i - 1 for i in epochs if i > 0} | passed  # each restore of the previous iteration's end
+        reach |= {i - 1 for i in its if i > 0} | passed  # each restore of the previous iteration's end
     elif mode == "reexec" and start_from >= 0:
         reach |= {start_from} | {g for g in passed if g < start_from}
     elif mode == "suffix" and n:
         reach |= set(entries.lasts())
     out.fingerprints = {i: fingerprints[i] for i in sorted(reach) if i in fingerprints}
     if mode == "skip" and nested:
-        out.nested = {i: nested[i] for i in epochs if i in nested}
+        out.nested = {i: nested[i] for i in epochs if i in nested and i not in full}
     return out
 
 
-def fallback(mode: str, epochs: list[int], start_from: int, at: str, safe: list[int]) -> tuple[str, int]:
+def fallback(mode: str, epochs: list[int], start_from: int, at: str, safe: list[int],
+             run_full: list[int] | None = None) -> tuple[str, int]:
     """The more conservative (mode, start) after a strict job diverged ``at`` "restore" or "run".
 
     A checkpoint whose restored state already differs is not trusted again (nor are
@@ -107,7 +110,8 @@ def fallback(mode: str, epochs: list[int], start_from: int, at: str, safe: list[
     if mode == "suffix":
         return "full", -1
     if mode == "skip" and at == "run" and epochs:
-        start = max((s for s in safe if s < min(epochs)), default=-1)
+        first = min([*epochs, *(run_full or [])])
+        start = max((s for s in safe if s < first), default=-1)
         return "reexec", start
     return "reexec", -1
 

@@ -64,7 +64,7 @@ class WriteBack:
         replaces the job, so the run still waits for the same number of jobs."""
         why = f"{job.describe()}: {diverged.get('why', 'diverged')}"
         mode, start = verify.fallback(job.mode, job.epochs, job.start_from, str(diverged.get("at", "run")),
-                                      target.safe)
+                                      target.safe, job.run_full)
         self.results[target.run].fallbacks.append(why)
         new = Job(target.run, mode, job.names, list(job.epochs), start, job.estimate,
                   fallbacks=[*job.fallbacks, why])
@@ -78,7 +78,8 @@ class WriteBack:
         unverified = status.get("unverified")
         checked = {"values": int(status.get("values", 0)), "fingerprints": int(status.get("fingerprints", 0))}
         entry: dict[str, Any] = {
-            "mode": job.mode, "epochs": job.epochs, "start_from": job.start_from, "verified_by": checked,
+            "mode": job.mode, "epochs": job.epochs, "run_full": job.run_full, "start_from": job.start_from,
+            "verified_by": checked,
             "status": "unverified" if unverified else "verified", "fallbacks": job.fallbacks,
         }
         if unverified:

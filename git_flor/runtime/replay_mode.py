@@ -18,6 +18,9 @@ the runtime:
   ``skip``    per requested iteration: restore the end of the previous one, run the
               body with its nested ``flor.loop``s skipped, each replaced by a restore
               of the end of this iteration (RNG as it was when that nested loop ended);
+              the iterations in ``run_full`` (those without a checkpoint to skip to,
+              and those leading to them) run in full instead, each from the state the
+              iteration before left — so one job per run mixes skipping and re-executing;
   ``reexec``  restore the checkpoint before the segment, run the segment's iterations
               in full;
   ``full``    run everything (a statement whose position could not be placed).
@@ -117,6 +120,9 @@ class ReplaySpec:
     loads: list[dict[str, Any]] = field(default_factory=list)
     #: the run's global RNG states where its script imported git-flor, pickled, base64 ("": none kept)
     rng_start: str = ""
+    #: skip: iterations run in full, not skipped (requested ones without a checkpoint of their
+    #: own, and those that lead to one whose previous iteration has no checkpoint either)
+    run_full: list[int] = field(default_factory=list)
 
     @classmethod
     def load(cls, path: str) -> ReplaySpec:
@@ -160,6 +166,10 @@ class Replayer:
         self.calls_skipped = 0  # skip: call statements replaced by a restore in this iteration
         self._last_skip: tuple[int, int] = (-1, 0)  # (iteration, line) of the last skipped call
         self.current = -1  # skip: the outer iteration running
+        self.run_full = frozenset(spec.run_full)
+        #: skip: whether the current iteration's nested loops and calls are skipped (it is not
+        #: one of ``run_full``): only then are its nested values and skip-ignored state excused
+        self.skipping = False
         self.frame: FrameType | None = None
         self.scope: LoopScope | None = None
         self.state: StateScope = EMPTY
@@ -254,7 +264,7 @@ class Replayer:
         if expected is None:
             return
         ignored = set(self.ignored)
-        if where == "run" and self.spec.mode == "skip":
+        if where == "run" and self.skipping:
             # Code after a skipped loop or call that changes restored state (``lr *= 0.9``)
             # changes it a second time; the next iteration starts from a restore, so that
             # state is discarded — and the planner proved no requested statement reads it.
@@ -279,13 +289,13 @@ class Replayer:
     def iteration_end(self, i: int, objects: dict[str, Any]) -> None:
         """Outer iteration ``i`` is done: every value it should have logged, and its fingerprint."""
         for key in self.by_iteration.get(i, []):
-            if self.spec.mode == "skip" and (
+            if self.skipping and (
                     len(key[1]) > 1 or (key[0] in self.skip_logged and self.calls_skipped)):
                 continue  # a skipped nested loop's (or call's) values are not recomputed
             missing = len(self.expected[key]) - self.produced.get(key, 0)
             if missing > 0 and not self.spec.reentered:  # a later entry logs at these positions too
                 self.diverge("run", f"`{key[0]}` was not logged at {_where(key)} as in the original run")
-        if self.spec.mode == "skip" and self.spec.skip_ignore and i == self.current and i in self.spec.checkpoints:
+        if self.skipping and self.spec.skip_ignore and i == self.current and i in self.spec.checkpoints:
             # The code after a skipped loop ran on the restored end-of-iteration state and changed
             # what the planner proved no requested statement reads (``bad += 1`` of early stopping)
             # a second time: the iteration ends where the original's did, its checkpoint (checked).
@@ -360,21 +370,28 @@ class Replayer:
                 if g >= todo[-1]:
                     raise Stop()
             return
-        # skip
+        # skip, with the iterations of run_full run in full
         ran, seen, item = -1, -1, None
+        last_needed = max(todo[-1], max(self.run_full, default=-1))
         for seen, item in enumerate(itertools.islice(items, size)):
             g = off + seen
-            if g not in self.epochs:
+            full = g in self.run_full
+            if g not in self.epochs and not full:
                 continue
-            if seen > 0:  # (an entry's first iteration starts from where the code before it left)
+            # An entry's first iteration starts from where the code before it left; after an
+            # iteration run in full here the state is the one it left; otherwise (a skipped
+            # one, or a gap) the previous iteration's checkpoint.
+            if seen > 0 and not (ran == seen - 1 and g - 1 in self.run_full):
                 self.restore(g - 1, objects)
-            self.skip_entry = spec.checkpoints.get(g)
+            self.skipping = not full
+            self.skip_entry = None if full else spec.checkpoints.get(g)
             self.nested_seen = 0
             self.calls_skipped = 0
             self.current = g
             yield seen, g, item
             self.skip_entry = None
-            if g >= todo[-1]:
+            self.skipping = False
+            if g >= last_needed:
                 raise Stop()
             ran = seen
         if seen > ran:  # the entry's last iterations were passed over, not run
