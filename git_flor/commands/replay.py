@@ -16,11 +16,11 @@ from ..query.runs import resolve_run, run_ids
 from ..query.strict_json import strict_dumps
 from ..replay.executors import LocalExecutor, Outcome
 from ..replay.isolation import Isolation, choose, outside_dirs
-from ..replay.jobs import execute
+from ..replay.jobs import execute, warm_server
 from ..replay.plan import Job, Plan, plan
 from ..replay.writeback import describe_failures
 from ..runtime.replay_mode import DIVERGED
-from ..storage.index import connect
+from ..storage.index import connect, stored_run
 from ..storage.repo import config_value
 from .common import open_session, parse_iters
 
@@ -60,10 +60,25 @@ def replay(
         if runner.address and not workers:  # a cluster: its CPUs say how finely to split the work
             workers = runner.cpus()  # (a local Ray gets the cores, and starts only when there is work)
     workers = workers or os.cpu_count() or 1
+    local = LocalExecutor(workers) if runner is None and not dry_run else None
+    try:
+        return _replay(repo, names, selectors, where, chosen_iters, workers, dry_run, force, trust_checkpoints,
+                       fmt, confirm, kind, runner, local)
+    finally:
+        _close(None, local)  # also when planning fails: a warm server started early must not linger
+
+
+def _replay(
+    repo: Any, names: list[str], selectors: Sequence[str], where: str | None, chosen_iters: Any, workers: int,
+    dry_run: bool, force: bool, trust_checkpoints: bool, fmt: str, confirm: Callable[[str], bool] | None,
+    kind: str, runner: RayExecutor | None, local: LocalExecutor | None,
+) -> int:
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)
         _check_names(repo, conn, run_ids, names)
+        if local is not None and run_ids:
+            _prestart(repo, conn, local, run_ids[0])
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers,
                         trust_checkpoints=trust_checkpoints, fit_threads=runner is None)
     finally:
@@ -72,20 +87,21 @@ def replay(
     the_plan.overhead = _elapsed()  # what the replay pays before its first job (the estimate's start)
     _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
-        _close(runner)
+        _close(runner, local)
         return EXIT_PARTIAL if the_plan.failed else EXIT_OK
     total = the_plan.wall()
     where_to = "on the Ray cluster's" if kind == "ray" else "on"
     if confirm is not None and not confirm(f"Replay {len(the_plan.jobs)} job(s), about {total:.0f} s {where_to} {workers} worker(s)?"):
-        _close(runner)
+        _close(runner, local)
         print("nothing replayed", file=sys.stderr)
         return EXIT_OK
     violations: list[str] = []
     with _Progress() as progress:
         try:
-            results = execute(repo, the_plan, runner or LocalExecutor(workers), progress, isolation, violations)
+            results = execute(repo, the_plan, runner or local or LocalExecutor(workers), progress, isolation,
+                              violations)
         finally:
-            _close(runner)  # a local Ray started for this command stops here
+            _close(runner, local)  # a local Ray started for this command stops here
     failures = describe_failures(results) + [f"run {r}: {w}" for r, w in the_plan.failed]
     _summary(results)
     if violations:
@@ -175,9 +191,24 @@ def _ray(repo: object, workers: int | None) -> RayExecutor:
     return RayExecutor(address, store_url(repo), workers or os.cpu_count() or 1)  # type: ignore[arg-type]
 
 
-def _close(runner: RayExecutor | None) -> None:
+def _close(runner: RayExecutor | None, local: LocalExecutor | None = None) -> None:
     if runner is not None:
         runner.close()
+    if local is not None:
+        local.close()  # (a warm server started early that no job used)
+
+
+def _prestart(repo: Any, conn: Any, local: LocalExecutor, run_id: str) -> None:
+    """Start the first run's warm server before planning (see ``LocalExecutor.prestart``)."""
+    from ..storage.repo import workdir
+
+    root = workdir(repo)
+    try:
+        meta = stored_run(conn, run_id).meta
+        source = (root / str(meta.get("script") or "")).read_text(errors="replace")
+    except (KeyError, OSError, ValueError):
+        return  # nothing to guess from: the server starts with the first job
+    local.prestart(*warm_server(meta, source, root))
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:

@@ -115,12 +115,24 @@ class LocalExecutor:
         self.warmups: list[float] = []
 
     def _server(self, task: Task) -> ForkServer | None:
-        key = (task.warm, tuple(task.env.get(v, "") for v in (*THREAD_VARS, TORCH_THREADS)))
+        server = self._get_server(task.warm, task.env)
+        return server if server.wait_ready() else None
+
+    def _get_server(self, warm: tuple[str, ...], env: dict[str, str]) -> ForkServer:
+        """The warm server for these imports and thread settings, started if there is none."""
+        key = (warm, tuple(env.get(v, "") for v in (*THREAD_VARS, TORCH_THREADS)))
         with self._lock:
             server = self._servers.get(key)
             if server is None:
-                server = self._servers[key] = ForkServer(task.warm, task.env)
-        return server if server.wait_ready() else None
+                server = self._servers[key] = ForkServer(warm, env)
+        return server
+
+    def prestart(self, warm: tuple[str, ...], env: dict[str, str]) -> None:
+        """Start a warm server now, while the command still plans: importing torch takes about
+        as long as everything else a short replay does, so it should not wait for the plan. A
+        server no job asks for (the old version imports other libraries) is closed at the end."""
+        if self.warm and warm:
+            self._get_server(warm, env)
 
     def _one(self, task: Task) -> Outcome:
         taken = self._cores.take(job_threads(task.env))

@@ -230,7 +230,7 @@ def prepare(
         cwd.mkdir(parents=True, exist_ok=True)
         if target.run not in warm:
             warm[target.run] = warm_imports(target.source, [user_root, root])
-        task = Task(key, command(launch_path, launch["script"]), str(cwd), thread_env(target.meta.get("threads"), child_env(spec_path)),
+        task = Task(key, command(launch_path, launch["script"]), str(cwd), job_env(target.meta, spec_path),
                     gpus=1 if target.meta.get("cuda") else 0,  # a cluster schedules it where a GPU is
                     warm=warm[target.run], launch=str(launch_path))
         prepared.append(Prepared(target, job, scratch, task))
@@ -274,6 +274,17 @@ def _rng_start(repo: Repository, store: Any, meta: dict[str, Any], local_payload
         return base64.b64encode(store.get(sha)).decode()
     except (OSError, PayloadMissing):
         return ""
+
+
+def job_env(meta: dict[str, Any], spec_path: Path) -> dict[str, str]:
+    """A job's environment: :func:`child_env` with the run's thread settings."""
+    return thread_env(meta.get("threads"), child_env(spec_path))
+
+
+def warm_server(meta: dict[str, Any], source: str, user_root: Path) -> tuple[tuple[str, ...], dict[str, str]]:
+    """(imports, environment) a warm server for a job of this run will most likely have, known
+    before planning (``source``: today's script): for :meth:`.executors.LocalExecutor.prestart`."""
+    return warm_imports(source, [user_root]), job_env(meta, Path(os.devnull))
 
 
 def child_env(spec_path: Path) -> dict[str, str]:

@@ -378,7 +378,11 @@ def serve(modules: list[str]) -> list[str]:
                 return _become_job(request, out)
             children[pid] = str(request["key"])
             out.write(f"start {request['key']} {pid}\n")
-    sys.exit(0)
+    # Imports are all the server did: nothing to tear down (torch's teardown alone costs ~0.6 s,
+    # which the replay would wait for; a server started by a pool thread was killed when that
+    # thread ended, see die_with_parent, but one started early by the main thread is not).
+    out.flush()
+    os._exit(0)
 
 
 def _become_job(request: dict[str, Any], out: Any) -> list[str]:
