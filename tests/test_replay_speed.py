@@ -184,16 +184,20 @@ def test_a_torch_worker_warms_what_building_an_optimizer_imports(tmp_path: Path)
 
 def test_the_estimate_counts_the_commands_own_start_and_the_jobs_on_the_workers(runs: Path) -> None:
     """``wall_seconds`` is the replay end to end: the command's start and planning (measured in the
-    process that planned, which a replay pays again), the warm workers' start, the jobs on the
-    slots, the last write-back — not the jobs alone."""
+    process that planned, which a replay pays again), the warm workers' start (from where the
+    runs were known: it overlaps the rest of the planning), the jobs on the slots, the last
+    write-back — not the jobs alone."""
     plan = json.loads(flor(runs, "replay", "--apply", "wsum", "--workers", "1", "--force", "--dry-run",
                            "--format", "json").stdout)
     assert len(plan["jobs"]) == 3 and plan["workers"] == 1, plan
     overhead = plan["overhead_seconds"]
     assert overhead > 0.05, "starting Python and git-flor and planning takes time"
     jobs = sum(j["estimate_seconds"] for j in plan["jobs"])
-    warm = plan["wall_seconds"] - (overhead + jobs + FINISH)  # the warm worker: Python, torch (numpy)
-    assert INTERPRETER + HEAVY_IMPORTS["torch"] - 0.01 <= warm <= INTERPRETER + sum(HEAVY_IMPORTS.values())
+    selected = plan["selected_seconds"]
+    assert 0 < selected <= overhead
+    # the warm worker (Python, torch, numpy) from where the runs were known, beyond the planning
+    warm = plan["wall_seconds"] - (overhead + jobs + FINISH) + (overhead - selected)
+    assert INTERPRETER + HEAVY_IMPORTS["torch"] - 0.01 <= warm <= INTERPRETER + sum(HEAVY_IMPORTS.values()) + 0.01
 
 
 def test_elapsed_is_the_process_lifetime() -> None:
@@ -239,3 +243,28 @@ def test_one_job_per_run_skips_the_checkpointed_epochs_and_re_executes_the_rest(
     out = flor(repo, "replay", "--apply", "wsum", "--iter", "epoch=5", "--force", "--yes")
     assert out.returncode == 0, out.stderr
     assert _values(repo, ["wsum"], run)["wsum"] == hand[5:]  # (the latest replay of a name shows)
+
+
+def test_a_jobs_estimate_leaves_out_what_the_warm_worker_imported_and_the_loops_a_skip_restores(runs: Path) -> None:
+    """The run records the imports its set-up did before the loop (building the optimizer imports
+    ``torch._dynamo``: most of the set-up's time) and the seconds its nested loops took; a skip
+    job, forked from a worker that has torch._dynamo already and restoring those loops, is
+    estimated without either."""
+    from git_flor.replay.launcher import warm_imports
+    from git_flor.replay.plan import STARTUP
+
+    run = json.loads(flor(runs, "runs", "--format", "json").stdout)[0]["run"]
+    shadow = flor(runs, "show", run).stdout.split("shadow:")[1].split()[0]
+    meta = json.loads(git(runs, "show", f"{shadow}:run.json"))
+    loops = json.loads(git(runs, "show", f"{shadow}:loops.json"))
+    assert "torch._dynamo" in meta["prefix_imports"] and "torch._dynamo" in warm_imports(TRAIN, [runs])
+    pre = loops[0]["start"] - meta["start"]
+    assert meta["prefix_imports"]["torch._dynamo"] > pre / 2, (meta["prefix_imports"], pre)
+    outer = loops[0]
+    assert len(outer["inner"]) == len(outer["iters"]) and all(0 < a < b for a, b in zip(outer["inner"], outer["iters"]))
+    plan = json.loads(flor(runs, "replay", run, "--apply", "wsum", "--workers", "1", "--force", "--dry-run",
+                           "--format", "json").stdout)
+    [job] = plan["jobs"]
+    assert job["mode"] == "skip" and not job["run_full"]
+    body = sum(b - a for a, b in zip(outer["inner"], outer["iters"]))
+    assert job["estimate_seconds"] < STARTUP + pre - meta["prefix_imports"]["torch._dynamo"] + body + 0.1, (job, pre)

@@ -77,6 +77,7 @@ def _replay(
     try:
         run_ids = _select(repo, conn, selectors, where)
         _check_names(repo, conn, run_ids, names)
+        selected = _elapsed()  # where the first warm worker starts (the estimate counts it from here)
         if local is not None and run_ids:
             _prestart(repo, conn, local, run_ids[0])
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers,
@@ -85,6 +86,7 @@ def _replay(
         conn.close()
     isolation = _isolation(repo, the_plan) if the_plan.jobs else None
     the_plan.overhead = _elapsed()  # what the replay pays before its first job (the estimate's start)
+    the_plan.selected = selected
     _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
         _close(runner, local)

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..propagate import Carrier
+from ..runtime.imports import warmed
 from ..runtime.launch import cores, job_threads, thread_env
 from ..storage.checkpoints import Manifest, read_manifest
 from ..storage.files import SourceTree, run_snapshot
@@ -27,6 +28,7 @@ from ..storage.repo import workdir
 from ..storage.shadow import loop_timings, read_records, read_witness
 from . import verify
 from .expect import expectations
+from .launcher import warm_imports
 from .strategy import Shape, analyse
 
 if TYPE_CHECKING:
@@ -34,15 +36,19 @@ if TYPE_CHECKING:
 
     from ..storage.repo import Repository
 
-#: Seconds a job costs beyond its own compute: a fork from a warm worker, its scratch copy,
-#: reading its checkpoints' manifest, its write-back (measured: 0.2-0.4 s on 2 busy cores).
-STARTUP = 0.3
+#: Seconds a job costs beyond its own compute: a fork from a warm worker, its isolation, the
+#: child's start of git-flor, its exit and the parent's collecting (measured: 0.1-0.2 s on 2 cores).
+STARTUP = 0.1
+#: Restoring a checkpoint: per payload (a file read, its sha256, unpickling, a fingerprint's
+#: share), and per byte (reading, hashing, ``torch.load``, copying into the live objects).
+RESTORE_PER_PAYLOAD = 0.0005
+RESTORE_BYTES_PER_SECOND = 0.5e9
 #: Seconds to start a warm worker: Python itself, then each library it imports (priors,
 #: measured with ``python -X importtime`` on 2 cores; unknown libraries count as light).
 INTERPRETER = 0.1
 #: Seconds after the last job's child exits: its run's write-back commit and the summary.
-FINISH = 0.3
-HEAVY_IMPORTS = {"torch": 1.6, "tensorflow": 3.0, "jax": 1.2, "sklearn": 0.6, "pandas": 0.4, "scipy": 0.3,
+FINISH = 0.1
+HEAVY_IMPORTS = {"torch": 1.5, "tensorflow": 3.0, "jax": 1.2, "sklearn": 0.6, "pandas": 0.4, "scipy": 0.3,
                  "matplotlib": 0.3, "transformers": 2.0, "torchvision": 0.5, "numpy": 0.1}
 
 
@@ -142,6 +148,9 @@ class Plan:
     #: runs, carrying the statements, the isolation probe — measured where it planned: a
     #: ``--dry-run`` and the replay pay the same (0 when not measured)
     overhead: float = 0.0
+    #: seconds after the command's start when it knew the runs: where the first warm worker
+    #: starts, while the rest is planned (see ``LocalExecutor.prestart``; None: not measured)
+    selected: float | None = None
 
     @property
     def jobs(self) -> list[Job]:
@@ -157,7 +166,10 @@ class Plan:
         for job in self.jobs:
             i = slots.index(min(slots))
             slots[i] += job.estimate
-        return self.overhead + warmup([t.meta for t in self.targets]) + max(slots) + FINISH
+        warm = warmup([t.meta for t in self.targets])
+        # the first warm worker imports while the command plans
+        ready = self.overhead + warm if self.selected is None else max(self.overhead, self.selected + warm)
+        return ready + max(slots) + FINISH
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -172,6 +184,7 @@ class Plan:
             "estimate_seconds": round(sum(j.estimate for j in self.jobs), 3),
             "wall_seconds": round(self.wall(), 3),
             "overhead_seconds": round(self.overhead, 3),
+            "selected_seconds": None if self.selected is None else round(self.selected, 3),
             "workers": self.workers,
         }
 
@@ -262,7 +275,9 @@ def plan(
             fit = min(workers, max(1, cores() // job_threads(thread_env(meta.get("threads"), dict(os.environ)))))
         slots = min(slots, fit)
         share = max(1, fit // max(1, len(runs)))
-        _jobs(target, shape, manifest, loops, existing, iters, force, share)
+        # jobs forked from a warm worker (local, FLOR_WARM not 0) do not import its libraries again
+        warm = warm_imports(script_source, [root]) if fit_threads and os.environ.get("FLOR_WARM", "1") != "0" else ()
+        _jobs(target, shape, manifest, loops, existing, iters, force, share, warm)
         _own_outputs(target)
         _witness(target, trust_checkpoints)
         target.expect = expectations(script_source, shape.positions)
@@ -484,22 +499,35 @@ class CostModel:
     """
 
     times: list[float]  # seconds of each outer-loop iteration of the original run
-    pre: float  # seconds from the run's start to its outer loop
+    #: seconds of each iteration spent in its nested loops (what a skip does not run); may be short
+    inner: list[float]
+    pre: float  # seconds from the run's start to its outer loop, less the imports a warm worker did
     duration: Any  # the original run's total seconds, as run.json has it (read only for ``full``)
     restore_cost: dict[int, float]  # iteration → seconds to restore its checkpoint
 
     @classmethod
-    def of(cls, meta: dict[str, Any], loops: list[LoopTiming], manifest: Manifest) -> CostModel:
+    def of(cls, meta: dict[str, Any], loops: list[LoopTiming], manifest: Manifest,
+           warm: tuple[str, ...] = ()) -> CostModel:
+        """``warm``: the libraries the jobs' warm worker imports (``launcher.warm_imports``): what the
+        run spent importing them before its loop (``run.json`` ``prefix_imports``) a job does not."""
         outer: LoopTiming = loops[0] if loops else {"iters": [], "start": meta.get("start", 0)}
         entries = extent(meta, loops)
         times: list[float] = []  # flat, as the entries' iterations are numbered
+        inner: list[float] = []
         for lp, size in zip([lp for lp in loops if lp.get("name") == outer.get("name")], entries.sizes):
-            times += (list(lp.get("iters", [])) + [float(lp.get("broke", 0.0))])[:size]
+            its = (list(lp.get("iters", [])) + [float(lp.get("broke", 0.0))])[:size]
+            times += its
+            inner += (list(lp.get("inner", [])) + [0.0] * len(its))[: len(its)]
+        pre = float(outer.get("start", 0)) - float(meta.get("start", 0))
+        imports = meta.get("prefix_imports")
+        if isinstance(imports, dict):
+            pre -= warmed(imports, warm)
         return cls(
             times=times,
-            pre=max(0.0, float(outer.get("start", 0)) - float(meta.get("start", 0))),
+            inner=inner,
+            pre=max(0.0, pre),
             duration=meta.get("duration", 0),
-            restore_cost={i: float(e.get("seconds", 0.0)) for i, e in manifest.items()},
+            restore_cost={i: _restore_seconds(e) for i, e in manifest.items()},
         )
 
     def estimate(self, mode: str, epochs: list[int], start: int = -1, run_full: list[int] | None = None) -> float:
@@ -515,10 +543,26 @@ class CostModel:
             return base + self.restore_cost.get(start, 0.0) + sum(times[start + 1 : max(epochs) + 1])
         full = set(run_full or [])
         skipped = [i for i in epochs if i < n and i not in full]
-        # a skipped iteration restores the previous one's end and its own; one run in full costs
-        # what it cost originally (and a restore where it does not follow one run in full)
-        return base + sum(2 * self.restore_cost.get(i, 0.0) + 0.05 * times[i] for i in skipped) + sum(
+        # a skipped iteration restores the previous one's end and its own, and runs its body
+        # but the nested loops; one run in full costs what it cost originally (and a restore
+        # where it does not follow one run in full)
+        return base + sum(2 * self.restore_cost.get(i, 0.0) + self._rest(i) for i in skipped) + sum(
             times[i] + (0.0 if i - 1 in full else self.restore_cost.get(i - 1, 0.0)) for i in full if i < n)
+
+    def _rest(self, i: int) -> float:
+        """Seconds of iteration ``i`` outside its nested loops: what a skip still runs. Without
+        nested loop times (a run recorded before they were, or a skipped helper call with no
+        ``flor.loop`` inside) a twentieth of the iteration."""
+        inner = self.inner[i] if i < len(self.inner) else 0.0
+        return max(0.0, self.times[i] - inner) if inner > 0 else 0.05 * self.times[i]
+
+
+def _restore_seconds(entry: dict[str, Any]) -> float:
+    """What restoring this checkpoint costs a replay child (see ``RESTORE_*``): its payloads'
+    count and bytes. (Its recorded ``seconds`` are the run's capture and background write.)"""
+    pointers = list(entry.get("objects", {}).values())
+    size = sum(int(getattr(p, "size", 0) or 0) for p in pointers)
+    return RESTORE_PER_PAYLOAD * len(pointers) + size / RESTORE_BYTES_PER_SECOND
 
 
 def _jobs(
@@ -530,9 +574,10 @@ def _jobs(
     iters: dict[str, set[int]] | None,
     force: bool,
     workers: int,
+    warm: tuple[str, ...] = (),
 ) -> None:
     """Fill in ``target.jobs`` (and ``target.reasons``): choose each name's strategy, then cut jobs."""
-    cost = CostModel.of(target.meta, loops, manifest)
+    cost = CostModel.of(target.meta, loops, manifest, warm)
     n = len(cost.times)
     requested = set(range(n))
     if iters and target.loop in iters:  # `--iter epoch=3` is epoch 3 of every entry of the loop

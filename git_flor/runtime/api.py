@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from ..errors import BadArgument, UnloggableValue
 from . import serial
 from .carried import LoopScope, analyse
+from .imports import ImportClock
 from .kwargs import cast, split_argv
 from .sandbox import route_torch_save
 from .session import Run
@@ -51,6 +52,10 @@ def _start_rng() -> dict[str, Any] | None:
 
 
 _IMPORT_RNG = _start_rng()
+#: the script's imports until its outer loop begins (a replay's cost model; see .imports)
+_IMPORTS = ImportClock()
+if not os.environ.get("FLOR_REPLAY"):
+    _IMPORTS.install()
 sys.argv[:], _KWARGS, _KWARGS_ERROR = split_argv(sys.argv)
 _run: Run | None = None
 _started = False
@@ -136,12 +141,15 @@ def _loop(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) -
         top = len(parent) == 1  # directly in the outer loop's body (or in a helper it calls)
         if top and run.replayer is not None and run.replayer.skip_nested(run.objects):
             return  # replay: this nested loop is replaced by a checkpoint restore
+        t0 = time.perf_counter()
         try:
             for i, item in enumerate(iterable):
                 run.ctx = parent + ((name, i, item if type(item) in PLAIN else None),)
                 yield item
         finally:
             run.ctx = parent
+            if top:
+                run.inner_seconds += time.perf_counter() - t0  # what a skip would not run
             if top and run.checkpointer is not None and run.outer_g is not None:
                 run.nested_rng.append(serial.capture_rng())
                 run.checkpointer.nested_end(run.outer_g, len(run.nested_rng) - 1)
@@ -164,6 +172,8 @@ def _outer(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) 
     # phase's iteration i as if it were its own. Another top-level loop (a differently named
     # fine-tuning phase, ``entry`` None) is code after the outer loop: no checkpoints.
     offset: int | None = run.loops[seq].get("offset")
+    if offset == 0:
+        run.set_meta(prefix_imports=_IMPORTS.remove())
     ckpt = run.checkpointer if offset is not None else None
     if ckpt is not None:
         ckpt.loop_begin(name, frame, scope, state)
@@ -176,6 +186,7 @@ def _outer(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) 
             run.ctx = ((name, i, item if type(item) in PLAIN else None, *mark),)
             run.outer_g = None if offset is None else offset + i
             run.nested_rng = []
+            run.inner_seconds = 0.0
             t0 = clock()
             try:
                 yield item
@@ -185,7 +196,7 @@ def _outer(run: Run, name: str, iterable: Iterable[T], frame: FrameType | None) 
                 run.loop_broke(seq, clock() - t0)
                 raise
             dt = clock() - t0
-            run.iteration_done(seq, dt)
+            run.iteration_done(seq, dt, round(run.inner_seconds, 6) if offset is not None else None)
             if ckpt is not None and offset is not None:
                 last = total is not None and i == total - 1
                 ckpt.iteration_end(name, offset + i, dt, frame, scope, state, last, run.nested_rng)

@@ -83,6 +83,8 @@ class Run:
         self.keep: Any = None
         #: RNG states at the end of each nested loop of the current outer iteration
         self.nested_rng: list[Any] = []
+        #: seconds the current outer iteration has spent in nested loops so far (loops.json ``inner``)
+        self.inner_seconds = 0.0
         #: the flat number of the outer iteration running (entry offset + index), None outside it
         self.outer_g: int | None = None
         #: the ``--kwargs`` pairs given on the command line (checked against the declared args)
@@ -231,9 +233,14 @@ class Run:
                    **{k: loop[k] for k in ("entry", "offset") if k in loop})
         return seq
 
-    def iteration_done(self, seq: int, dt: float) -> None:
+    def iteration_done(self, seq: int, dt: float, inner: float | None = None) -> None:
+        """Iteration of loop ``seq`` done in ``dt`` seconds, ``inner`` of them in nested loops."""
         self.loops[seq]["iters"].append(dt)
-        self.event("iter", seq=seq, dt=dt)
+        if inner is None:
+            self.event("iter", seq=seq, dt=dt)
+        else:
+            self.loops[seq].setdefault("inner", []).append(inner)
+            self.event("iter", seq=seq, dt=dt, inner=inner)
         # Push the journal here, on the training thread: waking the flusher instead
         # would hand the GIL over and back, which stalls training more than encoding.
         self.flush()

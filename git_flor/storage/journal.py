@@ -94,6 +94,8 @@ def parse(path: Path) -> RunData | None:
                                  **{k: obj[k] for k in ("entry", "offset") if k in obj}}
         elif kind == "iter" and obj["seq"] in loops:
             loops[obj["seq"]]["iters"].append(obj["dt"])
+            if "inner" in obj:
+                loops[obj["seq"]].setdefault("inner", []).append(obj["inner"])
         elif kind == "loopbreak" and obj["seq"] in loops:
             loops[obj["seq"]]["broke"] = obj["dt"]
         elif kind == "loopend" and obj["seq"] in loops:

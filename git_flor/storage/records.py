@@ -56,6 +56,9 @@ class LoopTiming(TypedDict, total=False):
     offset: int
     start: float  # wall clock when the loop began
     iters: list[float]  # seconds of each iteration, in order
+    #: outermost loop: seconds of each iteration spent in the nested loops directly in its body
+    #: (or in helpers it calls) — what a skip does not run (absent in older runs)
+    inner: list[float]
     end: float | None  # wall clock when it ended (None while running)
     ckpts: list[int]  # iterations with a checkpoint (outermost loop)
     broke: float  # present when the body left the loop part-way through one more iteration (its seconds)
