@@ -812,7 +812,7 @@ def main() -> int:
         r2t = None
         if not args.skip_torch:
             print("[2b/3] step-level statement on torch, workers 1 vs 2", file=sys.stderr, flush=True)
-            r2t = part2_torch(w, reps, 45 if args.quick else 180)
+            r2t = part2_torch(w, reps, 180 if args.quick else 720)
         print(f"[3/3] {versions} versions x {runs_per} runs", file=sys.stderr, flush=True)
         r3 = part3(w, reps, versions, runs_per, n3, h3)
         load1 = os.getloadavg()

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..propagate import Carrier
-from ..runtime.imports import warmed
 from ..runtime.launch import cores, job_threads, thread_env
 from ..storage.checkpoints import Manifest, read_manifest
 from ..storage.files import SourceTree, run_snapshot
@@ -555,6 +554,15 @@ class CostModel:
         ``flor.loop`` inside) a twentieth of the iteration."""
         inner = self.inner[i] if i < len(self.inner) else 0.0
         return max(0.0, self.times[i] - inner) if inner > 0 else 0.05 * self.times[i]
+
+
+def warmed(imports: dict[str, Any], warm: tuple[str, ...]) -> float:
+    """Seconds of a run's ``prefix_imports`` (``runtime/imports.py``) a warm worker importing ``warm``
+    has already spent. Only exact names count: a submodule the run loaded lazily
+    (``torch.distributions``) was not imported by its package's import, so the warm worker does
+    not have it either unless it imports it by name (``torch._dynamo``)."""
+    names = set(warm)
+    return sum(float(v) for k, v in imports.items() if k in names and isinstance(v, (int, float)))
 
 
 def _restore_seconds(entry: dict[str, Any]) -> float:

@@ -59,13 +59,3 @@ class ImportClock:
             self._original = None
         return {k: round(v, 4) for k, v in self.seconds.items() if v >= MIN_SECONDS}
 
-
-def warmed(imports: dict[str, float], warm: tuple[str, ...] | list[str]) -> float:
-    """Seconds of ``imports`` a warm worker importing ``warm`` has already spent.
-
-    Only exact names count: a submodule the run loaded lazily (``torch.distributions``)
-    was not imported by its package's import, so the warm worker does not have it either
-    unless it imports it by name (``torch._dynamo``).
-    """
-    names = set(warm)
-    return sum(float(v) for k, v in imports.items() if k in names)
