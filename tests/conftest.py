@@ -55,6 +55,8 @@ def isolate(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.Monkey
         monkeypatch.setenv(f"GIT_{role}_EMAIL", "test@example.com")
         monkeypatch.setenv(f"GIT_{role}_DATE", "2026-01-01T00:00:00Z")
     monkeypatch.setenv("FLOR_QUIET", "1")
+    # Warm workers end with their command (a test that keeps one says so): none outlives a test.
+    monkeypatch.setenv("FLOR_WARM_KEEP", "0")
     monkeypatch.setenv("PATH", f"{BIN}{os.pathsep}{os.environ['PATH']}")
     (home / ".gitconfig").write_text("[user]\n\tname = Test\n\temail = test@example.com\n[init]\n\tdefaultBranch = main\n")
 

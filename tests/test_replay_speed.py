@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pygit2
@@ -268,3 +269,104 @@ def test_a_jobs_estimate_leaves_out_what_the_warm_worker_imported_and_the_loops_
     assert job["mode"] == "skip" and not job["run_full"]
     body = sum(b - a for a, b in zip(outer["inner"], outer["iters"]))
     assert job["estimate_seconds"] < STARTUP + pre - meta["prefix_imports"]["torch._dynamo"] + body + 0.1, (job, pre)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:  # a zombie is gone for our purposes
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _children(pid: int) -> list[int]:
+    out = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(x) for x in out.stdout.split()]
+
+
+def test_a_kept_warm_worker_serves_the_next_replay_and_ends_when_idle(tmp_path: Path) -> None:
+    """FLOR_WARM_KEEP: the warm worker outlives the command, the next replay forks from it (no
+    second import of its libraries) with the same values, and it ends by itself once idle."""
+    from tests.conftest import TRAIN as NUMPY_TRAIN
+
+    anchor = '    flor.log("val", np.mean((X @ w - y) ** 2))\n'
+    today = NUMPY_TRAIN.replace(anchor, anchor + '    flor.log("server", __import__("os").getppid())\n'
+                                + '    flor.log("wsum", float(w.sum()))\n')
+    repo = _recorded(tmp_path / "kept", NUMPY_TRAIN, 1, today)
+    os.environ["FLOR_WARM_KEEP"] = "4"
+    try:
+        servers = []
+        for _ in range(2):
+            out = flor(repo, "replay", "--apply", "server,wsum", "--yes", "--force")
+            assert out.returncode == 0, out.stderr
+            servers.append(set(_values(repo, ["server"])["server"]))
+    finally:
+        os.environ["FLOR_WARM_KEEP"] = "0"
+    assert len(servers[0]) == 1 and servers[0] == servers[1], servers  # one worker served both
+    pid = servers[0].pop()
+    assert _alive(pid) and "--serve-socket" in Path(f"/proc/{pid}/cmdline").read_text()
+    hand = tmp_path / "hand"
+    hand.mkdir()
+    git(hand, "init", "-q")
+    (hand / "train.py").write_text(NUMPY_TRAIN.replace(anchor, anchor + '    flor.log("wsum", float(w.sum()))\n'))
+    run_script(hand, "train.py")
+    assert _values(repo, ["wsum"])["wsum"] == _values(hand, ["wsum"])["wsum"]
+    deadline = time.time() + 15
+    while _alive(pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert not _alive(pid), "an idle kept worker ends after FLOR_WARM_KEEP seconds"
+
+
+def test_a_killed_command_takes_its_jobs_on_a_kept_worker_with_it(tmp_path: Path) -> None:
+    """The jobs of a replay whose command is killed (-9: no clean-up of its own) end with it,
+    though the kept worker they were forked from goes on."""
+    slow = textwrap.dedent(  # recorded fast; its replay (SLOW in the environment) takes a minute
+        """\
+        import os
+        import time
+        import numpy as np
+        import git_flor as flor
+        for epoch in flor.loop("epoch", range(2)):
+            time.sleep(float(os.environ.get("SLOW", "0.01")))
+            flor.log("v", int(np.int64(epoch)))
+        """
+    )
+    repo = tmp_path / "slow"
+    repo.mkdir()
+    git(repo, "init", "-q", "-b", "main")
+    (repo / "train.py").write_text(slow)
+    git(repo, "add", ".")
+    git(repo, "commit", "-qm", "v1")
+    run_script(repo, "train.py")
+    (repo / "train.py").write_text(slow + "    flor.log(\"h\", epoch)\n")
+    env = {**os.environ, "FLOR_WARM_KEEP": "20", "SLOW": "60"}
+    proc = subprocess.Popen([sys.executable, "-m", "git_flor", "replay", "--apply", "h", "--yes"], cwd=repo,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+    server, jobs = None, []
+    deadline = time.time() + 30
+    while not jobs and time.time() < deadline:
+        time.sleep(0.2)
+        # The worker is detached from the command: found by its command line (this interpreter,
+        # the script's imports), the job as its child.
+        found = subprocess.run(["pgrep", "-f", "--", "--serve-socket"], capture_output=True, text=True).stdout.split()
+        for pid in map(int, found):
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_text().split("\0")
+            except OSError:
+                continue
+            if argv[0] == sys.executable and argv[-2:] == ["numpy", ""] and _children(pid):
+                server, jobs = pid, _children(pid)
+    assert server is not None and jobs, "the replay's job runs on a kept worker"
+    proc.kill()
+    proc.wait()
+    deadline = time.time() + 10
+    while any(_alive(j) for j in jobs) and time.time() < deadline:
+        time.sleep(0.1)
+    try:
+        assert not any(_alive(j) for j in jobs), "the killed command's job still runs"
+        assert _alive(server), "the kept worker goes on"
+    finally:
+        os.kill(server, 9)

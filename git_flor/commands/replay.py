@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import EXIT_OK, EXIT_PARTIAL, CheckFailed, Partial, Unverified, UsageError
 from ..query.runs import resolve_run, run_ids
 from ..query.strict_json import strict_dumps
-from ..replay.executors import LocalExecutor, Outcome
+from ..replay.executors import LocalExecutor, Outcome, kept_alive
 from ..replay.isolation import Isolation, choose, outside_dirs
 from ..replay.jobs import execute, warm_server
 from ..replay.plan import Job, Plan, plan
@@ -78,8 +78,10 @@ def _replay(
         run_ids = _select(repo, conn, selectors, where)
         _check_names(repo, conn, run_ids, names)
         selected = _elapsed()  # where the first warm worker starts (the estimate counts it from here)
-        if local is not None and run_ids:
-            _prestart(repo, conn, local, run_ids[0])
+        first = _first_warm(repo, conn, run_ids[0]) if run_ids else None
+        warm_ready = first is not None and kept_alive(*first)
+        if local is not None and first is not None:
+            local.prestart(*first)
         the_plan = plan(repo, conn, run_ids, names, iters=chosen_iters or None, force=force, workers=workers,
                         trust_checkpoints=trust_checkpoints, fit_threads=runner is None)
     finally:
@@ -87,6 +89,7 @@ def _replay(
     isolation = _isolation(repo, the_plan) if the_plan.jobs else None
     the_plan.overhead = _elapsed()  # what the replay pays before its first job (the estimate's start)
     the_plan.selected = selected
+    the_plan.warm_ready = warm_ready
     _show(the_plan, fmt, isolation)
     if dry_run or not the_plan.jobs:
         _close(runner, local)
@@ -200,8 +203,9 @@ def _close(runner: RayExecutor | None, local: LocalExecutor | None = None) -> No
         local.close()  # (a warm server started early that no job used)
 
 
-def _prestart(repo: Any, conn: Any, local: LocalExecutor, run_id: str) -> None:
-    """Start the first run's warm server before planning (see ``LocalExecutor.prestart``)."""
+def _first_warm(repo: Any, conn: Any, run_id: str) -> tuple[tuple[str, ...], dict[str, str]] | None:
+    """(imports, environment) of the first run's warm server, known before planning: it starts
+    then (``LocalExecutor.prestart``), or an earlier command's kept one is there already."""
     from ..storage.repo import workdir
 
     root = workdir(repo)
@@ -209,8 +213,8 @@ def _prestart(repo: Any, conn: Any, local: LocalExecutor, run_id: str) -> None:
         meta = stored_run(conn, run_id).meta
         source = (root / str(meta.get("script") or "")).read_text(errors="replace")
     except (KeyError, OSError, ValueError):
-        return  # nothing to guess from: the server starts with the first job
-    local.prestart(*warm_server(meta, source, root))
+        return None  # nothing to guess from: the server starts with the first job
+    return warm_server(meta, source, root)
 
 
 def _select(repo: object, conn: object, selectors: Sequence[str], where: str | None) -> list[str]:

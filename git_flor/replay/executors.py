@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -32,7 +33,7 @@ from collections.abc import Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from ..runtime.launch import THREAD_VARS, TORCH_THREADS, cores, job_threads
 from .isolation import LAUNCHER
@@ -102,10 +103,13 @@ class Cores:
 class LocalExecutor:
     local_payloads = True
 
-    def __init__(self, workers: int, warm: bool = True) -> None:
+    def __init__(self, workers: int, warm: bool = True, keep: float | None = None) -> None:
         self.workers = max(1, workers)
         #: fork jobs from warm servers (``FLOR_WARM=0`` turns it off: a fresh interpreter per job)
         self.warm = warm and hasattr(os, "fork") and os.environ.get("FLOR_WARM", "1") != "0"
+        #: seconds a warm server outlives this command, idle, for the next replay to fork from
+        #: (``FLOR_WARM_KEEP``; 0: it ends with this command)
+        self.keep = warm_keep() if keep is None else keep
         self._procs: dict[int, subprocess.Popen[str] | int] = {}
         self._servers: dict[tuple[tuple[str, ...], tuple[str, ...]], ForkServer] = {}
         self._cores = Cores(cores())
@@ -124,7 +128,8 @@ class LocalExecutor:
         with self._lock:
             server = self._servers.get(key)
             if server is None:
-                server = self._servers[key] = ForkServer(warm, env)
+                path = kept_socket(warm, key[1]) if self.keep > 0 else None
+                server = self._servers[key] = ForkServer(warm, env, path, self.keep)
         return server
 
     def prestart(self, warm: tuple[str, ...], env: dict[str, str]) -> None:
@@ -234,31 +239,68 @@ class ForkServer:
 
     Started with the first task's environment (its run's thread settings): the libraries
     read them when the server imports them, so servers are keyed by those settings.
+
+    With a socket ``path`` the worker is one that outlives the command (``launch.py
+    --serve-socket``, see :func:`kept_socket`): an earlier command's is used when it answers
+    there, else one is started; the protocol is the same, over the socket.
     """
 
-    def __init__(self, modules: tuple[str, ...], env: dict[str, str]) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, str(LAUNCHER), "--serve", *modules], env=env, stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True, cwd="/",
-        )
+    def __init__(self, modules: tuple[str, ...], env: dict[str, str], path: str | None = None,
+                 keep: float = 0.0) -> None:
+        self.proc: subprocess.Popen[str] | None = None
+        self._conn: socket.socket | None = None
         self.warmup: float | None = None
         self._ready = threading.Event()
         self._cond = threading.Condition()
         self._pids: dict[str, int] = {}
         self._rcs: dict[str, int] = {}
         self._write = threading.Lock()
-        self._reader = threading.Thread(target=self._read, name="git-flor-warm-worker", daemon=True)
+        if path is None:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(LAUNCHER), "--serve", *modules], env=env, stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True, cwd="/",
+            )
+        else:
+            self._conn = _connect(path)
+            if self._conn is not None:
+                self.warmup = 0.0  # an earlier command's worker: warm already
+        self._reader = threading.Thread(target=self._read, args=(modules, env, path, keep),
+                                        name="git-flor-warm-worker", daemon=True)
         self._reader.start()
 
-    def _read(self) -> None:
-        out: IO[str] | None = self.proc.stdout
-        assert out is not None
-        for line in out:
+    def _lines(self, modules: tuple[str, ...], env: dict[str, str], path: str | None, keep: float) -> Iterator[str]:
+        """The server's report lines: its stdout, or (kept) its socket, starting it if need be."""
+        if path is None:
+            assert self.proc is not None and self.proc.stdout is not None
+            yield from self.proc.stdout
+            return
+        if self._conn is None:
+            starter = subprocess.run(
+                [sys.executable, str(LAUNCHER), "--serve-socket", path, str(keep), *modules], env=env,
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                start_new_session=True, cwd="/", check=False,
+            )  # (returns once the server reports: it goes on in the background, detached)
+            first = (starter.stdout.split() or [""])
+            self._conn = _connect(path)
+            if self._conn is None:
+                return
+            if first[0] == "ready" and len(first) > 1:
+                self.warmup = float(first[1])
+            else:
+                self.warmup = 0.0  # another command's server took the socket first
+        conn = self._conn
+        with conn.makefile("r") as fh:
+            yield "ready -\n"
+            yield from fh
+
+    def _read(self, modules: tuple[str, ...], env: dict[str, str], path: str | None, keep: float) -> None:
+        for line in self._lines(modules, env, path, keep):
             kind, *rest = line.split() or [""]
             if kind not in ("ready", "start", "exit") or len(rest) != (1 if kind == "ready" else 2):
                 continue
             if kind == "ready":
-                self.warmup = float(rest[0])
+                if rest[0] != "-":
+                    self.warmup = float(rest[0])
                 self._ready.set()
                 continue
             with self._cond:
@@ -274,7 +316,9 @@ class ForkServer:
 
     def wait_ready(self) -> bool:
         self._ready.wait()
-        return self.warmup is not None and self.proc.poll() is None
+        if self.warmup is None or not self._reader.is_alive():
+            return False
+        return self._conn is not None or (self.proc is not None and self.proc.poll() is None)
 
     def start(self, task: Task, stderr: str) -> int:
         """Fork ``task``; its pid (its process group too), or -1 when the server is gone."""
@@ -282,9 +326,12 @@ class ForkServer:
         key = str(task.key)
         try:
             with self._write:
-                assert self.proc.stdin is not None
-                self.proc.stdin.write(json.dumps(request) + "\n")
-                self.proc.stdin.flush()
+                if self._conn is not None:
+                    self._conn.sendall((json.dumps(request) + "\n").encode())
+                else:
+                    assert self.proc is not None and self.proc.stdin is not None
+                    self.proc.stdin.write(json.dumps(request) + "\n")
+                    self.proc.stdin.flush()
         except (OSError, ValueError):
             return -1
         with self._cond:
@@ -307,7 +354,16 @@ class ForkServer:
             return self._cond.wait_for(lambda: not self._pids or not self._reader.is_alive(), timeout)
 
     def close(self) -> None:
-        """End of work: the server exits when its last child has; it is reaped here."""
+        """End of work: a kept server goes idle (and ends after its time); another exits when its
+        last child has, and is reaped here."""
+        if self._conn is not None:
+            try:
+                self._conn.close()
+            except OSError:
+                pass
+            return
+        if self.proc is None:
+            return
         try:
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
@@ -319,6 +375,79 @@ class ForkServer:
             _signal(self.proc, signal.SIGKILL)
             self.proc.wait()
 
+
+def warm_keep() -> float:
+    """``FLOR_WARM_KEEP``: seconds a warm worker waits, idle, for the next replay (default 120)."""
+    try:
+        return max(0.0, float(os.environ.get("FLOR_WARM_KEEP", DEFAULT_KEEP)))
+    except ValueError:
+        return DEFAULT_KEEP
+
+
+def kept_socket(modules: tuple[str, ...], threads: tuple[str, ...]) -> str | None:
+    """Where a kept warm worker for these imports and thread settings listens (None: nowhere safe).
+
+    Keyed by everything its imports depend on — this interpreter, the modules and the files
+    they load from (an upgraded torch gets a new worker), the thread settings, ``PYTHONPATH``,
+    git-flor's own launcher — in a folder only this user can enter.
+    """
+    import hashlib  # noqa: PLC0415
+    import importlib.util  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    parts = [sys.executable, os.environ.get("PYTHONPATH", ""), str(LAUNCHER), *modules, *threads]
+    for name in (LAUNCHER, *(m for m in modules if "." not in m)):
+        try:
+            origin = name if isinstance(name, Path) else (importlib.util.find_spec(name) or object()).origin  # type: ignore[union-attr]
+            parts.append(f"{origin}:{os.stat(str(origin)).st_mtime_ns}")
+        except (ImportError, ValueError, OSError, TypeError, AttributeError):
+            parts.append(f"{name}:?")
+    folder = Path(tempfile.gettempdir()) / f"git-flor-warm-{os.getuid()}"
+    try:
+        folder.mkdir(mode=0o700, exist_ok=True)
+        st = folder.stat()
+        if st.st_uid != os.getuid() or st.st_mode & 0o077:
+            return None  # someone else's folder: no socket there
+    except OSError:
+        return None
+    return str(folder / (hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24] + ".sock"))
+
+
+def kept_alive(warm: tuple[str, ...], env: dict[str, str]) -> bool:
+    """Whether a kept warm worker for these imports and thread settings is waiting now (the
+    estimate then has no warm-up to count)."""
+    if not warm or warm_keep() <= 0:
+        return False
+    path = kept_socket(warm, tuple(env.get(v, "") for v in (*THREAD_VARS, TORCH_THREADS)))
+    conn = _connect(path) if path else None
+    if conn is None:
+        return False
+    conn.close()
+    return True
+
+
+def _connect(path: str) -> socket.socket | None:
+    """A connection to the kept worker at ``path``, or None (none there; a stale socket is removed)."""
+    if not os.path.exists(path):
+        return None
+    conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        conn.connect(path)
+        return conn
+    except ConnectionRefusedError:
+        conn.close()
+        try:
+            os.unlink(path)  # its server is gone
+        except OSError:
+            pass
+        return None
+    except OSError:
+        conn.close()
+        return None
+
+
+#: Seconds a kept warm worker waits for the next replay (``FLOR_WARM_KEEP``).
+DEFAULT_KEEP = 120.0
 
 #: Seconds a cancelled child has to exit after SIGTERM before it is killed.
 GRACE = 5.0

@@ -150,6 +150,8 @@ class Plan:
     #: seconds after the command's start when it knew the runs: where the first warm worker
     #: starts, while the rest is planned (see ``LocalExecutor.prestart``; None: not measured)
     selected: float | None = None
+    #: a kept warm worker (``FLOR_WARM_KEEP``) for the first run was waiting: no warm-up to count
+    warm_ready: bool = False
 
     @property
     def jobs(self) -> list[Job]:
@@ -165,7 +167,7 @@ class Plan:
         for job in self.jobs:
             i = slots.index(min(slots))
             slots[i] += job.estimate
-        warm = warmup([t.meta for t in self.targets])
+        warm = 0.0 if self.warm_ready else warmup([t.meta for t in self.targets])
         # the first warm worker imports while the command plans
         ready = self.overhead + warm if self.selected is None else max(self.overhead, self.selected + warm)
         return ready + max(slots) + FINISH

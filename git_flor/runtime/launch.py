@@ -385,10 +385,111 @@ def serve(modules: list[str]) -> list[str]:
     os._exit(0)
 
 
+def serve_socket(path: str, keep: float, modules: list[str]) -> list[str]:
+    """A warm worker that outlives the command that started it (``FLOR_WARM_KEEP`` seconds idle).
+
+    The next ``git flor replay`` of the same imports and thread settings connects to its unix
+    socket ``path`` instead of importing torch again. The protocol on each connection is
+    :func:`serve`'s; a connection that closes with children still running (the command was
+    killed, or Ctrl-C) has them killed. With no connection and no child for ``keep`` seconds
+    the server removes its socket and exits. Returns only in a forked child.
+    """
+    import select  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+    import socket  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    t0 = time.perf_counter()
+    os.chdir("/")
+    report = os.fdopen(os.dup(1), "w", buffering=1)  # to the starter: "ready SECONDS" or "taken"
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(null, 1)
+    os.close(null)
+    _import_quietly(modules)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(path)
+    except OSError:  # another command's server for the same key got there first
+        report.write("taken\n")
+        os._exit(0)
+    listener.listen(8)
+    mine = os.stat(path).st_ino  # (only this server's socket file is removed when it ends)
+    report.write(f"ready {time.perf_counter() - t0:.3f}\n")
+    report.close()
+    if os.fork() > 0:
+        os._exit(0)  # the starter waits for this process only: the server goes on detached
+    conns: dict[int, Any] = {}  # fd → connection
+    pending: dict[int, bytes] = {}
+    children: dict[int, tuple[int, str]] = {}  # pid → (connection fd, key)
+    idle_since = time.monotonic()
+
+    def send(fd: int, line: str) -> None:
+        conn = conns.get(fd)
+        if conn is not None:
+            try:
+                conn.sendall(line.encode())
+            except OSError:
+                pass
+
+    while True:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                break
+            if pid == 0:
+                break
+            fd, key = children.pop(pid, (-1, ""))
+            send(fd, f"exit {key} {os.waitstatus_to_exitcode(status)}\n")
+        if conns or children:
+            idle_since = time.monotonic()
+        elif time.monotonic() - idle_since > keep:
+            break
+        ready, _, _ = select.select([listener, *conns.values()], [], [], 0.02)
+        for item in ready:
+            if item is listener:
+                conn, _ = listener.accept()
+                conns[conn.fileno()] = conn
+                pending[conn.fileno()] = b""
+                continue
+            fd = item.fileno()
+            chunk = item.recv(65536)
+            if not chunk:  # the command is gone: so are the jobs it started
+                for pid, (owner, _) in list(children.items()):
+                    if owner == fd:
+                        try:
+                            os.killpg(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
+                conns.pop(fd).close()
+                pending.pop(fd, None)
+                continue
+            pending[fd] += chunk
+            while b"\n" in pending[fd]:
+                line, pending[fd] = pending[fd].split(b"\n", 1)
+                request = json.loads(line)
+                pid = os.fork()
+                if pid == 0:
+                    listener.close()
+                    for other in conns.values():
+                        other.close()
+                    return _become_job(request, None)
+                children[pid] = (fd, str(request["key"]))
+                send(fd, f"start {request['key']} {pid}\n")
+    try:
+        if os.stat(path).st_ino == mine:
+            os.unlink(path)
+    except OSError:
+        pass
+    os._exit(0)
+
+
 def _become_job(request: dict[str, Any], out: Any) -> list[str]:
     """In the forked child: the job's session, environment, folder and stdio; then its arguments."""
     os.setsid()  # its own process group, as a cold child's start_new_session
-    out.close()
+    if out is not None:
+        out.close()
     null = os.open(os.devnull, os.O_RDWR)
     err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.dup2(null, 0)
@@ -444,4 +545,6 @@ if __name__ == "__main__":
     _args = sys.argv[1:]
     if _args[:1] == ["--serve"]:
         _args = serve(_args[1:])  # returns in each forked job only
+    elif _args[:1] == ["--serve-socket"]:
+        _args = serve_socket(_args[1], float(_args[2]), _args[3:])  # (likewise)
     main(_args)
