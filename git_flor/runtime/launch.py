@@ -351,14 +351,8 @@ def serve(modules: list[str]) -> list[str]:
     pending = b""
     open_in = True
     while open_in or children:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
-            out.write(f"exit {children.pop(pid)} {os.waitstatus_to_exitcode(status)}\n")
+        for pid, rc in _ended():
+            out.write(f"exit {children.pop(pid, '?')} {rc}\n")
         if not open_in:
             time.sleep(0.02)
             continue
@@ -433,15 +427,9 @@ def serve_socket(path: str, keep: float, modules: list[str]) -> list[str]:
                 pass
 
     while True:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                break
-            if pid == 0:
-                break
+        for pid, rc in _ended():
             fd, key = children.pop(pid, (-1, ""))
-            send(fd, f"exit {key} {os.waitstatus_to_exitcode(status)}\n")
+            send(fd, f"exit {key} {rc}\n")
         if conns or children:
             idle_since = time.monotonic()
         elif time.monotonic() - idle_since > keep:
@@ -483,6 +471,18 @@ def serve_socket(path: str, keep: float, modules: list[str]) -> list[str]:
     except OSError:
         pass
     os._exit(0)
+
+
+def _ended() -> Any:
+    """(pid, exit code as ``subprocess`` reports it) of each child that has ended; never waits."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:  # no children
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
 
 
 def _become_job(request: dict[str, Any], out: Any) -> list[str]:
