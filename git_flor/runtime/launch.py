@@ -405,12 +405,18 @@ def serve_socket(path: str, keep: float, modules: list[str]) -> list[str]:
     try:
         listener.bind(path)
     except OSError:  # another command's server for the same key got there first
-        report.write("taken\n")
+        try:
+            report.write("taken\n")
+        except OSError:
+            pass
         os._exit(0)
     listener.listen(8)
     mine = os.stat(path).st_ino  # (only this server's socket file is removed when it ends)
-    report.write(f"ready {time.perf_counter() - t0:.3f}\n")
-    report.close()
+    try:
+        report.write(f"ready {time.perf_counter() - t0:.3f}\n")
+        report.close()
+    except OSError:  # the command that started it is gone: serve the next one all the same
+        pass
     if os.fork() > 0:
         os._exit(0)  # the starter waits for this process only: the server goes on detached
     conns: dict[int, Any] = {}  # fd → connection
