@@ -57,5 +57,7 @@ class ImportClock:
         if self._original is not None:
             bootstrap._find_and_load = self._original
             self._original = None
-        return {k: round(v, 4) for k, v in self.seconds.items() if v >= MIN_SECONDS}
+        out = {k: round(v, 4) for k, v in self.seconds.items() if v >= MIN_SECONDS}
+        self.seconds.clear()  # (a second run of the process, after flor.commit(), imported nothing yet)
+        return out
 
