@@ -60,19 +60,8 @@ def replay(
         if runner.address and not workers:  # a cluster: its CPUs say how finely to split the work
             workers = runner.cpus()  # (a local Ray gets the cores, and starts only when there is work)
     workers = workers or os.cpu_count() or 1
+    # (a warm worker started early dies with this process if planning fails; a kept one idles out)
     local = LocalExecutor(workers) if runner is None and not dry_run else None
-    try:
-        return _replay(repo, names, selectors, where, chosen_iters, workers, dry_run, force, trust_checkpoints,
-                       fmt, confirm, kind, runner, local)
-    finally:
-        _close(None, local)  # also when planning fails: a warm server started early must not linger
-
-
-def _replay(
-    repo: Any, names: list[str], selectors: Sequence[str], where: str | None, chosen_iters: Any, workers: int,
-    dry_run: bool, force: bool, trust_checkpoints: bool, fmt: str, confirm: Callable[[str], bool] | None,
-    kind: str, runner: RayExecutor | None, local: LocalExecutor | None,
-) -> int:
     conn = connect(repo)
     try:
         run_ids = _select(repo, conn, selectors, where)

@@ -124,7 +124,7 @@ class LocalExecutor:
 
     def _get_server(self, warm: tuple[str, ...], env: dict[str, str]) -> ForkServer:
         """The warm server for these imports and thread settings, started if there is none."""
-        key = (warm, tuple(env.get(v, "") for v in (*THREAD_VARS, TORCH_THREADS)))
+        key = (warm, _threads(env))
         with self._lock:
             server = self._servers.get(key)
             if server is None:
@@ -392,16 +392,14 @@ def kept_socket(modules: tuple[str, ...], threads: tuple[str, ...]) -> str | Non
     git-flor's own launcher — in a folder only this user can enter.
     """
     import hashlib  # noqa: PLC0415
-    import importlib.util  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
-    parts = [sys.executable, os.environ.get("PYTHONPATH", ""), str(LAUNCHER), *modules, *threads]
-    for name in (LAUNCHER, *(m for m in modules if "." not in m)):
+    parts = [sys.executable, os.environ.get("PYTHONPATH", ""), *modules, *threads]
+    for origin in (str(LAUNCHER), *(_origin(m) for m in modules if "." not in m)):
         try:
-            origin = name if isinstance(name, Path) else (importlib.util.find_spec(name) or object()).origin  # type: ignore[union-attr]
-            parts.append(f"{origin}:{os.stat(str(origin)).st_mtime_ns}")
-        except (ImportError, ValueError, OSError, TypeError, AttributeError):
-            parts.append(f"{name}:?")
+            parts.append(f"{origin}:{os.stat(origin).st_mtime_ns}")
+        except OSError:
+            parts.append(f"{origin}:?")
     folder = Path(tempfile.gettempdir()) / f"git-flor-warm-{os.getuid()}"
     try:
         folder.mkdir(mode=0o700, exist_ok=True)
@@ -413,12 +411,28 @@ def kept_socket(modules: tuple[str, ...], threads: tuple[str, ...]) -> str | Non
     return str(folder / (hashlib.sha256("\0".join(parts).encode()).hexdigest()[:24] + ".sock"))
 
 
+def _threads(env: dict[str, str]) -> tuple[str, ...]:
+    """The thread settings a warm server is keyed by (its libraries read them at import)."""
+    return tuple(env.get(v, "") for v in (*THREAD_VARS, TORCH_THREADS))
+
+
+def _origin(module: str) -> str:
+    """The file a top-level module loads from (its name when it has none to find)."""
+    import importlib.util  # noqa: PLC0415
+
+    try:
+        spec = importlib.util.find_spec(module)
+    except (ImportError, ValueError):
+        return module
+    return spec.origin if spec is not None and spec.origin else module
+
+
 def kept_alive(warm: tuple[str, ...], env: dict[str, str]) -> bool:
     """Whether a kept warm worker for these imports and thread settings is waiting now (the
     estimate then has no warm-up to count)."""
     if not warm or warm_keep() <= 0:
         return False
-    path = kept_socket(warm, tuple(env.get(v, "") for v in (*THREAD_VARS, TORCH_THREADS)))
+    path = kept_socket(warm, _threads(env))
     conn = _connect(path) if path else None
     if conn is None:
         return False
